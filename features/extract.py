@@ -1,0 +1,61 @@
+"""Feature extraction: `CameraObservation` -> the contract's camera_ticks row and the ranker's input vector.
+
+Training reads the logged rows; the runtime scores `scene_vector`s built here from the same observation, so the two
+can never drift apart.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .observations import CameraObservation
+from .schema import CAMERA_TICKS, scene_feature_names
+
+SCENE_FEATURES: tuple[str, ...] = tuple(scene_feature_names(CAMERA_TICKS))
+
+
+def scene_features(obs: CameraObservation) -> dict[str, float | int | None]:
+    """The scene features of one observation, keyed by contract column (NULL-able ones may be None)."""
+    vlm_age = None if obs.vlm is None else max(0.0, obs.t - obs.vlm.t)
+    return {
+        "people_count": int(len(obs.people)),
+        "largest_person_area": obs.people.largest_area(),
+        "person_centrality": obs.people.centrality(),
+        "track_continuity": float(obs.track_continuity),
+        "track_age_s": float(obs.track_age_s),
+        "person_speed": float(obs.person_speed),
+        "face_count": int(len(obs.faces)),
+        "largest_face_area": obs.faces.largest_area(),
+        "face_centrality": obs.faces.centrality(),
+        "motion_energy": float(obs.motion_energy),
+        "audio_dbfs": float(max(-120.0, obs.audio_dbfs)),
+        "speech_prob": float(obs.speech_prob),
+        "keyword_hits": int(obs.keyword_hits),
+        "asr_words_per_s": float(obs.asr_words_per_s),
+        "vlm_interest": None if obs.vlm is None else float(obs.vlm.interest),
+        "vlm_age_s": vlm_age,
+    }
+
+
+def scene_vector(obs: CameraObservation, out: np.ndarray | None = None) -> np.ndarray:
+    """float32 vector in SCENE_FEATURES order; NULL becomes NaN (XGBoost's missing value)."""
+    f = scene_features(obs)
+    v = out if out is not None else np.empty(len(SCENE_FEATURES), dtype=np.float32)
+    for i, name in enumerate(SCENE_FEATURES):
+        x = f[name]
+        v[i] = np.nan if x is None else x
+    return v
+
+
+def camera_tick_row(obs: CameraObservation, *, session_id: str, tick: int, ts: float, room: str = "",
+                    on_program: bool = False, since_on_program_s: float = 0.0, score: float | None = None,
+                    model_version: str = "", ab_variant: str = "", synthetic: bool = False) -> dict:
+    """One camera_ticks row (validated by the spool on write)."""
+    row = scene_features(obs)
+    row.update(
+        session_id=session_id, room=room, synthetic=synthetic, ts=ts, tick=tick, camera_id=obs.camera_id,
+        on_program=on_program, since_on_program_s=float(since_on_program_s),
+        score=None if score is None or not np.isfinite(score) else float(score),
+        model_version=model_version, ab_variant=ab_variant, stale=obs.stale, degraded=dict(obs.degraded),
+    )
+    return row

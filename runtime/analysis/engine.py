@@ -1,0 +1,295 @@
+"""The analysis scheduler: latest-frame slots per camera, one pass per director tick, never blocking the program path.
+
+    engine = AnalysisEngine.from_settings(["cam1", "cam2"], settings)
+    engine.submit_frame("cam1", t, rgb)        # overwrites the slot: a slow tick drops frames, never queues them
+    engine.submit_audio("cam1", t, samples)    # 16 kHz mono float32, appended to that camera's ring buffer
+    observations = engine.tick(t)              # {camera_id: CameraObservation}
+
+Each stage is guarded: a model that fails to load or raises leaves its features at their defaults and names the
+reason in `observation.degraded`; a camera without frames for `stale_after_s` is marked stale, not fatal.
+ASR runs on a worker thread (latest-only, skipped while it lags) unless `asr_sync=True` (deterministic, for tests
+and offline evaluation). Per-stage latency is kept for metrics and the benchmark.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from features.observations import CameraObservation
+from runtime.media import SAMPLE_RATE
+from runtime.models import ModelUnavailable, resolve_whisper, resolve_yolo
+
+from .asr import AsrStream, SpeechRecognizer
+from .audio import VAD_CHUNK, VoiceActivity, dbfs
+from .faces import make_face_detector
+from .motion import MotionMeter
+from .people import CameraTracker, PersonDetector
+
+log = logging.getLogger(__name__)
+
+STAGES = ("detect_track", "faces", "motion", "audio", "vad", "asr", "vlm", "tick")
+
+
+@dataclass
+class _Camera:
+    id: str
+    tracker: CameraTracker | None
+    motion: MotionMeter = field(default_factory=MotionMeter)
+    asr: AsrStream | None = None
+    frame: tuple[float, np.ndarray] | None = None  # latest-frame slot
+    last_frame_t: float | None = None
+    audio: deque = field(default_factory=deque)  # (t, samples) of the last ~1 s, for level and VAD
+    audio_end_t: float | None = None
+    last: CameraObservation | None = None
+    frames_dropped: int = 0
+
+
+class AnalysisEngine:
+    def __init__(self, camera_ids: list[str], *, detector: PersonDetector | None, face_detector=None,
+                 vad: VoiceActivity | None = None, recognizer: SpeechRecognizer | None = None, vlm=None,
+                 keywords: list[str] = (), tick_hz: float = 5.0, stale_after_s: float = 2.0,
+                 asr_sync: bool = False, degraded: dict[str, str] | None = None):
+        self.detector = detector
+        self.face_detector = face_detector
+        self.vad = vad
+        self.recognizer = recognizer
+        self.vlm = vlm
+        self.tick_hz = tick_hz
+        self.stale_after_s = stale_after_s
+        self.asr_sync = asr_sync
+        self.degraded_models = dict(degraded or {})  # stage -> reason, for models that did not load
+        self.cameras = {
+            c: _Camera(c, CameraTracker(frame_rate=tick_hz) if detector else None,
+                       asr=AsrStream(list(keywords)) if recognizer else None)
+            for c in camera_ids
+        }
+        self.latency: dict[str, deque] = defaultdict(lambda: deque(maxlen=2000))
+        self._errors_logged: set[tuple[str, str]] = set()
+        self._asr_q: queue.Queue | None = None
+        self._asr_thread: threading.Thread | None = None
+        if recognizer is not None and not asr_sync:
+            self._asr_q = queue.Queue(maxsize=len(camera_ids))
+            self._asr_thread = threading.Thread(target=self._asr_worker, name="asr", daemon=True)
+            self._asr_thread.start()
+
+    # -- construction from settings, with graceful degradation --------------------------------------------------------
+    @classmethod
+    def from_settings(cls, camera_ids: list[str], settings, *, face_backend: str = "haar", asr: bool = True,
+                      asr_sync: bool = False, **kwargs) -> "AnalysisEngine":
+        degraded: dict[str, str] = {}
+
+        def load(stage, fn):
+            try:
+                return fn()
+            except (ModelUnavailable, Exception) as e:  # noqa: BLE001 - any broken model degrades its stage
+                reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+                log.warning("analysis: %s disabled: %s", stage, reason)
+                degraded[stage] = reason
+                return None
+
+        detector = load("people", lambda: PersonDetector(
+            resolve_yolo(settings.yolo_model, offline=settings.offline, search_dirs=(settings.models_dir,)),
+            device=settings.device))
+        faces = load("faces", lambda: make_face_detector(face_backend, device=settings.device))
+        vad = load("vad", VoiceActivity)
+        recognizer = load("asr", lambda: SpeechRecognizer(
+            resolve_whisper(settings.whisper_model, models_dir=settings.models_dir, offline=settings.offline),
+            device=settings.device)) if asr else None
+        if not asr:
+            degraded["asr"] = "ASR disabled"
+        vlm = None
+        if settings.vlm_model:
+            from .vlm import VlmAnalyzer
+
+            vlm = load("vlm", lambda: VlmAnalyzer.from_settings(settings, camera_ids))
+        else:
+            degraded["vlm"] = "no VLM configured"
+        return cls(camera_ids, detector=detector, face_detector=faces, vad=vad, recognizer=recognizer, vlm=vlm,
+                   keywords=settings.keywords, tick_hz=settings.tick_hz, asr_sync=asr_sync, degraded=degraded,
+                   **kwargs)
+
+    # -- input ----------------------------------------------------------------------------------------------------
+    def submit_frame(self, camera_id: str, t: float, image: np.ndarray) -> None:
+        cam = self.cameras[camera_id]
+        if cam.frame is not None:
+            cam.frames_dropped += 1
+        cam.frame = (t, image)
+
+    def submit_audio(self, camera_id: str, t: float, samples: np.ndarray) -> None:
+        cam = self.cameras[camera_id]
+        cam.audio.append((t, samples))
+        cam.audio_end_t = t + samples.size / SAMPLE_RATE
+        while cam.audio and cam.audio_end_t - cam.audio[0][0] > 1.5:
+            cam.audio.popleft()
+        if cam.asr is not None:
+            cam.asr.push(samples, t)
+
+    # -- the per-tick pass ------------------------------------------------------------------------------------------
+    def tick(self, t: float) -> dict[str, CameraObservation]:
+        t_tick = time.perf_counter()
+        fresh = {c.id: c.frame for c in self.cameras.values() if c.frame is not None}
+        for c in self.cameras.values():
+            c.frame = None
+        out = {cid: CameraObservation(cid, t, degraded=dict(self.degraded_models)) for cid in self.cameras}
+
+        self._people(fresh, out)
+        for cid, (ft, img) in fresh.items():
+            cam = self.cameras[cid]
+            cam.last_frame_t = ft
+            self._guard("faces", cid, out, lambda: self._faces(img, out[cid]))
+            self._guard("motion", cid, out, lambda: self._motion(cam, img, out[cid]))
+        for cid, cam in self.cameras.items():
+            obs = out[cid]
+            if cid not in fresh:
+                self._carry_visuals(cam, obs, t)
+            self._guard("audio", cid, out, lambda: self._audio(cam, obs, t))
+            if self.vlm is not None:
+                self._guard("vlm", cid, out, lambda: self.vlm.observe(cid, obs, fresh.get(cid), t))
+            cam.last = obs
+        self._asr(t, out)
+        self.latency["tick"].append((time.perf_counter() - t_tick) * 1000)
+        return out
+
+    def _people(self, fresh, out) -> None:
+        if self.detector is None or not fresh:
+            return
+        ids = list(fresh)
+        t0 = time.perf_counter()
+        try:
+            results = self.detector.detect([fresh[c][1] for c in ids])
+        except Exception as e:  # noqa: BLE001
+            for c in ids:
+                self._degrade("people", c, out, e)
+            return
+        for c, r in zip(ids, results):
+            cam, obs = self.cameras[c], out[c]
+            try:
+                obs.people, obs.track_continuity, obs.track_age_s, obs.person_speed = cam.tracker.update(
+                    r, fresh[c][0])
+            except Exception as e:  # noqa: BLE001
+                self._degrade("people", c, out, e)
+        self.latency["detect_track"].append((time.perf_counter() - t0) * 1000 / len(ids))
+
+    def _faces(self, img, obs) -> None:
+        if self.face_detector is None:
+            return
+        t0 = time.perf_counter()
+        obs.faces = self.face_detector.detect(img)
+        self.latency["faces"].append((time.perf_counter() - t0) * 1000)
+
+    def _motion(self, cam: _Camera, img, obs) -> None:
+        t0 = time.perf_counter()
+        obs.motion_energy = cam.motion.update(img)
+        self.latency["motion"].append((time.perf_counter() - t0) * 1000)
+
+    def _carry_visuals(self, cam: _Camera, obs: CameraObservation, t: float) -> None:
+        """No new frame this tick: keep the last visual read, or mark the camera stale."""
+        if cam.last_frame_t is None or t - cam.last_frame_t > self.stale_after_s:
+            obs.stale = True
+            since = "ever" if cam.last_frame_t is None else f"{t - cam.last_frame_t:.1f} s"
+            obs.degraded["video"] = f"no frames for {since}"
+            return
+        if cam.last is not None:
+            for name in ("people", "faces", "track_continuity", "track_age_s", "person_speed", "motion_energy"):
+                setattr(obs, name, getattr(cam.last, name))
+
+    def _audio(self, cam: _Camera, obs: CameraObservation, t: float) -> None:
+        if not cam.audio or cam.audio_end_t is None or cam.audio_end_t < t - 1.0:
+            obs.degraded.setdefault("audio", "no audio")
+            return
+        t0 = time.perf_counter()
+        samples = np.concatenate([s for _, s in cam.audio])
+        tick_n = int(SAMPLE_RATE / self.tick_hz)
+        obs.audio_dbfs = dbfs(samples[-tick_n:])
+        self.latency["audio"].append((time.perf_counter() - t0) * 1000)
+        if self.vad is not None:
+            t1 = time.perf_counter()
+            window = samples[-SAMPLE_RATE:]  # ~1 s of context: Silero's state restarts each call
+            p = self.vad.probabilities(window)
+            per_tick = max(1, tick_n // VAD_CHUNK)
+            obs.speech_prob = float(p[-per_tick:].mean()) if p.size else 0.0
+            obs.speaking = bool(p.size and p[-3:].max() >= 0.5)  # speech in the last ~100 ms
+            self.latency["vad"].append((time.perf_counter() - t1) * 1000)
+        if cam.asr is not None:
+            obs.keyword_hits = cam.asr.keyword_hits(t)
+            obs.asr_words_per_s = cam.asr.words_per_s(t)
+            obs.recent_words = tuple(cam.asr.recent(t, 2.0))
+
+    # -- ASR: synchronous (deterministic) or on a worker, latest-only ------------------------------------------------
+    def _asr(self, t: float, out) -> None:
+        if self.recognizer is None:
+            return
+        for cid, cam in self.cameras.items():
+            if cam.asr is None or out[cid].speech_prob < 0.3 or not cam.asr.due(t):
+                continue
+            if self.asr_sync:
+                t0 = time.perf_counter()
+                self._guard("asr", cid, out, lambda: cam.asr.run(self.recognizer, t))
+                self.latency["asr"].append((time.perf_counter() - t0) * 1000)
+            else:
+                try:
+                    self._asr_q.put_nowait((cid, t))
+                    cam.asr.last_run_t = t  # queued: not due again until hop_s later
+                except queue.Full:
+                    out[cid].degraded.setdefault("asr", "ASR lagging: window skipped")
+
+    def _asr_worker(self) -> None:
+        while True:
+            item = self._asr_q.get()
+            if item is None:
+                return
+            cid, t = item
+            t0 = time.perf_counter()
+            try:
+                self.cameras[cid].asr.run(self.recognizer, t)
+            except Exception as e:  # noqa: BLE001
+                self._log_once("asr", cid, e)
+            self.latency["asr"].append((time.perf_counter() - t0) * 1000)
+
+    def drain(self, timeout: float = 30.0) -> None:
+        """Wait for queued ASR work (end of a file)."""
+        if self._asr_q is None:
+            return
+        deadline = time.time() + timeout
+        while not self._asr_q.empty() and time.time() < deadline:
+            time.sleep(0.02)
+
+    def close(self) -> None:
+        if self._asr_q is not None:
+            self._asr_q.put(None)
+            self._asr_thread.join(timeout=30)
+            self._asr_q = None
+        if self.vlm is not None:
+            self.vlm.close()
+
+    # -- degradation --------------------------------------------------------------------------------------------------
+    def _guard(self, stage: str, cid: str, out, fn) -> None:
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - one failing stage must not stop the others
+            self._degrade(stage, cid, out, e)
+
+    def _degrade(self, stage: str, cid: str, out, e: Exception) -> None:
+        out[cid].degraded[stage] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
+        self._log_once(stage, cid, e)
+
+    def _log_once(self, stage: str, cid: str, e: Exception) -> None:
+        if (stage, cid) not in self._errors_logged:
+            self._errors_logged.add((stage, cid))
+            log.warning("analysis: %s failed on %s: %s (feature degraded; logged once)", stage, cid, e)
+
+    def latency_summary(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for stage, xs in self.latency.items():
+            if xs:
+                a = np.asarray(xs)
+                out[stage] = {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
+                              "mean": float(a.mean()), "n": int(a.size)}
+        return out

@@ -1,0 +1,104 @@
+"""People: one YOLO forward for all cameras of a tick, then one ByteTrack state per camera.
+
+`PersonDetector.detect(frames)` runs a single batched predict (half precision on CUDA) and keeps only person classes
+(class 'person' for COCO models; every class for person-only models such as the packaged Normal/Fall model).
+`CameraTracker.update(...)` feeds that camera's boxes to its own BYTETracker and derives track continuity, the age of
+the oldest live track and the mean speed of tracked people.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from features.observations import Detections
+from runtime.models import ResolvedModel
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda:0" if torch.cuda.is_available() else "cpu"
+
+
+class PersonDetector:
+    def __init__(self, model: ResolvedModel, device: str = "auto", imgsz: int = 640, conf: float = 0.25):
+        from ultralytics import YOLO
+
+        self.resolved = model
+        self.model = YOLO(model.target, task="detect")
+        self.device = resolve_device(device)
+        self.precision = 16 if self.device.startswith("cuda") else 32  # fp16 on CUDA
+        self.imgsz = imgsz
+        self.conf = conf
+        names = self.model.names  # {id: name}
+        person = [i for i, n in names.items() if str(n).lower() == "person"]
+        if not person and len(names) == 80 and all(str(n) == str(i) for i, n in names.items()):
+            person = [0]  # an untrained COCO-shaped model (.yaml): class 0 is 'person' once trained
+        self.classes = person or None  # None = all classes are people (person-only model)
+        if not person:
+            log.info("YOLO %s has no 'person' class (%s): every class counts as a person",
+                     model.target, list(names.values())[:5])
+
+    def detect(self, frames_rgb: list[np.ndarray]) -> list:
+        """One batched forward; returns the ultralytics Results (one per frame, input order)."""
+        if not frames_rgb:
+            return []
+        bgr = [np.ascontiguousarray(f[..., ::-1]) for f in frames_rgb]
+        return self.model.predict(bgr, imgsz=self.imgsz, conf=0.1, classes=self.classes, device=self.device,
+                                  quantize=self.precision, verbose=False)
+
+
+def bytetrack_args():
+    from ultralytics.utils import IterableSimpleNamespace, YAML
+    from ultralytics.utils.checks import check_yaml
+
+    return IterableSimpleNamespace(**YAML.load(check_yaml("bytetrack.yaml")))
+
+
+class CameraTracker:
+    """ByteTrack state for one camera, plus the track bookkeeping the features need."""
+
+    def __init__(self, frame_rate: float = 5.0):
+        from ultralytics.trackers.byte_tracker import BYTETracker
+
+        args = bytetrack_args()
+        self._tracker = BYTETracker(args)
+        self._first_seen: dict[int, float] = {}
+        self._last_center: dict[int, tuple[float, np.ndarray]] = {}
+        self._prev_ids: set[int] = set()
+
+    def update(self, result, t: float, min_conf: float = 0.25) -> tuple[Detections, float, float, float]:
+        """(tracked people, continuity, oldest track age s, mean speed in frame-widths/s)."""
+        h, w = result.orig_shape
+        boxes = result.boxes.cpu().numpy()
+        tracks = self._tracker.update(boxes, result.orig_img)
+        people = Detections.from_bytetrack(tracks, w, h)
+        if len(people):
+            keep = people.confidence >= min_conf * 0.5  # ByteTrack already filtered; drop only the faintest
+            people = Detections(people.xyxy[keep], people.confidence[keep], people.track_id[keep],
+                                people.class_id[keep])
+        ids = set(int(i) for i in people.track_id)
+        continuity = len(ids & self._prev_ids) / len(self._prev_ids) if self._prev_ids else (1.0 if ids else 0.0)
+        self._prev_ids = ids
+        for i in ids:
+            self._first_seen.setdefault(i, t)
+        for gone in [i for i in self._first_seen if i not in ids and i not in self._tracked_ids()]:
+            self._first_seen.pop(gone, None)
+            self._last_center.pop(gone, None)
+        age = max((t - self._first_seen[i] for i in ids), default=0.0)
+        speeds = []
+        for i, c in zip(people.track_id, people.centers):
+            prev = self._last_center.get(int(i))
+            if prev is not None and t > prev[0]:
+                speeds.append(float(np.hypot(*(c - prev[1]))) / (t - prev[0]))
+            self._last_center[int(i)] = (t, c)
+        return people, float(continuity), float(age), float(np.mean(speeds)) if speeds else 0.0
+
+    def _tracked_ids(self) -> set[int]:
+        return {int(s.track_id) for s in self._tracker.tracked_stracks + self._tracker.lost_stracks}

