@@ -45,6 +45,8 @@ class Settings(BaseModel):
     # models: a hub id / file name for users with internet, with packaged offline fallbacks (runtime/models.py)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     yolo_model: str = Field("yolo11n.pt", description="ultralytics weights, a local path, or a .yaml")
+    detect_imgsz: int = Field(0, ge=0, description="YOLO input size; 0 = auto (640 on CUDA, 320 on CPU)")
+    face_backend: str = Field("haar", description="haar (offline default), none, or a YOLO face/pose model path")
     whisper_model: str = Field("base", description="faster-whisper size/id or a local CTranslate2 dir")
     vlm_model: str = Field("", description="transformers image-text model id or dir; empty = no VLM")
     tts_backend: Literal["piper", "elevenlabs", "espeak", "none"] = "piper"

@@ -26,7 +26,7 @@ def normalise(text: str) -> str:
 
 class SpeechRecognizer:
     def __init__(self, model: ResolvedModel, device: str = "auto", compute_type: str | None = None,
-                 beam_size: int = 1, language: str | None = "en"):
+                 beam_size: int = 1, language: str | None = "en", cpu_threads: int = 1):
         from faster_whisper import WhisperModel
 
         if device == "auto":
@@ -36,7 +36,7 @@ class SpeechRecognizer:
         self.resolved = model
         self.model = WhisperModel(model.target, device=device,
                                   compute_type=compute_type or ("float16" if device == "cuda" else "int8"),
-                                  cpu_threads=2)
+                                  cpu_threads=cpu_threads)
         self.beam_size = beam_size
         self.language = language
         self._lock = threading.Lock()  # one transcription at a time per model

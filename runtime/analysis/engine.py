@@ -55,7 +55,7 @@ class AnalysisEngine:
     def __init__(self, camera_ids: list[str], *, detector: PersonDetector | None, face_detector=None,
                  vad: VoiceActivity | None = None, recognizer: SpeechRecognizer | None = None, vlm=None,
                  keywords: list[str] = (), tick_hz: float = 5.0, stale_after_s: float = 2.0,
-                 asr_sync: bool = False, degraded: dict[str, str] | None = None):
+                 asr_sync: bool = False, degraded: dict[str, str] | None = None, face_every: int = 2):
         self.detector = detector
         self.face_detector = face_detector
         self.vad = vad
@@ -64,6 +64,8 @@ class AnalysisEngine:
         self.tick_hz = tick_hz
         self.stale_after_s = stale_after_s
         self.asr_sync = asr_sync
+        self.face_every = max(1, face_every)  # faces change slowly: each camera every Nth tick, staggered
+        self._ticks = 0
         self.degraded_models = dict(degraded or {})  # stage -> reason, for models that did not load
         self.cameras = {
             c: _Camera(c, CameraTracker(frame_rate=tick_hz) if detector else None,
@@ -81,7 +83,7 @@ class AnalysisEngine:
 
     # -- construction from settings, with graceful degradation --------------------------------------------------------
     @classmethod
-    def from_settings(cls, camera_ids: list[str], settings, *, face_backend: str = "haar", asr: bool = True,
+    def from_settings(cls, camera_ids: list[str], settings, *, asr: bool = True,
                       asr_sync: bool = False, **kwargs) -> "AnalysisEngine":
         degraded: dict[str, str] = {}
 
@@ -96,8 +98,8 @@ class AnalysisEngine:
 
         detector = load("people", lambda: PersonDetector(
             resolve_yolo(settings.yolo_model, offline=settings.offline, search_dirs=(settings.models_dir,)),
-            device=settings.device))
-        faces = load("faces", lambda: make_face_detector(face_backend, device=settings.device))
+            device=settings.device, imgsz=settings.detect_imgsz))
+        faces = load("faces", lambda: make_face_detector(settings.face_backend, device=settings.device))
         vad = load("vad", VoiceActivity)
         recognizer = load("asr", lambda: SpeechRecognizer(
             resolve_whisper(settings.whisper_model, models_dir=settings.models_dir, offline=settings.offline),
@@ -140,10 +142,15 @@ class AnalysisEngine:
         out = {cid: CameraObservation(cid, t, degraded=dict(self.degraded_models)) for cid in self.cameras}
 
         self._people(fresh, out)
-        for cid, (ft, img) in fresh.items():
+        for k, (cid, (ft, img)) in enumerate(fresh.items()):
             cam = self.cameras[cid]
             cam.last_frame_t = ft
-            self._guard("faces", cid, out, lambda: self._faces(img, out[cid]))
+            if (self._ticks + k) % self.face_every == 0 or cam.last is None:
+                self._guard("faces", cid, out, lambda: self._faces(img, out[cid]))
+            else:  # carry the last face read, and its degradation if it had failed
+                out[cid].faces = cam.last.faces
+                if "faces" in cam.last.degraded:
+                    out[cid].degraded["faces"] = cam.last.degraded["faces"]
             self._guard("motion", cid, out, lambda: self._motion(cam, img, out[cid]))
         for cid, cam in self.cameras.items():
             obs = out[cid]
@@ -154,6 +161,7 @@ class AnalysisEngine:
                 self._guard("vlm", cid, out, lambda: self.vlm.observe(cid, obs, fresh.get(cid), t))
             cam.last = obs
         self._asr(t, out)
+        self._ticks += 1
         self.latency["tick"].append((time.perf_counter() - t_tick) * 1000)
         return out
 

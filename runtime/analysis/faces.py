@@ -31,7 +31,7 @@ class HaarFaceDetector:
         scale = min(1.0, self.work_width / w)
         small = cv2.resize(rgb, (int(w * scale), int(h * scale)), interpolation=cv2.INTER_AREA) if scale < 1 else rgb
         grey = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_RGB2GRAY))
-        rects = self._cascade.detectMultiScale(grey, scaleFactor=1.15, minNeighbors=4,
+        rects = self._cascade.detectMultiScale(grey, scaleFactor=1.2, minNeighbors=4,
                                                minSize=(self.min_face_px, self.min_face_px))
         if len(rects) == 0:
             return Detections.empty()
