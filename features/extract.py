@@ -54,6 +54,7 @@ def camera_tick_row(obs: CameraObservation, *, session_id: str, tick: int, ts: f
     row = scene_features(obs)
     row.update(
         session_id=session_id, room=room, synthetic=synthetic, ts=ts, tick=tick, camera_id=obs.camera_id,
+        speaking=bool(obs.speaking), safe_cut_wait_s=float(max(0.0, obs.next_safe_cut(obs.t) - obs.t)),
         on_program=on_program, since_on_program_s=float(since_on_program_s),
         score=None if score is None or not np.isfinite(score) else float(score),
         model_version=model_version, ab_variant=ab_variant, stale=obs.stale, degraded=dict(obs.degraded),

@@ -290,6 +290,10 @@ CAMERA_TICKS = Table(
         # vision-language model (asynchronous; absent when no VLM runs)
         Column("vlm_interest", "Nullable(Float32)", "feature", "VLM interest rating 1-5; NULL without a VLM read"),
         Column("vlm_age_s", "Nullable(Float32)", "feature", "age of the VLM read, seconds; NULL without one"),
+        # speech timing for the switching policy (replay needs it to judge mid-word cuts)
+        Column("speaking", "Bool", "meta", "speech on this camera at the tick (VAD, last ~100 ms)", default=False),
+        Column("safe_cut_wait_s", "Float32", "meta", "seconds until the current word ends (0 = safe now)",
+               default=0.0),
         # program state (logged, never a scene-ranker input)
         Column("on_program", "Bool", "state", "camera is on program at this tick", default=False),
         Column("since_on_program_s", "Float32", "state", "seconds since the camera was last on program",

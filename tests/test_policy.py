@@ -1,0 +1,140 @@
+"""Every switching rule, on hand-built score sequences (the policy is pure: no models needed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ranker.policy import CameraContext, Override, PolicyConfig, SwitchingPolicy, TickInput, replay
+
+DT = 0.2  # 5 Hz ticks
+NO_COOLDOWN = dict(cooldown_s=0.0, pingpong_window_s=0.0)
+
+
+def run(policy, seq, t0=0.0, ctx=None, overrides=None):
+    """seq: list of score dicts, one per tick. Returns decisions."""
+    out = []
+    for k, scores in enumerate(seq):
+        t = t0 + k * DT
+        out.append(policy.step(t, scores, (ctx or {}).get(k), (overrides or {}).get(k, ())))
+    return out
+
+
+def cuts(decisions):
+    return [(round(d.t, 1), d.from_camera, d.to_camera, d.reason) for d in decisions if d.cut]
+
+
+def test_start_cuts_to_the_best_camera_and_states_why():
+    d = SwitchingPolicy().step(0.0, {"a": 0.2, "b": 0.7})
+    assert d.cut and d.program == "b" and d.reason == "start" and d.transition == "cut"
+    assert json.loads(d.state)["program"] == "b"
+
+
+def test_minimum_hold():
+    p = SwitchingPolicy(PolicyConfig(min_hold_s=2.0, **NO_COOLDOWN))
+    ds = run(p, [{"a": 0.9, "b": 0.1}] + [{"a": 0.1, "b": 0.9}] * 15)
+    assert cuts(ds) == [(0.0, "", "a", "start"), (2.0, "a", "b", "delta")]
+    assert {d.reason for d in ds[1:10]} == {"min_hold"}
+
+
+def test_cooldown_between_automatic_cuts():
+    p = SwitchingPolicy(PolicyConfig(min_hold_s=0.0, cooldown_s=4.0, pingpong_window_s=0.0))
+    seq = [{"a": 0.9, "b": 0.1, "c": 0.0}] * 2 + [{"a": 0.1, "b": 0.9, "c": 0.0}] * 2 + \
+          [{"a": 0.1, "b": 0.2, "c": 0.9}] * 30
+    ds = run(p, seq)
+    c = cuts(ds)
+    assert c[1] == (0.4, "a", "b", "delta") and c[2] == (4.4, "b", "c", "delta")
+    assert any(d.reason == "cooldown" for d in ds)
+
+
+def test_delta_threshold():
+    p = SwitchingPolicy(PolicyConfig(min_hold_s=0.0, delta=0.15, **NO_COOLDOWN))
+    ds = run(p, [{"a": 0.5, "b": 0.3}, {"a": 0.5, "b": 0.64}, {"a": 0.5, "b": 0.66}])
+    assert cuts(ds)[1:] == [(0.4, "a", "b", "delta")]
+    assert ds[1].reason == "hold" and "b 0.64" in ds[1].detail
+    assert "delta 0.16" in ds[2].detail
+
+
+def test_ping_pong_suppression():
+    p = SwitchingPolicy(PolicyConfig(min_hold_s=0.0, cooldown_s=0.0, pingpong_window_s=8.0))
+    flip = [{"a": 0.9, "b": 0.1}, {"a": 0.1, "b": 0.9}] * 30  # scores flap every tick for 12 s
+    ds = run(p, flip)
+    c = cuts(ds)
+    for (t1, f1, to1, _), (t2, f2, to2, _) in zip(c[1:], c[2:]):
+        assert not (to2 == f1 and t2 - t1 < 8.0), c  # never back to the camera just left within the window
+    assert len(c) <= 3
+
+
+def test_cut_waits_for_a_word_boundary_with_a_hard_maximum():
+    cfg = PolicyConfig(min_hold_s=0.0, speech_wait_max_s=1.0, **NO_COOLDOWN)
+    seq = [{"a": 0.9, "b": 0.1}] + [{"a": 0.1, "b": 0.9}] * 12
+    talking = CameraContext(speaking=True)
+    # a speaks (mid-word) on ticks 1-3, then a pause between words
+    ctx = {k: {"a": talking} for k in (1, 2, 3)}
+    ds = run(SwitchingPolicy(cfg), seq, ctx=ctx)
+    assert [d.reason for d in ds[1:4]] == ["speech_wait"] * 3
+    assert cuts(ds)[1] == (0.8, "a", "b", "delta")  # at the boundary, not mid-word
+    # a speaks without a pause: the wait is bounded
+    ctx = {k: {"a": talking} for k in range(1, 13)}
+    ds = run(SwitchingPolicy(cfg), seq, ctx=ctx)
+    t_cut = cuts(ds)[1][0]
+    assert t_cut == pytest.approx(1.2) and "speech wait timed out" in next(d for d in ds if d.cut and d.t > 0).detail
+    # word boundary from ASR word times: safe_cut_at in the future also waits
+    ctx = {1: {"a": CameraContext(safe_cut_at=0.5)}}
+    ds = run(SwitchingPolicy(cfg), seq, ctx=ctx)
+    assert ds[1].reason == "speech_wait" and cuts(ds)[1][0] == pytest.approx(0.4)
+
+
+def test_wide_fallback_when_nothing_is_interesting():
+    p = SwitchingPolicy(PolicyConfig(min_hold_s=0.0, wide_camera="wide", wide_threshold=0.2, **NO_COOLDOWN))
+    ds = run(p, [{"a": 0.6, "b": 0.3, "wide": 0.1}, {"a": 0.15, "b": 0.1, "wide": 0.05},
+                 {"a": 0.1, "b": 0.1, "wide": 0.05}])
+    assert cuts(ds)[1] == (0.2, "a", "wide", "wide_fallback")
+    assert ds[2].reason == "hold"  # stays wide while nothing is interesting
+
+
+def test_maximum_shot_length_forces_a_cutaway():
+    p = SwitchingPolicy(PolicyConfig(min_hold_s=0.0, max_shot_s=3.0, **NO_COOLDOWN))
+    ds = run(p, [{"a": 0.9, "b": 0.3, "c": 0.4}] * 20)
+    assert cuts(ds)[1] == (3.0, "a", "c", "max_shot")
+
+
+def test_manual_override_take_lock_release_and_timeout():
+    cfg = PolicyConfig(min_hold_s=2.0, cooldown_s=4.0)
+    scores = [{"a": 0.9, "b": 0.1, "c": 0.2}] * 60
+    ov = {2: [Override("take", "c", operator="ann")], 5: [Override("lock", "b", timeout_s=3.0)],
+          30: [Override("lock", "c")], 35: [Override("release")], 40: [Override("take", "zz")]}
+    ds = run(SwitchingPolicy(cfg), scores, overrides=ov)
+    c = cuts(ds)
+    assert c[1] == (0.4, "a", "c", "override_take") and ds[2].transition == "cut" and "by ann" in ds[2].detail
+    assert c[2] == (1.0, "c", "b", "override_lock")
+    assert {d.reason for d in ds[6:20]} == {"locked"}  # held on b despite a scoring far higher
+    assert ds[20].reason == "lock_timeout"  # auto-resume after 3 s
+    assert c[3][2] == "a" and c[3][3] == "delta"
+    assert ds[30].reason == "override_lock" and ds[30].program == "c"
+    assert ds[34].reason == "locked" and ds[35].reason == "override_release"
+    assert ds[40].reason == "override_rejected"
+
+
+def test_program_camera_lost_cuts_away_immediately():
+    p = SwitchingPolicy(PolicyConfig(min_hold_s=10.0))
+    ds = run(p, [{"a": 0.9, "b": 0.1}] * 3, ctx={2: {"a": CameraContext(stale=True)}})
+    assert cuts(ds)[1] == (0.4, "a", "b", "program_lost")
+    # and a stale camera is never chosen
+    d = SwitchingPolicy().step(0.0, {"a": 0.9, "b": 0.1}, {"a": CameraContext(stale=True)})
+    assert d.program == "b"
+
+
+def test_replay_is_deterministic_and_identical_to_live():
+    import random
+
+    rng = random.Random(7)
+    ticks = [TickInput(k * DT, {c: rng.random() for c in "abcde"},
+                       {"a": CameraContext(speaking=rng.random() < 0.3)}) for k in range(500)]
+    live = SwitchingPolicy()
+    online = [live.step(k.t, k.scores, k.context, k.overrides) for k in ticks]
+    assert replay(ticks) == online == replay(ticks)
+    assert all(d.reason for d in online)
+    n_cuts = sum(d.cut for d in online)
+    assert 3 <= n_cuts <= 100 / 4 + 2  # cooldown bounds the rate

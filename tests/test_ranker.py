@@ -1,0 +1,86 @@
+"""Rankers: the weighted baseline and an XGBoost booster that carries its feature contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xgboost as xgb
+
+from features.extract import SCENE_FEATURES, scene_vector
+from features.observations import CameraObservation, Detections, VlmRead
+from features.schema import SCHEMA_VERSION
+from ranker.base import RankerError
+from ranker.baseline import WeightedBaselineRanker
+from ranker.xgb import XGBoostRanker, stamp_booster
+
+I = {n: i for i, n in enumerate(SCENE_FEATURES)}
+
+
+def tick_matrix(n=5, seed=0):
+    rng = np.random.default_rng(seed)
+    x = np.zeros((n, len(SCENE_FEATURES)), np.float32)
+    x[:, I["speech_prob"]] = rng.random(n)
+    x[:, I["largest_face_area"]] = rng.random(n) * 0.05
+    x[:, I["motion_energy"]] = rng.random(n) * 0.3
+    x[:, I["vlm_interest"]] = np.nan
+    x[:, I["vlm_age_s"]] = np.nan
+    return x
+
+
+def test_baseline_prefers_the_speaker_and_ignores_missing_models():
+    speaker = CameraObservation("a", 1.0, speech_prob=0.95, faces=Detections.from_rects([[100, 50, 60, 60]], 640, 360))
+    silent = CameraObservation("b", 1.0, speech_prob=0.0, motion_energy=0.05)
+    r = WeightedBaselineRanker()
+    s = r.score(np.stack([scene_vector(speaker), scene_vector(silent)]))
+    assert s[0] > s[1] + 0.2 and np.all((s >= 0) & (s <= 1))
+    assert r.explain(scene_vector(speaker))[0][0] == "speech_prob"
+    # no VLM (NaN) vs a VLM that rates the shot 1/5: missing is not the same as bad
+    with_vlm = CameraObservation("c", 1.0, speech_prob=0.95, vlm=VlmRead(t=0.5, interest=1.0))
+    assert r.score(scene_vector(speaker)[None])[0] > r.score(scene_vector(with_vlm)[None])[0]
+    with pytest.raises(ValueError, match="normalisation"):
+        WeightedBaselineRanker({"bogus": 1.0})
+
+
+def train_booster(features, rounds=20):
+    rng = np.random.default_rng(1)
+    n = 2000
+    x = rng.random((n, len(features))).astype(np.float32)
+    y = (x[:, 0] > 0.7).astype(int)
+    d = xgb.DMatrix(x, label=y, feature_names=features)
+    d.set_group([5] * (n // 5))
+    b = xgb.train({"objective": "rank:pairwise", "max_depth": 3, "eta": 0.3}, d, rounds)
+    return b, x
+
+
+def test_xgboost_ranker_round_trip_and_contract_checks(tmp_path):
+    feats = ["speech_prob", "largest_face_area", "motion_energy", "vlm_interest"]
+    booster, x = train_booster(feats)
+    stamp_booster(booster, feats, model_version="test-1")
+    path = tmp_path / "ranker.ubj"
+    booster.save_model(path)
+    r = XGBoostRanker.load(path)
+    assert r.version == "test-1" and r.features == feats and r.schema_version == SCHEMA_VERSION
+    tick = tick_matrix()
+    cols = [SCENE_FEATURES.index(f) for f in feats]
+    expected = booster.predict(xgb.DMatrix(tick[:, cols], feature_names=feats))
+    np.testing.assert_allclose(r.score(tick), expected, rtol=1e-5)
+    assert r.score(tick).argmax() == tick[:, I["speech_prob"]].argmax()  # learned: speech wins
+    assert r.explain(tick[tick[:, I["speech_prob"]].argmax()])[0][0] == "speech_prob"
+
+    plain, _ = train_booster(feats, rounds=2)
+    with pytest.raises(RankerError, match="does not record its feature contract"):
+        XGBoostRanker(plain)
+    newer, _ = train_booster(feats, rounds=2)
+    stamp_booster(newer, feats, schema_version=SCHEMA_VERSION + 1)
+    with pytest.raises(RankerError, match="newer than this code"):
+        XGBoostRanker(newer)
+    alien, _ = train_booster(["speech_prob", "crowd_roar"], rounds=2)
+    stamp_booster(alien, ["speech_prob", "crowd_roar"])
+    with pytest.raises(RankerError, match="crowd_roar"):
+        XGBoostRanker(alien)
+    bad = tmp_path / "corrupt.ubj"
+    bad.write_bytes(b"\x00not a model")
+    with pytest.raises(RankerError, match="cannot load"):
+        XGBoostRanker.load(bad)
+    with pytest.raises(RankerError, match="no model file"):
+        XGBoostRanker.load(tmp_path / "missing.ubj")
