@@ -14,8 +14,13 @@ from .schema import CAMERA_TICKS, scene_feature_names
 SCENE_FEATURES: tuple[str, ...] = tuple(scene_feature_names(CAMERA_TICKS))
 
 
-def scene_features(obs: CameraObservation) -> dict[str, float | int | None]:
-    """The scene features of one observation, keyed by contract column (NULL-able ones may be None)."""
+def scene_features(obs: CameraObservation, loudest_dbfs: float | None = None) -> dict[str, float | int | None]:
+    """The scene features of one observation, keyed by contract column (NULL-able ones may be None).
+
+    `loudest_dbfs` is the loudest camera's level at this tick (cross-camera context); None = this camera.
+    """
+    level = float(max(-120.0, obs.audio_dbfs))
+    rel = 0.0 if loudest_dbfs is None else min(0.0, max(-120.0, level - loudest_dbfs))
     vlm_age = None if obs.vlm is None else max(0.0, obs.t - obs.vlm.t)
     return {
         "people_count": int(len(obs.people)),
@@ -28,7 +33,8 @@ def scene_features(obs: CameraObservation) -> dict[str, float | int | None]:
         "largest_face_area": obs.faces.largest_area(),
         "face_centrality": obs.faces.centrality(),
         "motion_energy": float(obs.motion_energy),
-        "audio_dbfs": float(max(-120.0, obs.audio_dbfs)),
+        "audio_dbfs": level,
+        "audio_rel_db": rel,
         "speech_prob": float(obs.speech_prob),
         "keyword_hits": int(obs.keyword_hits),
         "asr_words_per_s": float(obs.asr_words_per_s),
@@ -37,9 +43,13 @@ def scene_features(obs: CameraObservation) -> dict[str, float | int | None]:
     }
 
 
-def scene_vector(obs: CameraObservation, out: np.ndarray | None = None) -> np.ndarray:
+def loudest(observations) -> float:
+    return max((max(-120.0, o.audio_dbfs) for o in observations), default=-120.0)
+
+
+def scene_vector(obs: CameraObservation, out: np.ndarray | None = None, loudest_dbfs: float | None = None) -> np.ndarray:
     """float32 vector in SCENE_FEATURES order; NULL becomes NaN (XGBoost's missing value)."""
-    f = scene_features(obs)
+    f = scene_features(obs, loudest_dbfs)
     v = out if out is not None else np.empty(len(SCENE_FEATURES), dtype=np.float32)
     for i, name in enumerate(SCENE_FEATURES):
         x = f[name]
@@ -47,11 +57,21 @@ def scene_vector(obs: CameraObservation, out: np.ndarray | None = None) -> np.nd
     return v
 
 
+def scene_matrix(observations: list[CameraObservation]) -> np.ndarray:
+    """(n_cameras, len(SCENE_FEATURES)) for one tick, with the cross-camera features filled in."""
+    top = loudest(observations)
+    m = np.empty((len(observations), len(SCENE_FEATURES)), dtype=np.float32)
+    for i, o in enumerate(observations):
+        scene_vector(o, m[i], top)
+    return m
+
+
 def camera_tick_row(obs: CameraObservation, *, session_id: str, tick: int, ts: float, room: str = "",
+                    loudest_dbfs: float | None = None,
                     on_program: bool = False, since_on_program_s: float = 0.0, score: float | None = None,
                     model_version: str = "", ab_variant: str = "", synthetic: bool = False) -> dict:
     """One camera_ticks row (validated by the spool on write)."""
-    row = scene_features(obs)
+    row = scene_features(obs, loudest_dbfs)
     row.update(
         session_id=session_id, room=room, synthetic=synthetic, ts=ts, tick=tick, camera_id=obs.camera_id,
         speaking=bool(obs.speaking), safe_cut_wait_s=float(max(0.0, obs.next_safe_cut(obs.t) - obs.t)),

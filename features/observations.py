@@ -137,6 +137,7 @@ class CameraObservation:
     audio_dbfs: float = -120.0
     speech_prob: float = 0.0
     speaking: bool = False  # speech right now (VAD over the last ~100 ms): a cut now would be mid-word
+    quiet_at: float | None = None  # latest moment of the last tick inside a pause (>= 64 ms) of this camera's audio
     keyword_hits: int = 0
     asr_words_per_s: float = 0.0
     recent_words: tuple[Word, ...] = ()

@@ -283,6 +283,8 @@ CAMERA_TICKS = Table(
         Column("motion_energy", "Float32", "feature", "frame-difference energy (0..1)", default=0.0),
         # audio / speech
         Column("audio_dbfs", "Float32", "feature", "RMS level of the camera's audio, dBFS", default=-120.0),
+        Column("audio_rel_db", "Float32", "feature", "dB below the loudest camera at this tick (0 = loudest)",
+               default=0.0),
         Column("speech_prob", "Float32", "feature", "VAD speech probability over the tick", default=0.0),
         Column("keyword_hits", "UInt16", "feature", "configured keywords heard in the ASR window", default=0),
         Column("asr_words_per_s", "Float32", "feature", "recognised words per second in the ASR window",

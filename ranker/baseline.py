@@ -13,19 +13,20 @@ from features.extract import SCENE_FEATURES
 from .base import column_index
 
 DEFAULT_WEIGHTS: dict[str, float] = {
-    "speech_prob": 0.30,
-    "largest_face_area": 0.15,
-    "people_count": 0.10,
-    "motion_energy": 0.10,
-    "keyword_hits": 0.10,
+    "speech_prob": 0.45,  # gated by audio_rel_db: speech heard only as bleed from another mic counts little
+    "largest_face_area": 0.10,
+    "people_count": 0.08,
+    "motion_energy": 0.08,
+    "keyword_hits": 0.08,
     "vlm_interest": 0.10,
-    "person_centrality": 0.10,
+    "person_centrality": 0.06,
     "track_continuity": 0.05,
 }
 
 # feature -> (offset, scale): normalised = clip((x - offset) / scale, 0, 1)
 NORMALISE: dict[str, tuple[float, float]] = {
-    "speech_prob": (0.0, 1.0),
+    "speech_prob": (0.4, 0.6),  # below 0.4 (music, noise, short blips) is not speech
+    "audio_rel_db": (-20.0, 20.0),  # 0 dB below the loudest -> 1, 20 dB below -> 0
     "largest_face_area": (0.0, 0.05),  # a face of 5% of the frame is a close-up
     "people_count": (0.0, 3.0),
     "motion_energy": (0.0, 0.3),
@@ -52,9 +53,15 @@ class WeightedBaselineRanker:
         self._w = np.array([w[n] for n in self.names], dtype=np.float32)
         self._off = np.array([NORMALISE[n][0] for n in self.names], dtype=np.float32)
         self._scale = np.array([NORMALISE[n][1] for n in self.names], dtype=np.float32)
+        self._speech = self.names.index("speech_prob") if "speech_prob" in self.names else None
+        self._rel = SCENE_FEATURES.index("audio_rel_db")
 
     def _normalised(self, x: np.ndarray) -> np.ndarray:
-        return np.clip((x[..., self._idx] - self._off) / self._scale, 0.0, 1.0)
+        f = np.clip((x[..., self._idx] - self._off) / self._scale, 0.0, 1.0)
+        if self._speech is not None:  # speech counts for the camera whose mic it is loudest on
+            rel = np.nan_to_num(x[..., self._rel], nan=0.0)
+            f[..., self._speech] *= np.clip(1.0 + rel / 20.0, 0.0, 1.0)
+        return f
 
     def score(self, x: np.ndarray) -> np.ndarray:
         f = self._normalised(np.atleast_2d(x))

@@ -9,6 +9,7 @@ It holds no clock and does no I/O: everything it knows arrives in `step()`. Rule
 4. what auto-direction wants: the wide shot when nothing scores above `wide_threshold` (if a wide camera is set);
    a cutaway when the shot is older than `max_shot_s`; else the best other camera when it beats the program by
    at least `delta`. Ping-pong suppression: the camera just left is not eligible for `pingpong_window_s`;
+   A delta cut also needs the same camera to lead for `dwell_s` (a debounce against one-tick blips);
 5. minimum hold: no auto cut before the shot is `min_hold_s` old;
 6. cooldown: no auto cut within `cooldown_s` of the previous auto cut;
 7. speech-aware timing: while the program camera's speaker is mid-word, the cut waits for the next word/VAD
@@ -24,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterable, Mapping
 
 REASONS = ("start", "override_take", "override_lock", "override_release", "override_rejected", "locked",
-           "lock_timeout", "program_lost", "wide_fallback", "max_shot", "delta", "hold", "min_hold", "cooldown",
-           "speech_wait")
+           "lock_timeout", "program_lost", "wide_fallback", "max_shot", "delta", "hold", "dwell", "min_hold",
+           "cooldown", "speech_wait")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class PolicyConfig:
     min_hold_s: float = 2.0
     cooldown_s: float = 4.0
     delta: float = 0.15
+    dwell_s: float = 0.6  # the same camera must lead by `delta` this long before an auto cut (debounce)
     pingpong_window_s: float = 8.0
     speech_wait_max_s: float = 1.5
     wide_camera: str | None = None
@@ -48,6 +50,7 @@ class CameraContext:
 
     speaking: bool = False  # speech on this camera right now
     safe_cut_at: float = 0.0  # earliest time that is not inside a word (0 = any time)
+    quiet_at: float | None = None  # a moment of the last tick inside a pause: where a cut may be placed
     stale: bool = False  # no frames: never cut to it, leave it if on program
 
 
@@ -76,6 +79,11 @@ class Decision:
     detail: str = ""
     transition: str = ""
     state: str = ""  # JSON snapshot of the policy state after this tick
+    at: float | None = None  # exact program time of the cut when placed in a pause just before t (else t)
+
+    @property
+    def cut_time(self) -> float:
+        return self.t if self.at is None else self.at
 
 
 @dataclass
@@ -87,11 +95,14 @@ class _State:
     left_at: float = -1e9
     locked_until: float | None = None
     want_since: float | None = None  # when auto-direction first wanted a cut it has not made yet
+    lead: str = ""  # the camera auto-direction currently wants, and since when
+    lead_since: float = 0.0
 
 
 class SwitchingPolicy:
-    def __init__(self, config: PolicyConfig | None = None):
+    def __init__(self, config: PolicyConfig | None = None, tick_s: float = 0.2):
         self.config = config or PolicyConfig()
+        self.tick_s = tick_s  # how far back a cut may be placed into a pause
         self.s = _State()
 
     def reset(self) -> None:
@@ -150,22 +161,34 @@ class SwitchingPolicy:
             detail = f"{best} {scores[best]:.2f} vs {s.program} {p_score:.2f} (delta {scores[best] - p_score:.2f})"
         if not want:
             s.want_since = None
+            s.lead = ""
             gap = f"; best other {best} {scores[best]:.2f}" if best else ""
             return self._hold(t, "hold", f"{s.program} {p_score:.2f}{gap}")
         if s.want_since is None:
             s.want_since = t
+        if want != s.lead:
+            s.lead, s.lead_since = want, t
+        if reason == "delta" and t - s.lead_since < cfg.dwell_s - 1e-9:
+            return self._hold(t, "dwell", f"{want} leads ({detail}) for {t - s.lead_since:.1f} s")
         if shot_len < cfg.min_hold_s:
             return self._hold(t, "min_hold", f"wants {want} ({reason}); shot is {shot_len:.1f} s")
         if t - s.last_auto_cut < cfg.cooldown_s:
             return self._hold(t, "cooldown", f"wants {want} ({reason}); last cut {t - s.last_auto_cut:.1f} s ago")
         pc = ctx.get(s.program, CameraContext())
-        mid_word = pc.speaking or pc.safe_cut_at > t
-        if mid_word:
-            waited = t - s.want_since
-            if waited < cfg.speech_wait_max_s:
-                return self._hold(t, "speech_wait", f"wants {want} ({reason}); {s.program} is mid-word")
-            detail += f"; speech wait timed out after {waited:.1f} s"
-        return self._cut(t, want, reason, detail, cfg.transition, auto=True)
+        at = None
+        if pc.speaking or pc.safe_cut_at > t:
+            # mid-word now: cut in the pause the last tick had, if it had one (the program renderer runs behind
+            # the decisions by more than a tick), else wait for the next boundary, at most speech_wait_max_s
+            recent = pc.quiet_at is not None and t - pc.quiet_at <= self.tick_s and pc.quiet_at >= s.shot_start
+            if recent and pc.safe_cut_at <= pc.quiet_at:
+                at = pc.quiet_at
+                detail += f"; placed in the pause at {at:.2f} s"
+            else:
+                waited = t - s.want_since
+                if waited < cfg.speech_wait_max_s:
+                    return self._hold(t, "speech_wait", f"wants {want} ({reason}); {s.program} is mid-word")
+                detail += f"; speech wait timed out after {waited:.1f} s"
+        return self._cut(t, want, reason, detail, cfg.transition, auto=True, at=at)
 
     # ------------------------------------------------------------------------------------------------------------
     def _override(self, t: float, ov: Override, live: list[str], scores: Mapping[str, float]) -> Decision | None:
@@ -189,15 +212,17 @@ class SwitchingPolicy:
             return self._hold(t, reason, detail)
         return self._cut(t, ov.camera, reason, detail, "cut", auto=False)
 
-    def _cut(self, t: float, to: str, reason: str, detail: str, transition: str, auto: bool) -> Decision:
+    def _cut(self, t: float, to: str, reason: str, detail: str, transition: str, auto: bool,
+             at: float | None = None) -> Decision:
         s = self.s
         frm = s.program
+        when = t if at is None else at
         if frm:
-            s.left_camera, s.left_at = frm, t
-        s.program, s.shot_start, s.want_since = to, t, None
+            s.left_camera, s.left_at = frm, when
+        s.program, s.shot_start, s.want_since, s.lead = to, when, None, ""
         if auto or reason.startswith("override"):
-            s.last_auto_cut = t  # a manual cut also restarts the cooldown: no auto cut right after the operator's
-        return Decision(t, to, True, frm, to, reason, detail, transition, self.snapshot())
+            s.last_auto_cut = when  # a manual cut also restarts the cooldown: no auto cut right after the operator's
+        return Decision(t, to, True, frm, to, reason, detail, transition, self.snapshot(), at)
 
     def _hold(self, t: float, reason: str, detail: str) -> Decision:
         return Decision(t, self.s.program, False, "", "", reason, detail, "", self.snapshot())
@@ -205,6 +230,22 @@ class SwitchingPolicy:
     def snapshot(self) -> str:
         return json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self.s).items()},
                           separators=(",", ":"))
+
+
+def contexts(observations, t: float, own_speech_db: float = 6.0) -> dict[str, CameraContext]:
+    """Policy context from analysis observations (features.observations.CameraObservation).
+
+    A camera counts as speaking only when the speech is its own: its level is within `own_speech_db` of the loudest
+    camera. A wide mic that hears a speaker as bleed does not hold a cut to that speaker's own camera (the word
+    goes on, louder, on the new camera's audio).
+    """
+    top = max((o.audio_dbfs for o in observations), default=-120.0)
+    out = {}
+    for o in observations:
+        own = o.audio_dbfs >= top - own_speech_db
+        out[o.camera_id] = CameraContext(speaking=o.speaking and own, safe_cut_at=o.next_safe_cut(t) if own else 0.0,
+                                         quiet_at=o.quiet_at, stale=o.stale)
+    return out
 
 
 @dataclass
@@ -215,7 +256,7 @@ class TickInput:
     overrides: list[Override] = field(default_factory=list)
 
 
-def replay(ticks: Iterable[TickInput], config: PolicyConfig | None = None) -> list[Decision]:
+def replay(ticks: Iterable[TickInput], config: PolicyConfig | None = None, tick_s: float = 0.2) -> list[Decision]:
     """Run a fresh policy over recorded ticks (offline evaluation uses exactly this)."""
-    policy = SwitchingPolicy(config)
+    policy = SwitchingPolicy(config, tick_s)
     return [policy.step(k.t, k.scores, k.context, k.overrides) for k in ticks]

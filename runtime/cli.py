@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import threading
+from pathlib import Path
 
 from .settings import SettingsError, load_settings
 
@@ -58,6 +59,62 @@ def cmd_tables(args) -> int:
     return 0
 
 
+def cmd_sample(args) -> int:
+    from .sample import build_sample
+
+    gt = build_sample(args.out, cameras=args.cameras, duration_s=args.duration, seed=args.seed)
+    cams = sorted(Path(args.out).glob("cam*.mp4"))
+    print(f"sample: {len(cams)} cameras and {gt.name} in {args.out}")
+    print(f"next: aiobs direct {' '.join(str(c) for c in cams)} --truth {gt} --out {Path(args.out) / 'program'}")
+    return 0
+
+
+def cmd_direct(args) -> int:
+    from ranker.policy import PolicyConfig
+
+    from .compositor import CompositorConfig
+    from .direct import DirectError, direct
+
+    s = _settings(args)
+    offsets = None
+    if args.offsets:
+        try:
+            offsets = {Path(p).stem: float(o) for p, o in zip(args.inputs, args.offsets.split(","))}
+        except ValueError:
+            print("aiobs direct: --offsets takes comma-separated seconds, one per input", file=sys.stderr)
+            return 2
+    ranker = None
+    if args.ranker:
+        from ranker.base import RankerError
+        from ranker.xgb import XGBoostRanker
+
+        try:
+            ranker = XGBoostRanker.load(args.ranker)
+        except RankerError as e:
+            print(f"aiobs direct: {e}", file=sys.stderr)
+            return 2
+    policy = PolicyConfig(min_hold_s=args.min_hold, cooldown_s=args.cooldown, delta=args.delta,
+                          wide_camera=args.wide, max_shot_s=args.max_shot)
+    comp = None
+    if args.size:
+        w, h = (int(v) for v in args.size.lower().split("x"))
+        comp = CompositorConfig(size=(w, h), tally=args.tally)
+    try:
+        r = direct(args.inputs, args.out, s, offsets=offsets, truth=args.truth, ranker=ranker, policy=policy,
+                   compositor=comp, asr=args.asr)
+    except DirectError as e:
+        print(f"aiobs direct: {e}", file=sys.stderr)
+        return 1
+    for w in r.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    m = r.metrics
+    print(f"direct: {r.duration_s:.1f} s program, {m['cuts']} cuts ({m['switches_per_min']:.2f}/min, mean shot "
+          f"{m['mean_shot_s']:.1f} s), ping-pong {m['ping_pong']}, mid-word {m['mid_word_cuts']}, speaker follow "
+          f"{m['speaker_follow']}; {r.timings['x_realtime']}x real time")
+    print(f"wrote {r.out_dir}/program.mp4, cuts.edl, cuts.otio, report.html, report.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aiobs", description="AI-OBS: learned multi-camera auto-director")
     p.add_argument("--config", help="YAML settings file (default $AIOBS_CONFIG or ./aiobs.yaml)")
@@ -74,6 +131,29 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--interval", type=float, default=1.0)
     i.add_argument("--keep-shipped", action="store_true", help="move shipped segments to shipped/ instead of deleting")
     i.set_defaults(fn=cmd_ingest)
+
+    sm = sub.add_parser("sample", help="build a multi-camera session from packaged media, with ground truth")
+    sm.add_argument("--out", required=True)
+    sm.add_argument("--cameras", type=int, default=5)
+    sm.add_argument("--duration", type=float, default=60.0)
+    sm.add_argument("--seed", type=int, default=0)
+    sm.set_defaults(fn=cmd_sample)
+
+    dr = sub.add_parser("direct", help="auto-edit recorded camera files into program.mp4 + EDL/OTIO + report")
+    dr.add_argument("inputs", nargs="+", help="one video file (with its own audio) per camera")
+    dr.add_argument("--out", required=True)
+    dr.add_argument("--offsets", help="comma-separated start offsets (s) per input; default: audio alignment")
+    dr.add_argument("--truth", help="ground_truth.json (from aiobs sample) for speaker-follow / mid-word metrics")
+    dr.add_argument("--ranker", help="XGBoost model file or MLflow URI (default: the weighted baseline)")
+    dr.add_argument("--asr", action="store_true", help="run Whisper (keywords, word boundaries); slower")
+    dr.add_argument("--min-hold", type=float, default=2.0)
+    dr.add_argument("--cooldown", type=float, default=4.0)
+    dr.add_argument("--delta", type=float, default=0.15)
+    dr.add_argument("--max-shot", type=float, default=30.0)
+    dr.add_argument("--wide", help="camera id of the wide shot (fallback when nothing is interesting)")
+    dr.add_argument("--size", help="program size WxH (default: the first input's)")
+    dr.add_argument("--tally", action="store_true", help="burn a score/tally overlay into the program")
+    dr.set_defaults(fn=cmd_direct)
 
     t = sub.add_parser("tables", help="create/migrate the feature-log tables and print their row counts")
     t.set_defaults(fn=cmd_tables)

@@ -137,3 +137,127 @@ def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int = SAMPLE_R
         w.setsampwidth(2)
         w.setframerate(sample_rate)
         w.writeframes(pcm.tobytes())
+
+
+class Mp4Writer:
+    """H.264 + AAC writer (PyAV). Video frames are RGB uint8; audio is mono float32 pushed in any chunk size."""
+
+    def __init__(self, path: str | Path, size: tuple[int, int], fps: int = 25, sample_rate: int | None = SAMPLE_RATE,
+                 crf: int = 26, preset: str = "superfast"):
+        import av
+
+        self.path = Path(path)
+        self.container = av.open(str(self.path), mode="w")
+        self.video = self.container.add_stream("libx264", rate=fps)
+        self.video.width, self.video.height = size
+        self.video.pix_fmt = "yuv420p"
+        self.video.options = {"crf": str(crf), "preset": preset}
+        self.audio = None
+        if sample_rate:
+            self.audio = self.container.add_stream("aac", rate=sample_rate)
+            self.audio.layout = "mono"
+            self._sr = sample_rate
+            self._pending = np.zeros(0, np.float32)
+            self._samples_out = 0
+        self._frames = 0
+
+    def write_frame(self, rgb: np.ndarray) -> None:
+        import av
+
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts = self._frames
+        self._frames += 1
+        for packet in self.video.encode(frame):
+            self.container.mux(packet)
+
+    def write_audio(self, samples: np.ndarray) -> None:
+        import av
+
+        if self.audio is None:
+            return
+        self._pending = np.concatenate([self._pending, samples.astype(np.float32)])
+        n = 1024  # AAC frame size
+        while self._pending.size >= n:
+            chunk, self._pending = self._pending[:n], self._pending[n:]
+            frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="fltp", layout="mono")
+            frame.sample_rate = self._sr
+            frame.pts = self._samples_out
+            self._samples_out += n
+            for packet in self.audio.encode(frame):
+                self.container.mux(packet)
+
+    def close(self) -> None:
+        if self.audio is not None and self._pending.size:
+            self.write_audio(np.zeros(1024 - self._pending.size % 1024, np.float32))
+        for stream in (self.video, self.audio):
+            if stream is not None:
+                for packet in stream.encode(None):
+                    self.container.mux(packet)
+        self.container.close()
+
+    def __enter__(self) -> "Mp4Writer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class FrameCursor:
+    """Random-forward access to a video file: `frame_at(t)` is the RGB frame showing at file time t.
+
+    Decodes sequentially and converts to RGB only the frames asked for, so a camera that is not on program costs only
+    its decode. Returns None before the first frame and after the end of the file (a camera that stopped).
+    """
+
+    def __init__(self, path: str | Path, size: tuple[int, int] | None = None):
+        import av
+
+        self.path = Path(path)
+        self.size = size
+        self._container = _open(path)
+        if not self._container.streams.video:
+            raise MediaError(f"{path}: has no video stream")
+        stream = self._container.streams.video[0]
+        stream.thread_type = "AUTO"
+        self._frames = self._container.decode(stream)
+        self._av_error = av.error.FFmpegError
+        self._cur = None  # (t, av frame)
+        self._next = None
+        self._cache: tuple[float, np.ndarray] | None = None
+        self.ended = False
+        self.end_t = float("inf")
+        self.error: str | None = None
+
+    def _pull(self):
+        try:
+            while True:
+                f = next(self._frames)
+                if f.pts is not None:
+                    return float(f.pts * f.time_base), f
+        except StopIteration:
+            return None
+        except self._av_error as e:  # corrupt mid-way: the camera ends here, with the reason kept
+            self.error = f"{self.path.name}: decoding failed ({e})"
+            return None
+
+    def frame_at(self, t: float) -> np.ndarray | None:
+        if self.ended and (self._cur is None or t > self.end_t):
+            return None
+        if self._next is None and not self.ended:
+            self._next = self._pull()
+            if self._next is None:
+                self.ended = True
+        while self._next is not None and self._next[0] <= t + 1e-6:
+            self._cur = self._next
+            self._next = self._pull()
+            if self._next is None:
+                self.ended = True
+                self.end_t = self._cur[0] + 0.1
+        if self._cur is None or (self.ended and t > self.end_t):
+            return None
+        if self._cache is None or self._cache[0] != self._cur[0]:
+            self._cache = (self._cur[0], _to_rgb(self._cur[1], self.size))
+        return self._cache[1]
+
+    def close(self) -> None:
+        self._container.close()

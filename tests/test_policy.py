@@ -9,7 +9,7 @@ import pytest
 from ranker.policy import CameraContext, Override, PolicyConfig, SwitchingPolicy, TickInput, replay
 
 DT = 0.2  # 5 Hz ticks
-NO_COOLDOWN = dict(cooldown_s=0.0, pingpong_window_s=0.0)
+NO_COOLDOWN = dict(cooldown_s=0.0, pingpong_window_s=0.0, dwell_s=0.0)
 
 
 def run(policy, seq, t0=0.0, ctx=None, overrides=None):
@@ -39,7 +39,7 @@ def test_minimum_hold():
 
 
 def test_cooldown_between_automatic_cuts():
-    p = SwitchingPolicy(PolicyConfig(min_hold_s=0.0, cooldown_s=4.0, pingpong_window_s=0.0))
+    p = SwitchingPolicy(PolicyConfig(min_hold_s=0.0, cooldown_s=4.0, pingpong_window_s=0.0, dwell_s=0.0))
     seq = [{"a": 0.9, "b": 0.1, "c": 0.0}] * 2 + [{"a": 0.1, "b": 0.9, "c": 0.0}] * 2 + \
           [{"a": 0.1, "b": 0.2, "c": 0.9}] * 30
     ds = run(p, seq)
@@ -57,7 +57,7 @@ def test_delta_threshold():
 
 
 def test_ping_pong_suppression():
-    p = SwitchingPolicy(PolicyConfig(min_hold_s=0.0, cooldown_s=0.0, pingpong_window_s=8.0))
+    p = SwitchingPolicy(PolicyConfig(min_hold_s=0.0, cooldown_s=0.0, pingpong_window_s=8.0, dwell_s=0.0))
     flip = [{"a": 0.9, "b": 0.1}, {"a": 0.1, "b": 0.9}] * 30  # scores flap every tick for 12 s
     ds = run(p, flip)
     c = cuts(ds)
@@ -101,7 +101,7 @@ def test_maximum_shot_length_forces_a_cutaway():
 
 
 def test_manual_override_take_lock_release_and_timeout():
-    cfg = PolicyConfig(min_hold_s=2.0, cooldown_s=4.0)
+    cfg = PolicyConfig(min_hold_s=2.0, cooldown_s=4.0, dwell_s=0.0)
     scores = [{"a": 0.9, "b": 0.1, "c": 0.2}] * 60
     ov = {2: [Override("take", "c", operator="ann")], 5: [Override("lock", "b", timeout_s=3.0)],
           30: [Override("lock", "c")], 35: [Override("release")], 40: [Override("take", "zz")]}
@@ -138,3 +138,36 @@ def test_replay_is_deterministic_and_identical_to_live():
     assert all(d.reason for d in online)
     n_cuts = sum(d.cut for d in online)
     assert 3 <= n_cuts <= 100 / 4 + 2  # cooldown bounds the rate
+
+
+def test_cut_is_placed_in_the_pause_of_the_last_tick():
+    cfg = PolicyConfig(min_hold_s=0.0, **NO_COOLDOWN)
+    p = SwitchingPolicy(cfg, tick_s=0.2)
+    p.step(0.0, {"a": 0.9, "b": 0.1})
+    # a is speaking again at t=1.0, but there was a pause at 0.91 s: the cut goes there, not mid-word at 1.0
+    d = p.step(1.0, {"a": 0.1, "b": 0.9}, {"a": CameraContext(speaking=True, quiet_at=0.91)})
+    assert d.cut and d.at == 0.91 and d.cut_time == 0.91 and "pause at 0.91" in d.detail
+    # a pause older than one tick does not count: wait instead
+    p = SwitchingPolicy(cfg, tick_s=0.2)
+    p.step(0.0, {"a": 0.9, "b": 0.1})
+    d = p.step(1.0, {"a": 0.1, "b": 0.9}, {"a": CameraContext(speaking=True, quiet_at=0.7)})
+    assert not d.cut and d.reason == "speech_wait"
+
+
+def test_dwell_debounces_one_tick_blips():
+    p = SwitchingPolicy(PolicyConfig(min_hold_s=0.0, cooldown_s=0.0, pingpong_window_s=0.0, dwell_s=0.6))
+    blips = [{"a": 0.9, "b": 0.1}] + [{"a": 0.2, "b": 0.9}, {"a": 0.9, "b": 0.1}] * 5 + [{"a": 0.2, "b": 0.9}] * 5
+    ds = run(p, blips)
+    c = cuts(ds)
+    assert len(c) == 2 and c[1][2] == "b" and c[1][0] == pytest.approx(11 * DT + 0.6)
+    assert "dwell" in {d.reason for d in ds}
+
+
+def test_contexts_count_only_a_cameras_own_speech():
+    from features.observations import CameraObservation
+    from ranker.policy import contexts
+
+    speaker = CameraObservation("b", 5.0, audio_dbfs=-18.0, speaking=True, quiet_at=4.9)
+    wide = CameraObservation("wide", 5.0, audio_dbfs=-28.0, speaking=True)  # hears b as bleed
+    ctx = contexts([speaker, wide], 5.0)
+    assert ctx["b"].speaking and not ctx["wide"].speaking and ctx["b"].quiet_at == 4.9

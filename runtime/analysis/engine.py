@@ -27,7 +27,7 @@ from runtime.media import SAMPLE_RATE
 from runtime.models import ModelUnavailable, resolve_whisper, resolve_yolo
 
 from .asr import AsrStream, SpeechRecognizer
-from .audio import VAD_CHUNK, VoiceActivity, dbfs
+from .audio import VoiceActivity, dbfs
 from .faces import make_face_detector
 from .motion import MotionMeter
 from .people import CameraTracker, PersonDetector
@@ -51,11 +51,38 @@ class _Camera:
     frames_dropped: int = 0
 
 
+def _quiet_at(p: np.ndarray, end_t: float, span_s: float, min_chunks: int = 2) -> float | None:
+    """Middle of the latest run of >= `min_chunks` non-speech VAD chunks that overlaps the last `span_s` before
+    `end_t` (the place to cut between words), or None when there was no such pause."""
+    from .audio import VAD_CHUNK
+
+    dt = VAD_CHUNK / SAMPLE_RATE
+    quiet = p < 0.5
+    n = len(p)
+    first = max(0, n - int(np.ceil(span_s / dt)) - min_chunks)
+    i = n - 1
+    while i >= first:
+        if not quiet[i]:
+            i -= 1
+            continue
+        j = i
+        while j - 1 >= 0 and quiet[j - 1]:
+            j -= 1
+        if i - j + 1 >= min_chunks:
+            lo, hi = max(j, n - int(np.ceil(span_s / dt))), i + 1
+            if hi > lo:
+                mid = (lo + hi) / 2 if (hi - lo) >= 1 else hi - 0.5
+                return float(end_t - (n - mid) * dt)
+        i = j - 1
+    return None
+
+
 class AnalysisEngine:
     def __init__(self, camera_ids: list[str], *, detector: PersonDetector | None, face_detector=None,
                  vad: VoiceActivity | None = None, recognizer: SpeechRecognizer | None = None, vlm=None,
                  keywords: list[str] = (), tick_hz: float = 5.0, stale_after_s: float = 2.0,
-                 asr_sync: bool = False, degraded: dict[str, str] | None = None, face_every: int = 2):
+                 asr_sync: bool = False, degraded: dict[str, str] | None = None, face_every: int = 2,
+                 vision_every: int = 1):
         self.detector = detector
         self.face_detector = face_detector
         self.vad = vad
@@ -65,6 +92,9 @@ class AnalysisEngine:
         self.stale_after_s = stale_after_s
         self.asr_sync = asr_sync
         self.face_every = max(1, face_every)  # faces change slowly: each camera every Nth tick, staggered
+        # people + faces for each camera only every Nth tick (staggered across cameras); audio stays per tick.
+        # 1 live/GPU; files on a CPU use settings.vision_hz to stay well above real time.
+        self.vision_every = max(1, vision_every)
         self._ticks = 0
         self.degraded_models = dict(degraded or {})  # stage -> reason, for models that did not load
         self.cameras = {
@@ -113,6 +143,8 @@ class AnalysisEngine:
             vlm = load("vlm", lambda: VlmAnalyzer.from_settings(settings, camera_ids))
         else:
             degraded["vlm"] = "no VLM configured"
+        if settings.vision_hz and "vision_every" not in kwargs:
+            kwargs["vision_every"] = max(1, round(settings.tick_hz / settings.vision_hz))
         return cls(camera_ids, detector=detector, face_detector=faces, vad=vad, recognizer=recognizer, vlm=vlm,
                    keywords=settings.keywords, tick_hz=settings.tick_hz, asr_sync=asr_sync, degraded=degraded,
                    **kwargs)
@@ -136,29 +168,35 @@ class AnalysisEngine:
     # -- the per-tick pass ------------------------------------------------------------------------------------------
     def tick(self, t: float) -> dict[str, CameraObservation]:
         t_tick = time.perf_counter()
-        fresh = {c.id: c.frame for c in self.cameras.values() if c.frame is not None}
+        delivered = {c.id: c.frame for c in self.cameras.values() if c.frame is not None}
         for c in self.cameras.values():
             c.frame = None
+        # the heavy vision (people, faces) runs on a staggered subset when vision_every > 1
+        order = {cid: k for k, cid in enumerate(self.cameras)}
+        vision = {cid: f for cid, f in delivered.items() if (self._ticks + order[cid]) % self.vision_every == 0
+                  or self.cameras[cid].last is None}
         out = {cid: CameraObservation(cid, t, degraded=dict(self.degraded_models)) for cid in self.cameras}
 
-        self._people(fresh, out)
-        for k, (cid, (ft, img)) in enumerate(fresh.items()):
-            cam = self.cameras[cid]
+        self._people(vision, out)
+        face_every = 1 if self.vision_every > 1 else self.face_every
+        for cid, (ft, img) in delivered.items():
+            cam, obs = self.cameras[cid], out[cid]
             cam.last_frame_t = ft
-            if (self._ticks + k) % self.face_every == 0 or cam.last is None:
-                self._guard("faces", cid, out, lambda: self._faces(img, out[cid]))
-            else:  # carry the last face read, and its degradation if it had failed
-                out[cid].faces = cam.last.faces
-                if "faces" in cam.last.degraded:
-                    out[cid].degraded["faces"] = cam.last.degraded["faces"]
-            self._guard("motion", cid, out, lambda: self._motion(cam, img, out[cid]))
+            if cid not in vision:
+                self._carry_visuals(cam, obs, t, keep=("people", "track_continuity", "track_age_s", "person_speed",
+                                                       "faces"))
+            elif (self._ticks + order[cid]) % face_every == 0 or cam.last is None:
+                self._guard("faces", cid, out, lambda: self._faces(img, obs))
+            else:
+                self._carry_visuals(cam, obs, t, keep=("faces",))
+            self._guard("motion", cid, out, lambda: self._motion(cam, img, obs))
         for cid, cam in self.cameras.items():
             obs = out[cid]
-            if cid not in fresh:
+            if cid not in delivered:
                 self._carry_visuals(cam, obs, t)
             self._guard("audio", cid, out, lambda: self._audio(cam, obs, t))
             if self.vlm is not None:
-                self._guard("vlm", cid, out, lambda: self.vlm.observe(cid, obs, fresh.get(cid), t))
+                self._guard("vlm", cid, out, lambda: self.vlm.observe(cid, obs, delivered.get(cid), t))
             cam.last = obs
         self._asr(t, out)
         self._ticks += 1
@@ -197,16 +235,21 @@ class AnalysisEngine:
         obs.motion_energy = cam.motion.update(img)
         self.latency["motion"].append((time.perf_counter() - t0) * 1000)
 
-    def _carry_visuals(self, cam: _Camera, obs: CameraObservation, t: float) -> None:
-        """No new frame this tick: keep the last visual read, or mark the camera stale."""
-        if cam.last_frame_t is None or t - cam.last_frame_t > self.stale_after_s:
+    _VISUALS = ("people", "faces", "track_continuity", "track_age_s", "person_speed", "motion_energy")
+
+    def _carry_visuals(self, cam: _Camera, obs: CameraObservation, t: float, keep: tuple[str, ...] = _VISUALS) -> None:
+        """Reuse the last read of `keep` (with its degradation); with no frame at all, mark the camera stale."""
+        if keep is self._VISUALS and (cam.last_frame_t is None or t - cam.last_frame_t > self.stale_after_s):
             obs.stale = True
             since = "ever" if cam.last_frame_t is None else f"{t - cam.last_frame_t:.1f} s"
             obs.degraded["video"] = f"no frames for {since}"
             return
         if cam.last is not None:
-            for name in ("people", "faces", "track_continuity", "track_age_s", "person_speed", "motion_energy"):
+            for name in keep:
                 setattr(obs, name, getattr(cam.last, name))
+            for stage in ("people", "faces"):
+                if stage in keep and stage in cam.last.degraded:
+                    obs.degraded[stage] = cam.last.degraded[stage]
 
     def _audio(self, cam: _Camera, obs: CameraObservation, t: float) -> None:
         if not cam.audio or cam.audio_end_t is None or cam.audio_end_t < t - 1.0:
@@ -221,9 +264,10 @@ class AnalysisEngine:
             t1 = time.perf_counter()
             window = samples[-SAMPLE_RATE:]  # ~1 s of context: Silero's state restarts each call
             p = self.vad.probabilities(window)
-            per_tick = max(1, tick_n // VAD_CHUNK)
-            obs.speech_prob = float(p[-per_tick:].mean()) if p.size else 0.0
+            # speech activity over the last ~1 s: stable across the short dips between words
+            obs.speech_prob = float(p.mean()) if p.size else 0.0
             obs.speaking = bool(p.size and p[-3:].max() >= 0.5)  # speech in the last ~100 ms
+            obs.quiet_at = _quiet_at(p, cam.audio_end_t, 1.0 / self.tick_hz)
             self.latency["vad"].append((time.perf_counter() - t1) * 1000)
         if cam.asr is not None:
             obs.keyword_hits = cam.asr.keyword_hits(t)

@@ -16,7 +16,7 @@ from runtime.models import ModelUnavailable
 class HaarFaceDetector:
     name = "haar"
 
-    def __init__(self, work_width: int = 320, min_face_px: int = 14):
+    def __init__(self, work_width: int = 256, min_face_px: int = 12):
         data = getattr(cv2, "data", None)
         if data is None:
             raise ModelUnavailable("this OpenCV has no bundled Haar cascades (cv2.data): install opencv-python<5")
