@@ -147,6 +147,24 @@ class FeatureStore:
             ),
         )
 
+    def insert_frame(self, table: str | Table, df: pd.DataFrame) -> int:
+        """Bulk-insert a DataFrame of contract columns (simulations, backfills). `ts` may be UNIX seconds."""
+        t = table if isinstance(table, Table) else table_named(table)
+        unknown = [c for c in df.columns if c not in t]
+        if unknown:
+            raise KeyError(f"{t.name} has no column(s) {unknown}")
+        missing = [c.name for c in t.columns if c.required and c.name not in df.columns]
+        if missing:
+            raise KeyError(f"{t.name}: required column(s) {missing} missing")
+        df = df.copy()
+        if pd.api.types.is_numeric_dtype(df[t.time_column]):
+            df[t.time_column] = pd.to_datetime((df[t.time_column] * 1000).round().astype("int64"), unit="ms", utc=True)
+        for c in t.columns:
+            if c.name in df.columns and c.nullable and c.kind == "float":
+                df[c.name] = df[c.name].astype(object).where(df[c.name].notna(), None)
+        self._run(f"insert into {t.name}", lambda: self.client.insert_df(t.name, df))
+        return len(df)
+
     def segment_shipped(self, segment_id: str) -> bool:
         rows = self._run(
             "segment lookup",

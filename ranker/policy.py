@@ -94,7 +94,7 @@ class _State:
     left_camera: str = ""
     left_at: float = -1e9
     locked_until: float | None = None
-    want_since: float | None = None  # when auto-direction first wanted a cut it has not made yet
+    speech_wait_since: float | None = None  # when a cut first waited for the speaker's word boundary
     lead: str = ""  # the camera auto-direction currently wants, and since when
     lead_since: float = 0.0
 
@@ -160,12 +160,10 @@ class SwitchingPolicy:
             want, reason = best, "delta"
             detail = f"{best} {scores[best]:.2f} vs {s.program} {p_score:.2f} (delta {scores[best] - p_score:.2f})"
         if not want:
-            s.want_since = None
+            s.speech_wait_since = None
             s.lead = ""
             gap = f"; best other {best} {scores[best]:.2f}" if best else ""
             return self._hold(t, "hold", f"{s.program} {p_score:.2f}{gap}")
-        if s.want_since is None:
-            s.want_since = t
         if want != s.lead:
             s.lead, s.lead_since = want, t
         if reason == "delta" and t - s.lead_since < cfg.dwell_s - 1e-9:
@@ -184,8 +182,10 @@ class SwitchingPolicy:
                 at = pc.quiet_at
                 detail += f"; placed in the pause at {at:.2f} s"
             else:
-                waited = t - s.want_since
-                if waited < cfg.speech_wait_max_s:
+                if s.speech_wait_since is None:
+                    s.speech_wait_since = t  # the wait starts when only the word stands in the way
+                waited = t - s.speech_wait_since
+                if waited < cfg.speech_wait_max_s - 1e-9:
                     return self._hold(t, "speech_wait", f"wants {want} ({reason}); {s.program} is mid-word")
                 detail += f"; speech wait timed out after {waited:.1f} s"
         return self._cut(t, want, reason, detail, cfg.transition, auto=True, at=at)
@@ -219,7 +219,7 @@ class SwitchingPolicy:
         when = t if at is None else at
         if frm:
             s.left_camera, s.left_at = frm, when
-        s.program, s.shot_start, s.want_since, s.lead = to, when, None, ""
+        s.program, s.shot_start, s.speech_wait_since, s.lead = to, when, None, ""
         if auto or reason.startswith("override"):
             s.last_auto_cut = when  # a manual cut also restarts the cooldown: no auto cut right after the operator's
         return Decision(t, to, True, frm, to, reason, detail, transition, self.snapshot(), at)

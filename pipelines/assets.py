@@ -1,0 +1,207 @@
+"""The learned-ranker assets: ingest -> dataset (+ checks) -> Optuna study -> model -> evaluation -> registration.
+
+Logic lives in features/ and ranker/; these functions only wire it to Dagster (config, metadata, lineage).
+"""
+
+
+from pathlib import Path
+
+import numpy as np
+from dagster import (AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, Config, DailyPartitionsDefinition,
+                     MaterializeResult, MetadataValue, Output, asset, asset_check)
+
+from features.extract import SCENE_FEATURES
+from features.schema import SCHEMA_VERSION
+from features.shipper import SegmentShipper
+
+from .resources import ClickHouseResource, MLflowResource, TrainingResource
+
+DAILY = DailyPartitionsDefinition(start_date="2026-01-01")
+NULLABLE_OK = {"vlm_interest": 0.95, "vlm_age_s": 0.95}  # a missing VLM is normal; anything else should be present
+
+
+@asset(partitions_def=DAILY, group_name="feature_log", description="Ship spooled feature-log segments into "
+       "ClickHouse (in embedded mode this process owns the chDB path) and report the day's rows.")
+def feature_log_ingest(context: AssetExecutionContext, clickhouse: ClickHouseResource) -> MaterializeResult:
+    day = context.partition_key
+    with clickhouse.store() as store:
+        report = SegmentShipper(clickhouse.spool_dir, store).ship_once()
+        if report.error:
+            raise RuntimeError(f"ClickHouse unreachable, {report.pending} segment(s) stay spooled: {report.error}")
+        rows = store.query_df(
+            "SELECT count() AS n FROM camera_ticks WHERE toDate(ts) = toDate({day:String})", {"day": day})
+    return MaterializeResult(metadata={
+        "segments_shipped": report.segments, "rows_shipped": report.rows, "quarantined": len(report.quarantined),
+        "camera_tick_rows_on_day": int(rows["n"].iloc[0]), "pending_segments": report.pending})
+
+
+class DatasetConfig(Config):
+    synthetic: bool | None = None  # None = real and synthetic sessions alike
+    eval_percent: int = 20
+
+
+@asset(group_name="ranker", deps=[feature_log_ingest], description="Ticks x cameras joined with the human's "
+       "choice (ASOF join on overrides), split by session into train / held-out.")
+def training_dataset(context: AssetExecutionContext, config: DatasetConfig, clickhouse: ClickHouseResource):
+    from ranker.dataset import load_ranking_data, split_by_session
+
+    with clickhouse.store() as store:
+        data = load_ranking_data(store, synthetic=config.synthetic)
+    train, held_out = split_by_session(data, config.eval_percent) if data.n_groups else (data, data)
+    meta = {"rows": int(len(data.y)), "groups": int(data.n_groups), "sessions": len(data.sessions()),
+            "train_sessions": len(train.sessions()), "heldout_sessions": len(held_out.sessions()),
+            "cut_points": int(data.cut_points.sum()), "schema_versions": str(sorted(data.schema_versions))}
+    return Output({"all": data, "train": train, "heldout": held_out}, metadata=meta)
+
+
+@asset_check(asset=training_dataset, blocking=True, description="enough labelled ticks and human cut points")
+def dataset_row_counts(training_dataset) -> AssetCheckResult:
+    d = training_dataset["all"]
+    ok = d.n_groups >= 100 and d.cut_points.sum() >= 10 and training_dataset["heldout"].n_groups > 0
+    return AssetCheckResult(passed=bool(ok), metadata={"groups": int(d.n_groups),
+                                                       "cut_points": int(d.cut_points.sum())})
+
+
+@asset_check(asset=training_dataset, blocking=True, description="feature null (NaN) rates within limits")
+def dataset_null_rates(training_dataset) -> AssetCheckResult:
+    d = training_dataset["all"]
+    rates = {f: float(np.isnan(d.X[:, i]).mean()) if len(d.X) else 0.0 for i, f in enumerate(SCENE_FEATURES)}
+    bad = {f: r for f, r in rates.items() if r > NULLABLE_OK.get(f, 0.01)}
+    return AssetCheckResult(passed=not bad, severity=AssetCheckSeverity.ERROR,
+                            metadata={"over_limit": MetadataValue.json(bad),
+                                      "null_rates": MetadataValue.json({k: round(v, 4) for k, v in rates.items()})})
+
+
+@asset_check(asset=training_dataset, blocking=True, description="rows were written under this feature contract")
+def dataset_schema_version(training_dataset) -> AssetCheckResult:
+    versions = training_dataset["all"].schema_versions
+    return AssetCheckResult(passed=bool(versions) and max(versions) <= SCHEMA_VERSION and min(versions) >= 1,
+                            metadata={"versions": str(sorted(versions)), "code_version": SCHEMA_VERSION})
+
+
+@asset_check(asset=training_dataset, blocking=True, description="one human choice per tick; no camera dominates")
+def dataset_label_balance(training_dataset) -> AssetCheckResult:
+    d = training_dataset["all"]
+    per_group = np.add.reduceat(d.y, d.offsets[:-1]) if d.n_groups else np.zeros(0)
+    cams, counts = np.unique(d.human, return_counts=True)
+    share = {c: round(float(n) / max(1, d.n_groups), 4) for c, n in zip(cams, counts)}
+    ok = d.n_groups > 0 and bool((per_group == 1).all()) and max(share.values(), default=1.0) <= 0.9
+    return AssetCheckResult(passed=ok, metadata={"chosen_share": MetadataValue.json(share),
+                                                 "groups_without_one_label": int((per_group != 1).sum())})
+
+
+class StudyConfig(Config):
+    study_name: str = "aiobs-ranker"
+    n_trials: int = 30
+    folds: int = 3
+    max_groups: int = 200_000
+    seed: int = 0
+
+
+@asset(group_name="ranker", description="Optuna study (TPE, pruning, grouped CV by session) over XGBoost "
+       "learning-to-rank parameters; persisted in an RDB so it resumes; trials logged to MLflow.")
+def ranker_study(context: AssetExecutionContext, config: StudyConfig, training_dataset, training: TrainingResource,
+                 mlflow: MLflowResource) -> Output:
+    from ranker.train import best_params, tune
+
+    study = tune(training_dataset["train"], n_trials=config.n_trials, storage=training.optuna_storage,
+                 study_name=config.study_name, folds=config.folds, seed=config.seed,
+                 mlflow_tracking_uri=mlflow.tracking_uri, max_groups=config.max_groups)
+    params, rounds = best_params(study)
+    states = [t.state.name for t in study.trials]
+    return Output({"params": params, "rounds": rounds, "best_value": study.best_value},
+                  metadata={"trials": len(study.trials), "pruned": states.count("PRUNED"),
+                            "best_cv_cut_top1": float(study.best_value), "best_params": MetadataValue.json(params),
+                            "rounds": rounds})
+
+
+@asset(group_name="ranker", description="The final XGBoost ranker, trained on every training session with the "
+       "study's best parameters (through xgboost.dask when a Dask scheduler is configured).")
+def ranker_model(context: AssetExecutionContext, training_dataset, ranker_study, training: TrainingResource):
+    from ranker.train import train_ranker, train_ranker_dask
+
+    version = f"xgb-{context.run_id[:8]}"
+    train = training_dataset["train"]
+    if training.dask_scheduler:
+        from distributed import Client
+
+        with Client(training.dask_scheduler) as client:
+            booster = train_ranker_dask(client, train, ranker_study["params"], ranker_study["rounds"], version)
+    else:
+        booster = train_ranker(train, ranker_study["params"], ranker_study["rounds"], model_version=version)
+    path = Path(training.work_dir) / f"{version}.ubj"
+    booster.save_model(path)
+    return Output({"path": str(path), "version": version},
+                  metadata={"model_file": str(path), "trees": booster.num_boosted_rounds(),
+                            "trained_on_groups": int(train.n_groups)})
+
+
+class EvalConfig(Config):
+    plots: bool = True
+
+
+@asset(group_name="ranker", description="Held-out evaluation of the new model, the current champion and the rule "
+       "baseline: cut-point top-1 and NDCG, and a replay through the switching policy.")
+def ranker_evaluation(context: AssetExecutionContext, config: EvalConfig, training_dataset, ranker_model,
+                      training: TrainingResource, mlflow: MLflowResource):
+    from ranker.baseline import WeightedBaselineRanker
+    from ranker.base import RankerError
+    from ranker.evaluate import evaluate, plots
+    from ranker.registry import champion_uri, has_alias
+    from ranker.xgb import XGBoostRanker
+
+    held = training_dataset["heldout"]
+    learned = XGBoostRanker.load(ranker_model["path"])
+    results = {"learned": evaluate(learned, held), "baseline": evaluate(WeightedBaselineRanker(), held)}
+    import os
+
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow.tracking_uri
+    if has_alias(mlflow.tracking_uri, "champion"):
+        try:
+            results["champion"] = evaluate(XGBoostRanker.load(champion_uri()), held)
+        except RankerError as e:
+            context.log.warning(f"champion could not be evaluated: {e}")
+    paths = plots(learned.booster, learned, held, Path(training.work_dir) / f"plots-{ranker_model['version']}") \
+        if config.plots else {}
+    meta = {f"{who}_{k}": float(v) for who, r in results.items() for k, v in r.items()
+            if k in ("cut_top1", "ndcg1_cut", "ndcg3_cut", "replay_frame_agreement", "replay_cut_time_error_s",
+                     "replay_switches_per_min", "replay_ping_pong", "replay_mid_word_cuts") and np.isfinite(v)}
+    for name, p in paths.items():
+        meta[f"plot_{name}"] = MetadataValue.path(p)
+    meta["comparison"] = MetadataValue.md(_table(results))
+    return Output({"results": results, "plots": paths}, metadata=meta)
+
+
+class RegistrationConfig(Config):
+    margin: float = 0.02
+    max_agreement_drop: float = 0.0
+
+
+@asset(group_name="ranker", description="Register in MLflow (signature, feature-schema version, metrics), alias "
+       "challenger, and promote to champion only if the gate passes; the reason is recorded.")
+def ranker_registration(context: AssetExecutionContext, config: RegistrationConfig, ranker_model, ranker_evaluation,
+                        ranker_study, training_dataset, mlflow: MLflowResource):
+    from ranker.registry import Gate, register
+    from ranker.xgb import XGBoostRanker
+
+    res = ranker_evaluation["results"]
+    reference_name = "champion" if "champion" in res else "baseline"
+    reg = register(XGBoostRanker.load(ranker_model["path"]).booster, tracking_uri=mlflow.tracking_uri,
+                   artifacts_dir=mlflow.artifacts_dir, metrics=res["learned"], reference=res[reference_name],
+                   reference_name=reference_name, params={**ranker_study["params"], "rounds": ranker_study["rounds"]},
+                   plots=ranker_evaluation["plots"],
+                   gate=Gate(margin=config.margin, max_agreement_drop=config.max_agreement_drop),
+                   data_info={"train_sessions": len(training_dataset["train"].sessions()),
+                              "heldout_sessions": len(training_dataset["heldout"].sessions())})
+    return Output({"version": reg.version, "promoted": reg.promoted, "reason": reg.reason, "uri": reg.model_uri},
+                  metadata={"model_version": reg.version, "promoted": reg.promoted, "gate": reg.reason,
+                            "mlflow_run_id": reg.run_id, "model_uri": reg.model_uri})
+
+
+def _table(results: dict) -> str:
+    keys = ["cut_top1", "ndcg1_cut", "ndcg3_cut", "replay_frame_agreement", "replay_cut_time_error_s",
+            "replay_switches_per_min", "replay_ping_pong", "replay_mid_word_cuts"]
+    head = "| metric | " + " | ".join(results) + " |\n|---|" + "---|" * len(results) + "\n"
+    return head + "".join(f"| {k} | " + " | ".join(f"{results[w][k]:.3f}" if isinstance(results[w][k], float)
+                                                    else str(results[w][k]) for w in results) + " |\n" for k in keys)
+

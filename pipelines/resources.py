@@ -1,0 +1,40 @@
+"""Dagster resources: ClickHouse (the feature log) and MLflow (tracking + registry), defaulting to the settings."""
+
+from __future__ import annotations
+
+from dagster import ConfigurableResource
+
+from features.store import FeatureStore
+
+
+class ClickHouseResource(ConfigurableResource):
+    dsn: str
+    spool_dir: str
+
+    def store(self) -> FeatureStore:
+        return FeatureStore(self.dsn)
+
+
+class MLflowResource(ConfigurableResource):
+    tracking_uri: str
+    artifacts_dir: str
+
+
+class TrainingResource(ConfigurableResource):
+    """Where training state lives: the Optuna RDB storage (a study resumes from it) and scratch space."""
+
+    optuna_storage: str
+    work_dir: str
+    dask_scheduler: str = ""  # "tcp://host:8786" -> the final model trains through xgboost.dask
+
+
+def default_resources(settings) -> dict:
+    from pathlib import Path
+
+    work = Path(settings.data_dir) / "training"
+    work.mkdir(parents=True, exist_ok=True)
+    return {
+        "clickhouse": ClickHouseResource(dsn=settings.clickhouse_dsn, spool_dir=settings.spool_dir),
+        "mlflow": MLflowResource(tracking_uri=settings.mlflow_tracking_uri, artifacts_dir=settings.mlflow_artifacts_dir),
+        "training": TrainingResource(optuna_storage=f"sqlite:///{work / 'optuna.db'}", work_dir=str(work)),
+    }

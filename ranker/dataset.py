@@ -1,0 +1,151 @@
+"""Training data for the learned ranker: one group per tick (all cameras), the human's choice as the relevant item.
+
+Labels come from humans: the camera of the latest manual `take`/`lock` override at or before each tick (an ASOF
+join in ClickHouse), i.e. the program a human director chose. Only SCENE features are inputs (program-state columns
+would teach a model to "stay where you are"). Groups are split by session, so no session leaks between train and
+evaluation. Rows stream from ClickHouse as Arrow batches.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from features.extract import SCENE_FEATURES
+
+CONTEXT_COLUMNS = ("speaking", "safe_cut_wait_s", "stale")
+
+
+@dataclass
+class RankingData:
+    """Rows sorted by (session, tick, camera); one group per (session, tick)."""
+
+    X: np.ndarray  # (rows, len(SCENE_FEATURES)) float32, NaN = missing
+    y: np.ndarray  # (rows,) 1 where the camera is the human's choice
+    camera: np.ndarray  # (rows,) camera id
+    speaking: np.ndarray  # (rows,) bool, for replay contexts
+    safe_cut_wait_s: np.ndarray
+    stale: np.ndarray
+    group_sizes: np.ndarray  # (groups,)
+    session: np.ndarray  # (groups,)
+    tick: np.ndarray  # (groups,)
+    ts: np.ndarray  # (groups,) seconds
+    human: np.ndarray  # (groups,) camera the human has on program
+    prev_human: np.ndarray  # (groups,) camera on program just before (== human except at cut points)
+    schema_versions: set
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.group_sizes)
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.r_[0, np.cumsum(self.group_sizes)]
+
+    @property
+    def cut_points(self) -> np.ndarray:
+        """Groups where the human cut to another camera."""
+        return self.human != self.prev_human
+
+    def select_groups(self, mask: np.ndarray) -> "RankingData":
+        off = self.offsets
+        rows = np.concatenate([np.arange(off[g], off[g + 1]) for g in np.flatnonzero(mask)]) if mask.any() \
+            else np.zeros(0, int)
+        return RankingData(self.X[rows], self.y[rows], self.camera[rows], self.speaking[rows],
+                           self.safe_cut_wait_s[rows], self.stale[rows], self.group_sizes[mask], self.session[mask],
+                           self.tick[mask], self.ts[mask], self.human[mask], self.prev_human[mask],
+                           self.schema_versions)
+
+    def sessions(self) -> list[str]:
+        return sorted(set(self.session.tolist()))
+
+
+def is_eval_session(session_id: str, eval_percent: int = 20) -> bool:
+    """Deterministic session split (stable across runs and machines)."""
+    return zlib.crc32(session_id.encode()) % 100 < eval_percent
+
+
+def _query(window_sql: str) -> str:
+    feats = ", ".join(f"t.`{f}`" for f in SCENE_FEATURES)
+    ctx = ", ".join(f"t.`{c}`" for c in CONTEXT_COLUMNS)
+    return f"""
+        SELECT t.session_id AS session_id, t.tick AS tick, toUnixTimestamp64Milli(t.ts) AS ts_ms,
+               t.camera_id AS camera_id, t.schema_version AS schema_version, {feats}, {ctx},
+               o.camera_id AS human_camera
+        FROM camera_ticks AS t
+        ASOF LEFT JOIN (
+            SELECT session_id, ts, camera_id FROM overrides WHERE action IN ('take', 'lock')
+        ) AS o ON t.session_id = o.session_id AND t.ts >= o.ts
+        {window_sql}
+        ORDER BY session_id, tick, camera_id
+    """
+
+
+def load_ranking_data(store, sessions: list[str] | None = None, synthetic: bool | None = None) -> RankingData:
+    """Stream labelled ticks from ClickHouse into a RankingData (ticks without a human label are skipped)."""
+    clauses, params = [], {}
+    if sessions is not None:
+        clauses.append("t.session_id IN {sessions:Array(String)}")
+        params["sessions"] = list(sessions)
+    if synthetic is not None:
+        clauses.append("t.synthetic = {synthetic:Bool}")
+        params["synthetic"] = synthetic
+    where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+    parts: dict[str, list] = {k: [] for k in ("X", "session", "tick", "ts", "camera", "human", "speaking",
+                                              "safe", "stale", "schema")}
+    with store.client.query_arrow_stream(_query(where), parameters=params) as stream:
+        for batch in stream:
+            cols = {name: batch.column(i) for i, name in enumerate(batch.schema.names)}
+            parts["X"].append(np.column_stack([cols[f].to_numpy(zero_copy_only=False).astype(np.float32)
+                                               for f in SCENE_FEATURES]))
+            parts["session"].append(cols["session_id"].to_numpy(zero_copy_only=False).astype(str))
+            parts["tick"].append(cols["tick"].to_numpy(zero_copy_only=False))
+            parts["ts"].append(cols["ts_ms"].to_numpy(zero_copy_only=False) / 1000.0)
+            parts["camera"].append(cols["camera_id"].to_numpy(zero_copy_only=False).astype(str))
+            parts["human"].append(cols["human_camera"].to_numpy(zero_copy_only=False).astype(str))
+            parts["speaking"].append(cols["speaking"].to_numpy(zero_copy_only=False).astype(bool))
+            parts["safe"].append(cols["safe_cut_wait_s"].to_numpy(zero_copy_only=False).astype(np.float32))
+            parts["stale"].append(cols["stale"].to_numpy(zero_copy_only=False).astype(bool))
+            parts["schema"].append(np.unique(cols["schema_version"].to_numpy(zero_copy_only=False)))
+    if not parts["X"]:
+        return _empty()
+    schema_versions = {int(v) for arr in parts.pop("schema") for v in arr}
+    cat = {k: np.concatenate(v) for k, v in parts.items()}
+    labelled = cat["human"] != ""
+    for k in ("X", "session", "tick", "ts", "camera", "human", "speaking", "safe", "stale"):
+        cat[k] = cat[k][labelled]
+    n = len(cat["tick"])
+    if n == 0:
+        return _empty()
+    new_group = np.r_[True, (cat["session"][1:] != cat["session"][:-1]) | (cat["tick"][1:] != cat["tick"][:-1])]
+    starts = np.flatnonzero(new_group)
+    sizes = np.diff(np.r_[starts, n])
+    human = cat["human"][starts]
+    session = cat["session"][starts]
+    prev = np.r_[human[:1], human[:-1]]
+    first_of_session = np.r_[True, session[1:] != session[:-1]]
+    prev = np.where(first_of_session, human, prev)
+    return RankingData(
+        X=cat["X"], y=(cat["camera"] == np.repeat(human, sizes)).astype(np.int8), camera=cat["camera"],
+        speaking=cat["speaking"], safe_cut_wait_s=cat["safe"], stale=cat["stale"], group_sizes=sizes,
+        session=session, tick=cat["tick"][starts], ts=cat["ts"][starts], human=human, prev_human=prev,
+        schema_versions=schema_versions,
+    )
+
+
+def _empty() -> RankingData:
+    z = np.zeros(0)
+    return RankingData(np.zeros((0, len(SCENE_FEATURES)), np.float32), z.astype(np.int8), z.astype(str),
+                       z.astype(bool), z.astype(np.float32), z.astype(bool), z.astype(int), z.astype(str),
+                       z.astype(int), z, z.astype(str), z.astype(str), set())
+
+
+def split_by_session(data: RankingData, eval_percent: int = 20) -> tuple[RankingData, RankingData]:
+    ev = np.array([is_eval_session(s, eval_percent) for s in data.session], bool)
+    if ev.all() or not ev.any():  # tiny data: keep at least one session on each side
+        sessions = data.sessions()
+        held = set(sessions[-max(1, len(sessions) * eval_percent // 100):])
+        ev = np.isin(data.session, list(held))
+    return data.select_groups(~ev), data.select_groups(ev)

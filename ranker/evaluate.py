@@ -1,0 +1,191 @@
+"""Offline evaluation of a ranker against the human director, on held-out sessions.
+
+Two views, because "stay on the current camera" agrees with a human on ~98% of ticks and says nothing:
+
+- at the human's CUT POINTS: is the ranker's best camera other than the one on program the camera the human cut
+  to (`cut_top1`)? NDCG@1/@3 over those groups too;
+- a REPLAY of every held-out session through the same switching policy the runtime uses, compared with the human
+  program: frame agreement, cut-time error, switches/min, ping-pong, mid-word cuts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .dataset import RankingData
+from .metrics import Shot, frame_agreement, ping_pong, shots_from_decisions, switches_per_min
+from .policy import CameraContext, PolicyConfig, SwitchingPolicy
+
+
+def cut_point_top1(scores: np.ndarray, data: RankingData) -> float:
+    """Share of human cut points where the ranker's best camera, excluding the one on program, is the human's."""
+    off = data.offsets
+    hits, n = 0, 0
+    for g in np.flatnonzero(data.cut_points):
+        a, b = off[g], off[g + 1]
+        cams, s = data.camera[a:b], scores[a:b].astype(np.float64).copy()
+        s[cams == data.prev_human[g]] = -np.inf
+        hits += cams[int(np.argmax(s))] == data.human[g]
+        n += 1
+    return hits / n if n else float("nan")
+
+
+def ndcg_at(scores: np.ndarray, data: RankingData, k: int, cut_points_only: bool = True) -> float:
+    """NDCG@k with one relevant camera per group (the human's)."""
+    off = data.offsets
+    groups = np.flatnonzero(data.cut_points) if cut_points_only else np.arange(data.n_groups)
+    vals = []
+    for g in groups:
+        a, b = off[g], off[g + 1]
+        order = np.argsort(-scores[a:b], kind="stable")
+        rank = int(np.flatnonzero(data.y[a:b][order])[0]) + 1 if data.y[a:b].any() else None
+        vals.append(1.0 / np.log2(rank + 1) if rank is not None and rank <= k else 0.0)
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+@dataclass
+class ReplayResult:
+    frame_agreement: float
+    cut_time_error_s: float  # mean |replay cut - human cut| over human cuts matched within match_window_s
+    cut_recall: float  # human cuts matched by a replay cut into the same camera
+    switches_per_min: float
+    human_switches_per_min: float
+    ping_pong: int
+    mid_word_cuts: int
+    sessions: int
+
+
+def _human_shots(data: RankingData, idx: np.ndarray, end: float) -> list[Shot]:
+    shots: list[Shot] = []
+    for g in idx:
+        if not shots or data.human[g] != shots[-1].camera:
+            if shots:
+                shots[-1] = Shot(shots[-1].camera, shots[-1].start, data.ts[g])
+            shots.append(Shot(data.human[g], data.ts[g], end))
+    return shots
+
+
+def replay(scores: np.ndarray, data: RankingData, config: PolicyConfig | None = None, tick_s: float = 0.2,
+           match_window_s: float = 5.0) -> ReplayResult:
+    off = data.offsets
+    agree, errors, matched, total_h, sw, hsw, pp, mid, minutes = [], [], 0, 0, 0, 0, 0, 0, 0.0
+    sessions = data.sessions()
+    for sess in sessions:
+        idx = np.flatnonzero(data.session == sess)
+        policy = SwitchingPolicy(config, tick_s)
+        decisions = []
+        for g in idx:
+            a, b = off[g], off[g + 1]
+            t = float(data.ts[g])
+            cams = data.camera[a:b]
+            ctx = {c: CameraContext(speaking=bool(sp), safe_cut_at=t + float(w), stale=bool(st))
+                   for c, sp, w, st in zip(cams, data.speaking[a:b], data.safe_cut_wait_s[a:b], data.stale[a:b])}
+            decisions.append(policy.step(t, dict(zip(cams, scores[a:b].tolist())), ctx))
+        start, end = float(data.ts[idx[0]]), float(data.ts[idx[-1]]) + tick_s
+        shots = shots_from_decisions(decisions, end)
+        human = _human_shots(data, idx, end)
+        agree.append(frame_agreement(shots, human, start, end, tick_s))
+        dur = end - start
+        minutes += dur / 60
+        sw += max(0, len(shots) - 1)
+        hsw += max(0, len(human) - 1)
+        pp += ping_pong(shots)
+        mid += sum(1 for d in decisions if d.cut and "speech wait timed out" in d.detail)
+        replay_cuts = [(s.start, s.camera) for s in shots[1:]]
+        for h in human[1:]:
+            total_h += 1
+            near = [abs(t - h.start) for t, c in replay_cuts if c == h.camera and abs(t - h.start) <= match_window_s]
+            if near:
+                matched += 1
+                errors.append(min(near))
+    return ReplayResult(
+        frame_agreement=float(np.mean(agree)) if agree else float("nan"),
+        cut_time_error_s=float(np.mean(errors)) if errors else float("nan"),
+        cut_recall=matched / total_h if total_h else float("nan"),
+        switches_per_min=sw / minutes if minutes else 0.0,
+        human_switches_per_min=hsw / minutes if minutes else 0.0,
+        ping_pong=pp, mid_word_cuts=mid, sessions=len(sessions))
+
+
+def evaluate(ranker, data: RankingData, policy: PolicyConfig | None = None) -> dict:
+    """Every metric for one ranker on held-out data, as a flat dict (MLflow- and Dagster-friendly)."""
+    scores = np.asarray(ranker.score(data.X), dtype=np.float64)
+    r = replay(scores, data, policy)
+    return {
+        "cut_top1": cut_point_top1(scores, data),
+        "ndcg1_cut": ndcg_at(scores, data, 1),
+        "ndcg3_cut": ndcg_at(scores, data, 3),
+        "ndcg1_all": ndcg_at(scores, data, 1, cut_points_only=False),
+        "replay_frame_agreement": r.frame_agreement,
+        "replay_cut_time_error_s": r.cut_time_error_s,
+        "replay_cut_recall": r.cut_recall,
+        "replay_switches_per_min": r.switches_per_min,
+        "human_switches_per_min": r.human_switches_per_min,
+        "replay_ping_pong": r.ping_pong,
+        "replay_mid_word_cuts": r.mid_word_cuts,
+        "cut_points": int(data.cut_points.sum()),
+        "groups": int(data.n_groups),
+        "sessions": r.sessions,
+    }
+
+
+def plots(booster, ranker, data: RankingData, out_dir) -> dict[str, str]:
+    """Feature importance, per-camera confusion at cut points, score calibration -> PNG paths."""
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    gain = booster.get_score(importance_type="gain")
+    items = sorted(gain.items(), key=lambda kv: kv[1])
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.barh([k for k, _ in items], [v for _, v in items], color="#4a7ab5")
+    ax.set_title("feature importance (gain)")
+    paths["feature_importance"] = str(out / "feature_importance.png")
+    fig.savefig(paths["feature_importance"], bbox_inches="tight", dpi=80)
+    plt.close(fig)
+
+    scores = np.asarray(ranker.score(data.X), dtype=np.float64)
+    cams = sorted(set(data.camera.tolist()))
+    conf = np.zeros((len(cams), len(cams)), int)
+    off = data.offsets
+    for g in np.flatnonzero(data.cut_points):
+        a, b = off[g], off[g + 1]
+        s = scores[a:b].copy()
+        s[data.camera[a:b] == data.prev_human[g]] = -np.inf
+        conf[cams.index(data.human[g]), cams.index(data.camera[a:b][int(np.argmax(s))])] += 1
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.imshow(conf, cmap="Blues")
+    ax.set_xticks(range(len(cams)), cams)
+    ax.set_yticks(range(len(cams)), cams)
+    ax.set_xlabel("ranker's pick at the cut")
+    ax.set_ylabel("human's pick")
+    for i in range(len(cams)):
+        for j in range(len(cams)):
+            ax.text(j, i, conf[i, j], ha="center", va="center", fontsize=8)
+    paths["cut_confusion"] = str(out / "cut_confusion.png")
+    fig.savefig(paths["cut_confusion"], bbox_inches="tight", dpi=80)
+    plt.close(fig)
+
+    # calibration: within-tick score rank vs how often the human picked it
+    order = np.zeros(len(scores), int)
+    for g in range(data.n_groups):
+        a, b = off[g], off[g + 1]
+        order[a:b] = np.argsort(np.argsort(-scores[a:b]))
+    ranks = np.arange(order.max() + 1) if len(order) else np.arange(0)
+    rates = [float(data.y[order == r].mean()) if (order == r).any() else 0.0 for r in ranks]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.bar(ranks + 1, rates, color="#c97b2a")
+    ax.set_xlabel("camera's score rank within the tick")
+    ax.set_ylabel("share chosen by the human")
+    paths["score_calibration"] = str(out / "score_calibration.png")
+    fig.savefig(paths["score_calibration"], bbox_inches="tight", dpi=80)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,165 @@
+"""Training and tuning the XGBoost learning-to-rank model.
+
+- `train_ranker`: one booster on RankingData (groups = ticks; human cut points weighted up), stamped with its
+  feature contract so the runtime can refuse a mismatch.
+- `tune`: an Optuna study (TPE sampler, median pruner, pruning inside XGBoost through optuna-integration's
+  callback) over grouped cross-validation by session, persisted in an RDB storage (resumable, shareable by many
+  workers), each trial logged to MLflow when a tracking URI is given.
+- `train_ranker_dask`: the same training on a Dask cluster through `xgboost.dask`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import xgboost as xgb
+
+from features.extract import SCENE_FEATURES
+
+from .dataset import RankingData
+from .xgb import stamp_booster
+
+log = logging.getLogger(__name__)
+
+BASE_PARAMS: dict[str, Any] = {
+    "objective": "rank:pairwise",
+    "eval_metric": "ndcg@1",
+    "tree_method": "hist",
+    "nthread": 2,
+    "verbosity": 0,
+}
+DEFAULT_PARAMS: dict[str, Any] = {"max_depth": 6, "eta": 0.1, "min_child_weight": 1.0, "subsample": 0.9,
+                                  "colsample_bytree": 0.9, "lambda": 1.0}
+DEFAULT_ROUNDS = 200
+
+
+def dmatrix(data: RankingData, cut_weight: float = 5.0, cut_points_only: bool = False) -> xgb.DMatrix:
+    """Group-aware DMatrix; human cut-point groups weigh `cut_weight` times a steady tick."""
+    d = data.select_groups(data.cut_points) if cut_points_only else data
+    m = xgb.DMatrix(d.X, label=d.y, feature_names=list(SCENE_FEATURES), missing=np.nan)
+    m.set_group(d.group_sizes)
+    if not cut_points_only:
+        m.set_weight(np.where(d.cut_points, cut_weight, 1.0).astype(np.float32))
+    return m
+
+
+def train_ranker(train: RankingData, params: dict | None = None, rounds: int = DEFAULT_ROUNDS,
+                 valid: RankingData | None = None, model_version: str = "", callbacks=None,
+                 early_stopping_rounds: int | None = None) -> xgb.Booster:
+    p = {**BASE_PARAMS, **DEFAULT_PARAMS, **(params or {})}
+    dtrain = dmatrix(train, cut_weight=p.pop("cut_weight", 5.0))
+    evals = [(dmatrix(valid, cut_points_only=True), "validation")] if valid is not None and valid.n_groups else []
+    booster = xgb.train(p, dtrain, num_boost_round=rounds, evals=evals, callbacks=callbacks or None,
+                        early_stopping_rounds=early_stopping_rounds if evals else None, verbose_eval=False)
+    if evals and early_stopping_rounds and booster.best_iteration is not None:
+        booster = booster[: booster.best_iteration + 1]
+    return stamp_booster(booster, list(SCENE_FEATURES), model_version)
+
+
+def session_folds(data: RankingData, k: int = 3) -> list[tuple[np.ndarray, np.ndarray]]:
+    """GroupKFold by session: (train group mask, validation group mask) pairs."""
+    sessions = np.array(data.sessions())
+    k = max(2, min(k, len(sessions)))
+    fold_of = {s: i % k for i, s in enumerate(sessions)}
+    f = np.array([fold_of[s] for s in data.session])
+    return [(f != i, f == i) for i in range(k)]
+
+
+def suggest(trial) -> tuple[dict, int]:
+    params = {
+        "max_depth": trial.suggest_int("max_depth", 3, 8),
+        "eta": trial.suggest_float("eta", 0.03, 0.3, log=True),
+        "min_child_weight": trial.suggest_float("min_child_weight", 0.5, 20.0, log=True),
+        "subsample": trial.suggest_float("subsample", 0.6, 1.0),
+        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
+        "lambda": trial.suggest_float("lambda", 1e-3, 10.0, log=True),
+        "objective": trial.suggest_categorical("objective", ["rank:pairwise", "rank:ndcg"]),
+        "cut_weight": trial.suggest_float("cut_weight", 1.0, 20.0, log=True),
+    }
+    return params, trial.suggest_int("rounds", 50, 300, step=50)
+
+
+def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, folds: int = 3, seed: int = 0,
+         mlflow_tracking_uri: str | None = None, experiment: str = "aiobs-ranker-tuning", max_groups: int = 200_000,
+         timeout_s: float | None = None):
+    """Run (or resume) an Optuna study; returns it. The objective is mean cut-point NDCG@1 over session folds."""
+    import optuna
+    from optuna_integration import XGBoostPruningCallback
+
+    from .evaluate import cut_point_top1
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if data.n_groups > max_groups:  # tune on a session subsample; the final model trains on everything
+        rng = np.random.default_rng(seed)
+        sessions = np.array(data.sessions())
+        rng.shuffle(sessions)
+        keep, total = [], 0
+        per = {s: int(n) for s, n in zip(*np.unique(data.session, return_counts=True))}
+        for s in sessions:
+            if total >= max_groups:
+                break
+            keep.append(s)
+            total += per[s]
+        data = data.select_groups(np.isin(data.session, keep))
+    fold_masks = session_folds(data, folds)
+    splits = [(data.select_groups(tr), data.select_groups(va)) for tr, va in fold_masks]
+
+    def objective(trial) -> float:
+        params, rounds = suggest(trial)
+        scores = []
+        for i, (tr, va) in enumerate(splits):
+            cb = [XGBoostPruningCallback(trial, "validation-ndcg@1")] if i == 0 else None
+            booster = train_ranker(tr, params, rounds, valid=va, callbacks=cb)
+            s = booster.inplace_predict(va.X)
+            scores.append(cut_point_top1(s, va))
+            trial.report(float(np.mean(scores)), step=rounds + i)
+            if i < len(splits) - 1 and trial.should_prune():
+                raise optuna.TrialPruned()
+        return float(np.mean(scores))
+
+    callbacks = []
+    if mlflow_tracking_uri:
+        from optuna_integration.mlflow import MLflowCallback
+
+        callbacks.append(MLflowCallback(tracking_uri=mlflow_tracking_uri, metric_name="cv_cut_top1",
+                                        mlflow_kwargs={"experiment_name": experiment, "nested": True}))
+    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=seed),
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=20))
+    done = len([t for t in study.trials if t.state.is_finished()])
+    if n_trials > 0:
+        study.optimize(objective, n_trials=n_trials, callbacks=callbacks, timeout=timeout_s, gc_after_trial=True)
+    log.info("study %s: %d trials before, %d now; best %.4f", study_name, done, len(study.trials),
+             study.best_value if study.best_trial else float("nan"))
+    return study
+
+
+def best_params(study) -> tuple[dict, int]:
+    p = dict(study.best_params)
+    rounds = int(p.pop("rounds", DEFAULT_ROUNDS))
+    return p, rounds
+
+
+def train_ranker_dask(client, train: RankingData, params: dict | None = None, rounds: int = DEFAULT_ROUNDS,
+                      model_version: str = "", chunk_groups: int = 20_000) -> xgb.Booster:
+    """Train on a Dask cluster with xgboost.dask (ranking with qid; partitions never split a group).
+
+    Cut-point up-weighting is not applied here (xgboost.dask takes per-row weights, ranking wants per-group ones).
+    """
+    import dask.array as da
+    from xgboost import dask as dxgb
+
+    p = {**BASE_PARAMS, **DEFAULT_PARAMS, **(params or {})}
+    p.pop("cut_weight", None)
+    qid = np.repeat(np.arange(train.n_groups), train.group_sizes)
+    off = train.offsets
+    bounds = list(range(0, train.n_groups, chunk_groups)) + [train.n_groups]
+    row_chunks = tuple(int(off[b] - off[a]) for a, b in zip(bounds, bounds[1:]))
+    X = da.from_array(train.X, chunks=(row_chunks, train.X.shape[1]))
+    y = da.from_array(train.y.astype(np.float32), chunks=(row_chunks,))
+    q = da.from_array(qid, chunks=(row_chunks,))
+    dtrain = dxgb.DaskDMatrix(client, X, y, qid=q, feature_names=list(SCENE_FEATURES))
+    out = dxgb.train(client, p, dtrain, num_boost_round=rounds)
+    return stamp_booster(out["booster"], list(SCENE_FEATURES), model_version)
