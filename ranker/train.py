@@ -119,12 +119,7 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
                 raise optuna.TrialPruned()
         return float(np.mean(scores))
 
-    callbacks = []
-    if mlflow_tracking_uri:
-        from optuna_integration.mlflow import MLflowCallback
-
-        callbacks.append(MLflowCallback(tracking_uri=mlflow_tracking_uri, metric_name="cv_cut_top1",
-                                        mlflow_kwargs={"experiment_name": experiment, "nested": True}))
+    callbacks = [_mlflow_trial_logger(mlflow_tracking_uri, experiment, study_name)] if mlflow_tracking_uri else []
     study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True,
                                 sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=20))
@@ -134,6 +129,26 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
     log.info("study %s: %d trials before, %d now; best %.4f", study_name, done, len(study.trials),
              study.best_value if study.best_trial else float("nan"))
     return study
+
+
+def _mlflow_trial_logger(tracking_uri: str, experiment: str, study_name: str):
+    """An Optuna callback that logs every finished trial (params, CV score, state) as an MLflow run."""
+    import os
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    def log_trial(study, trial) -> None:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_experiment(experiment)
+        with mlflow.start_run(run_name=f"{study_name}-trial-{trial.number}"):
+            mlflow.log_params(trial.params)
+            mlflow.set_tags({"optuna.study": study_name, "optuna.trial": str(trial.number),
+                             "optuna.state": trial.state.name})
+            if trial.value is not None:
+                mlflow.log_metric("cv_cut_top1", float(trial.value))
+
+    return log_trial
 
 
 def best_params(study) -> tuple[dict, int]:

@@ -85,9 +85,12 @@ def cmd_direct(args) -> int:
             return 2
     ranker = None
     if args.ranker:
+        import os
+
         from ranker.base import RankerError
         from ranker.xgb import XGBoostRanker
 
+        os.environ.setdefault("MLFLOW_TRACKING_URI", s.mlflow_tracking_uri)  # for models:/aiobs-ranker@champion
         try:
             ranker = XGBoostRanker.load(args.ranker)
         except RankerError as e:
@@ -113,6 +116,53 @@ def cmd_direct(args) -> int:
           f"{m['speaker_follow']}; {r.timings['x_realtime']}x real time")
     print(f"wrote {r.out_dir}/program.mp4, cuts.edl, cuts.otio, report.html, report.json")
     return 0
+
+
+def cmd_simulate(args) -> int:
+    from features.store import FeatureStore, describe_dsn
+    from ranker.simulate import SimConfig, simulate
+
+    s = _settings(args)
+    cfg = SimConfig(cameras=args.cameras, duration_s=args.duration)
+    with FeatureStore(s.clickhouse_dsn) as store:
+        counts = simulate(store, args.sessions, cfg, seed=args.seed)
+    print(f"simulate: {args.sessions} synthetic session(s) into {describe_dsn(s.clickhouse_dsn)}: "
+          + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    return 0
+
+
+def cmd_retrain(args) -> int:
+    """Materialise the retraining job in-process (what the nightly schedule runs under `dagster dev`)."""
+    import os
+
+    from dagster import DagsterInstance, materialize
+
+    from pipelines.definitions import CHECKS, RANKER_ASSETS
+    from pipelines.resources import default_resources
+
+    s = _settings(args)
+    os.environ.setdefault("DAGSTER_HOME", s.dagster_home)
+    _install_dagster_yaml(s.dagster_home)
+    res = materialize([*RANKER_ASSETS, *CHECKS], resources=default_resources(s), instance=DagsterInstance.get(),
+                      run_config={"ops": {"ranker_study": {"config": {"n_trials": args.trials}}}},
+                      raise_on_error=False)
+    if not res.success:
+        print("retrain: failed (see the Dagster run log above)", file=sys.stderr)
+        return 1
+    reg = res.output_for_node("ranker_registration")
+    print(f"retrain: aiobs-ranker v{reg['version']} registered; {reg['reason']}")
+    return 0
+
+
+def _install_dagster_yaml(home: str) -> None:
+    import shutil
+
+    from .settings import PROJECT_ROOT
+
+    target = Path(home) / "dagster.yaml"
+    Path(home).mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", target)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,6 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--size", help="program size WxH (default: the first input's)")
     dr.add_argument("--tally", action="store_true", help="burn a score/tally overlay into the program")
     dr.set_defaults(fn=cmd_direct)
+
+    si = sub.add_parser("simulate", help="write synthetic directed sessions (marked synthetic) into ClickHouse")
+    si.add_argument("--sessions", type=int, default=20)
+    si.add_argument("--cameras", type=int, default=5)
+    si.add_argument("--duration", type=float, default=300.0, help="seconds per session")
+    si.add_argument("--seed", type=int, default=0)
+    si.set_defaults(fn=cmd_simulate)
+
+    rt = sub.add_parser("retrain", help="run the Dagster retraining job in-process (dataset -> ... -> registry)")
+    rt.add_argument("--trials", type=int, default=30)
+    rt.set_defaults(fn=cmd_retrain)
 
     t = sub.add_parser("tables", help="create/migrate the feature-log tables and print their row counts")
     t.set_defaults(fn=cmd_tables)

@@ -1,0 +1,216 @@
+"""The learned-ranker platform end to end: simulate -> Dagster graph (in-process materialize) -> MLflow registry,
+gated promotion, asset checks on broken data, the new-labels sensor, xgboost.dask, and the notebooks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from dagster import DagsterInstance, build_sensor_context, materialize
+
+from features.schema import CAMERA_TICKS
+from features.spool import SpoolWriter
+from features.store import FeatureStore
+from pipelines import assets
+from pipelines.definitions import CHECKS, RANKER_ASSETS, build_definitions, new_labels_sensor
+from pipelines.resources import default_resources
+from ranker.dataset import load_ranking_data, split_by_session
+from ranker.evaluate import evaluate
+from ranker.registry import CHAMPION, CHALLENGER, Gate, register
+from ranker.simulate import SimConfig, simulate
+from ranker.xgb import XGBoostRanker
+from runtime.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_graph(settings, trials=4, raise_on_error=True, selection=None):
+    return materialize([*RANKER_ASSETS, *CHECKS], resources=default_resources(settings),
+                       instance=DagsterInstance.ephemeral(), raise_on_error=raise_on_error, selection=selection,
+                       run_config={"ops": {"ranker_study": {"config": {"n_trials": trials, "folds": 2}}}})
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory):
+    data = tmp_path_factory.mktemp("platform")
+    settings = load_settings(env={}, data_dir=data)
+    settings.ensure_dirs()
+    with FeatureStore(settings.clickhouse_dsn) as store:
+        simulate(store, 20, SimConfig(duration_s=240), seed=1)
+    first = run_graph(settings)
+    return settings, first
+
+
+def test_whole_graph_learns_what_the_baseline_does_not(platform):
+    settings, res = platform
+    assert res.success
+    assert {c.check_name: c.passed for c in res.get_asset_check_evaluations()} == {
+        "dataset_row_counts": True, "dataset_null_rates": True, "dataset_schema_version": True,
+        "dataset_label_balance": True}
+    ev = res.output_for_node("ranker_evaluation")["results"]
+    learned, baseline = ev["learned"], ev["baseline"]
+    assert learned["cut_top1"] >= baseline["cut_top1"] + 0.15, (learned, baseline)
+    assert learned["replay_frame_agreement"] > baseline["replay_frame_agreement"]
+    assert learned["cut_points"] > 20 and learned["sessions"] >= 2
+    reg = res.output_for_node("ranker_registration")
+    assert reg["promoted"] and reg["reason"].startswith("promoted") and reg["version"] == "1"
+    study = res.output_for_node("ranker_study")
+    assert study["rounds"] >= 50 and "max_depth" in study["params"]
+    plots = res.output_for_node("ranker_evaluation")["plots"]
+    assert all(Path(p).is_file() for p in plots.values()) and len(plots) == 3
+
+
+def test_registry_aliases_signature_and_runtime_loading(platform):
+    settings, _ = platform
+    from mlflow import MlflowClient
+
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    champ = client.get_model_version_by_alias("aiobs-ranker", CHAMPION)
+    chall = client.get_model_version_by_alias("aiobs-ranker", CHALLENGER)
+    assert str(champ.version) == str(chall.version) == "1"
+    assert champ.tags["feature_schema_version"] == "1" and "promoted" in champ.tags["gate"]
+    os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
+    try:
+        ranker = XGBoostRanker.load("models:/aiobs-ranker@champion")  # what `aiobs direct --ranker` does
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    from features.extract import SCENE_FEATURES
+
+    assert ranker.version and ranker.score(np.zeros((5, len(SCENE_FEATURES)), np.float32)).shape == (5,)
+
+
+def test_study_resumes_and_the_second_run_is_judged_against_the_champion(platform):
+    settings, _ = platform
+    import optuna
+
+    storage = default_resources(settings)["training"].optuna_storage
+    before = len(optuna.load_study(study_name="aiobs-ranker", storage=storage).trials)
+    res = run_graph(settings, trials=2)
+    assert len(optuna.load_study(study_name="aiobs-ranker", storage=storage).trials) == before + 2
+    ev = res.output_for_node("ranker_evaluation")["results"]
+    assert "champion" in ev  # evaluated on the same held-out sessions as the new model
+    reg = res.output_for_node("ranker_registration")
+    assert reg["version"] == "2" and "champion" in reg["reason"]
+
+
+def test_gate_refuses_a_worse_model_and_records_why(platform):
+    settings, _ = platform
+    from mlflow import MlflowClient
+
+    from ranker.train import train_ranker
+
+    with FeatureStore(settings.clickhouse_dsn) as store:
+        data = load_ranking_data(store)
+    train, held = split_by_session(data)
+    rng = np.random.default_rng(0)
+    train.y = train.y.copy()
+    off = train.offsets
+    for g in range(train.n_groups):  # labels shuffled within each tick: a model that learned nothing
+        train.y[off[g]:off[g + 1]] = rng.permutation(train.y[off[g]:off[g + 1]])
+    bad = train_ranker(train, rounds=30, model_version="shuffled")
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    champ_before = str(client.get_model_version_by_alias("aiobs-ranker", CHAMPION).version)
+    os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
+    try:
+        champion_metrics = evaluate(XGBoostRanker.load("models:/aiobs-ranker@champion"), held)
+    finally:
+        del os.environ["MLFLOW_TRACKING_URI"]
+    reg = register(bad, tracking_uri=settings.mlflow_tracking_uri, artifacts_dir=settings.mlflow_artifacts_dir,
+                   metrics=evaluate(XGBoostRanker(bad), held), reference=champion_metrics, reference_name="champion",
+                   params={"shuffled": True}, gate=Gate(margin=0.02))
+    assert not reg.promoted and reg.reason.startswith("stays challenger") and "cut_top1" in reg.reason
+    assert str(client.get_model_version_by_alias("aiobs-ranker", CHAMPION).version) == champ_before
+    assert str(client.get_model_version_by_alias("aiobs-ranker", CHALLENGER).version) == reg.version
+    assert client.get_model_version("aiobs-ranker", reg.version).tags["gate"] == reg.reason
+
+
+def test_asset_checks_fail_on_broken_data(tmp_path):
+    settings = load_settings(env={}, data_dir=tmp_path)
+    settings.ensure_dirs()
+    with FeatureStore(settings.clickhouse_dsn) as store:
+        simulate(store, 4, SimConfig(duration_s=120), seed=2)
+        broken = store.frame("camera_ticks", sessions=["sim-2-00000"])
+        broken["session_id"] = "broken"
+        broken["schema_version"] = 99  # written by a future contract
+        broken["speech_prob"] = np.nan  # a feature that should never be missing
+        store.insert_frame("camera_ticks", broken)
+        ov = store.frame("overrides", sessions=["sim-2-00000"])
+        ov["session_id"] = "broken"
+        store.insert_frame("overrides", ov)
+    res = materialize([assets.training_dataset, *CHECKS], resources=default_resources(settings),
+                      instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    checks = {c.check_name: c for c in res.get_asset_check_evaluations()}
+    assert not checks["dataset_schema_version"].passed
+    assert not checks["dataset_null_rates"].passed
+    assert "speech_prob" in checks["dataset_null_rates"].metadata["over_limit"].value
+
+
+def test_new_labels_sensor_and_definitions(platform):
+    settings, _ = platform
+    defs = build_definitions(settings)
+    assert defs.resolve_job_def("retrain_ranker") is not None
+    assert len(list(defs.schedules)) == 1 and len(list(defs.sensors)) == 1
+    res = default_resources(settings)
+    ctx = build_sensor_context(resources={"clickhouse": res["clickhouse"]}, cursor=None)
+    out = new_labels_sensor(ctx)
+    assert out.run_key.startswith("labels-") and out.tags["trigger"] == "new_labels"
+    ctx = build_sensor_context(resources={"clickhouse": res["clickhouse"]}, cursor=ctx.cursor)
+    assert "new labels since the last run" in new_labels_sensor(ctx).skip_message
+
+
+def test_ingest_asset_ships_the_spool(tmp_path):
+    settings = load_settings(env={}, data_dir=tmp_path)
+    settings.ensure_dirs()
+    with SpoolWriter(settings.spool_dir, CAMERA_TICKS) as w:
+        for i in range(25):
+            w.append({"session_id": "live", "ts": 1_795_000_000 + i, "tick": i, "camera_id": "cam1"})
+    res = materialize([assets.feature_log_ingest], resources=default_resources(settings),
+                      instance=DagsterInstance.ephemeral(), partition_key="2026-11-18")
+    mat = res.asset_materializations_for_node("feature_log_ingest")[0]
+    assert mat.metadata["rows_shipped"].value == 25 and mat.metadata["camera_tick_rows_on_day"].value == 25
+
+
+def test_training_through_xgboost_dask_on_a_local_cluster(platform):
+    from distributed import Client, LocalCluster
+
+    from ranker.train import train_ranker_dask
+
+    settings, _ = platform
+    with FeatureStore(settings.clickhouse_dsn) as store:
+        data = load_ranking_data(store)
+    train, held = split_by_session(data)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        booster = train_ranker_dask(client, train, rounds=40, model_version="dask", chunk_groups=3000)
+    metrics = evaluate(XGBoostRanker(booster), held)
+    assert metrics["cut_top1"] > 0.8
+
+
+@pytest.mark.parametrize("name", ["ranker_exploration", "model_comparison"])
+def test_notebooks_execute(name, platform, tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    settings, _ = platform
+    nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
+    # the exploration notebook opens ClickHouse: give it a data dir no other process holds (it simulates there);
+    # the comparison notebook reads the platform's MLflow registry
+    data_dir = tmp_path if name == "ranker_exploration" else settings.data_dir
+    env_keys = {"AIOBS_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}
+    old = {k: os.environ.get(k) for k in env_keys}
+    os.environ.update(env_keys)
+    try:
+        NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors
+    if name == "model_comparison":
+        text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+        assert "registered version(s)" in text
