@@ -5,6 +5,8 @@
 #   ./dev.sh test [ARGS]     set up, then run the test suite (pytest ARGS)
 #   ./dev.sh setup           set up only
 #   ./dev.sh bench           set up, then run every bench/ script
+#   ./dev.sh dagster         set up, then `dagster dev` on the project's definitions (http://127.0.0.1:3000)
+#   ./dev.sh mlflow          set up, then the MLflow UI on the local store (http://127.0.0.1:5000)
 #
 # A second run with nothing changed reinstalls nothing: the venv is keyed on a hash of requirements.lock +
 # pyproject.toml, livekit-server on its pinned version. Caches (uv's wheel cache, Go's module and build caches) live
@@ -92,6 +94,16 @@ case "$cmd" in
   bench)
     setup
     for b in bench/*.py; do log "$b"; .venv/bin/python "$b"; done ;;
+  dagster)
+    setup
+    export DAGSTER_HOME="${AIOBS_DAGSTER_HOME:-$ROOT/.data/dagster}"
+    mkdir -p "$DAGSTER_HOME" && cp -n dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+    exec .venv/bin/dagster dev -m pipelines.definitions -h 127.0.0.1 -p "${PORT:-3000}" "$@" ;;
+  mlflow)
+    setup
+    mkdir -p "$ROOT/.data/mlflow"
+    exec .venv/bin/mlflow ui --backend-store-uri "${AIOBS_MLFLOW_TRACKING_URI:-sqlite:///$ROOT/.data/mlflow/mlflow.db}" \
+      --host 127.0.0.1 --port "${PORT:-5000}" "$@" ;;
   *)
-    sed -n '2,12p' "$0"; exit 2 ;;
+    sed -n '2,14p' "$0"; exit 2 ;;
 esac

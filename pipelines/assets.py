@@ -94,7 +94,7 @@ class StudyConfig(Config):
     study_name: str = "aiobs-ranker"
     n_trials: int = 30
     folds: int = 3
-    max_groups: int = 200_000
+    max_groups: int = 50_000
     seed: int = 0
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .dataset import RankingData
-from .metrics import Shot, frame_agreement, ping_pong, shots_from_decisions, switches_per_min
+from .metrics import Shot, frame_agreement, ping_pong, shots_from_decisions
 from .policy import CameraContext, PolicyConfig, SwitchingPolicy
 
 

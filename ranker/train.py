@@ -82,7 +82,7 @@ def suggest(trial) -> tuple[dict, int]:
 
 
 def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, folds: int = 3, seed: int = 0,
-         mlflow_tracking_uri: str | None = None, experiment: str = "aiobs-ranker-tuning", max_groups: int = 200_000,
+         mlflow_tracking_uri: str | None = None, experiment: str = "aiobs-ranker-tuning", max_groups: int = 50_000,
          timeout_s: float | None = None):
     """Run (or resume) an Optuna study; returns it. The objective is mean cut-point NDCG@1 over session folds."""
     import optuna

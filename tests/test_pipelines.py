@@ -4,6 +4,7 @@ gated promotion, asset checks on broken data, the new-labels sensor, xgboost.das
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -214,3 +215,13 @@ def test_notebooks_execute(name, platform, tmp_path):
     if name == "model_comparison":
         text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
         assert "registered version(s)" in text
+
+
+def test_dagster_loads_the_definitions_from_the_project_config(tmp_path):
+    import subprocess
+
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "AIOBS_DATA_DIR": str(tmp_path / "data")}
+    (tmp_path / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    p = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-m",
+                        "pipelines.definitions"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
