@@ -6,6 +6,7 @@
 #   ./dev.sh setup           set up only
 #   ./dev.sh bench           set up, then run every bench/ script
 #   ./dev.sh dagster         set up, then `dagster dev` on the project's definitions (http://127.0.0.1:3000)
+#   ./dev.sh retrain [ARGS]  set up, then run the retrain_ranker job once (`dagster job execute`, ARGS e.g. -c run.yaml)
 #   ./dev.sh mlflow          set up, then the MLflow UI on the local store (http://127.0.0.1:5000)
 #
 # A second run with nothing changed reinstalls nothing: the venv is keyed on a hash of requirements.lock +
@@ -94,10 +95,13 @@ case "$cmd" in
   bench)
     setup
     for b in bench/*.py; do log "$b"; .venv/bin/python "$b"; done ;;
-  dagster)
+  dagster|retrain)
     setup
     export DAGSTER_HOME="${AIOBS_DAGSTER_HOME:-$ROOT/.data/dagster}"
     mkdir -p "$DAGSTER_HOME" && cp -n dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+    if [ "$cmd" = retrain ]; then
+      exec .venv/bin/dagster job execute -m pipelines.definitions -j retrain_ranker "$@"
+    fi
     exec .venv/bin/dagster dev -m pipelines.definitions -h 127.0.0.1 -p "${PORT:-3000}" "$@" ;;
   mlflow)
     setup
@@ -105,5 +109,5 @@ case "$cmd" in
     exec .venv/bin/mlflow ui --backend-store-uri "${AIOBS_MLFLOW_TRACKING_URI:-sqlite:///$ROOT/.data/mlflow/mlflow.db}" \
       --host 127.0.0.1 --port "${PORT:-5000}" "$@" ;;
   *)
-    sed -n '2,14p' "$0"; exit 2 ;;
+    sed -n '2,15p' "$0"; exit 2 ;;
 esac

@@ -131,40 +131,6 @@ def cmd_simulate(args) -> int:
     return 0
 
 
-def cmd_retrain(args) -> int:
-    """Materialise the retraining job in-process (what the nightly schedule runs under `dagster dev`)."""
-    import os
-
-    from dagster import DagsterInstance, materialize
-
-    from pipelines.definitions import CHECKS, RANKER_ASSETS
-    from pipelines.resources import default_resources
-
-    s = _settings(args)
-    os.environ.setdefault("DAGSTER_HOME", s.dagster_home)
-    _install_dagster_yaml(s.dagster_home)
-    res = materialize([*RANKER_ASSETS, *CHECKS], resources=default_resources(s), instance=DagsterInstance.get(),
-                      run_config={"ops": {"ranker_study": {"config": {"n_trials": args.trials}}}},
-                      raise_on_error=False)
-    if not res.success:
-        print("retrain: failed (see the Dagster run log above)", file=sys.stderr)
-        return 1
-    reg = res.output_for_node("ranker_registration")
-    print(f"retrain: aiobs-ranker v{reg['version']} registered; {reg['reason']}")
-    return 0
-
-
-def _install_dagster_yaml(home: str) -> None:
-    import shutil
-
-    from .settings import PROJECT_ROOT
-
-    target = Path(home) / "dagster.yaml"
-    Path(home).mkdir(parents=True, exist_ok=True)
-    if not target.exists():
-        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", target)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aiobs", description="AI-OBS: learned multi-camera auto-director")
     p.add_argument("--config", help="YAML settings file (default $AIOBS_CONFIG or ./aiobs.yaml)")
@@ -211,10 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--duration", type=float, default=300.0, help="seconds per session")
     si.add_argument("--seed", type=int, default=0)
     si.set_defaults(fn=cmd_simulate)
-
-    rt = sub.add_parser("retrain", help="run the Dagster retraining job in-process (dataset -> ... -> registry)")
-    rt.add_argument("--trials", type=int, default=30)
-    rt.set_defaults(fn=cmd_retrain)
 
     t = sub.add_parser("tables", help="create/migrate the feature-log tables and print their row counts")
     t.set_defaults(fn=cmd_tables)

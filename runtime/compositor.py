@@ -25,15 +25,18 @@ class CompositorConfig:
 
 
 def _rgba_tile(text_lines: list[tuple[str, float, tuple[int, int, int]]], width: int, height: int,
-               bg=(16, 16, 24), bg_alpha=0.72) -> np.ndarray:
+               bg=(16, 16, 24), bg_alpha=0.72, k: float = 1.0) -> np.ndarray:
+    """A translucent box with text; sizes are for 720p and scaled by k (output height / 720)."""
+    width, height = max(8, int(width * k)), max(8, int(height * k))
     tile = np.zeros((height, width, 4), np.uint8)
     tile[..., :3] = bg
     tile[..., 3] = int(255 * bg_alpha)
     y = 0
     for text, scale, colour in text_lines:
-        (_, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_DUPLEX, scale, 1)
-        y += th + base + 6
-        cv2.putText(tile, text, (14, y - base), cv2.FONT_HERSHEY_DUPLEX, scale, (*colour, 255), 1, cv2.LINE_AA)
+        (_, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_DUPLEX, scale * k, 1)
+        y += th + base + max(2, int(6 * k))
+        cv2.putText(tile, text, (max(4, int(14 * k)), y - base), cv2.FONT_HERSHEY_DUPLEX, scale * k, (*colour, 255),
+                    1, cv2.LINE_AA)
     return tile
 
 
@@ -57,6 +60,7 @@ class Compositor:
         self.transition = "cut"
         self.caption = ""
         self._tiles: dict[tuple, np.ndarray] = {}
+        self._k = self.config.size[1] / 720.0  # overlay scale: designed for 720p
         self._logo = self._load_logo()
 
     def _load_logo(self) -> np.ndarray:
@@ -68,7 +72,7 @@ class Compositor:
             if img.shape[2] == 3:
                 img = np.dstack([img, np.full(img.shape[:2], 255, np.uint8)])
             return cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
-        return _rgba_tile([(cfg.logo_text, 0.8, (240, 240, 240))], 150, 40, bg_alpha=0.5)
+        return _rgba_tile([(cfg.logo_text, 0.8, (240, 240, 240))], 150, 40, bg_alpha=0.5, k=self._k)
 
     # -- state -------------------------------------------------------------------------------------------------------
     def cut_to(self, camera: str, t: float, transition: str = "cut", caption: str = "") -> None:
@@ -104,9 +108,10 @@ class Compositor:
                 lines = [(self.names.get(self.program, self.program), 0.9, (255, 255, 255))]
                 if self.caption:
                     lines.append((self.caption[:80], 0.55, (190, 200, 215)))
-                self._tiles[key] = _rgba_tile(lines, min(w - 80, 620), 78 if self.caption else 48)
-            _blend(out, self._tiles[key], 40, h - 40 - self._tiles[key].shape[0])
-        _blend(out, self._logo, w - self._logo.shape[1] - 24, 20)
+                self._tiles[key] = _rgba_tile(lines, 620, 78 if self.caption else 48, k=self._k)
+            m = int(40 * self._k)
+            _blend(out, self._tiles[key], m, h - m - self._tiles[key].shape[0])
+        _blend(out, self._logo, w - self._logo.shape[1] - int(24 * self._k), int(20 * self._k))
         if cfg.tally and scores:
             self._tally(out, scores)
         return out

@@ -346,7 +346,8 @@ def render_program(cams: list[Camera], timeline: _Timeline, duration: float, pat
                 while ci + 1 < len(timeline.cuts) and timeline.cuts[ci + 1][0] <= t + 1e-9:
                     ci += 1
                     ct, cam, transition, reason = timeline.cuts[ci]
-                    comp.cut_to(cam, ct, transition if ci > 0 else "cut", caption=reason.replace("_", " "))
+                    caption = reason.replace("_", " ") if comp.config.tally else ""  # the rule, in debug renders
+                    comp.cut_to(cam, ct, transition if ci > 0 else "cut", caption=caption)
                 if ci < 0:  # nothing decided yet at this time: black
                     w.write_frame(comp.compose(t, {}))
                     w.write_audio(np.zeros(spf, np.float32))

@@ -24,7 +24,7 @@ import numpy as np
 
 from features.observations import CameraObservation
 from runtime.media import SAMPLE_RATE
-from runtime.models import ModelUnavailable, resolve_whisper, resolve_yolo
+from runtime.models import resolve_whisper, resolve_yolo
 
 from .asr import AsrStream, SpeechRecognizer
 from .audio import VoiceActivity, dbfs
@@ -120,7 +120,7 @@ class AnalysisEngine:
         def load(stage, fn):
             try:
                 return fn()
-            except (ModelUnavailable, Exception) as e:  # noqa: BLE001 - any broken model degrades its stage
+            except Exception as e:  # noqa: BLE001 - any broken model (ModelUnavailable included) degrades its stage
                 reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
                 log.warning("analysis: %s disabled: %s", stage, reason)
                 degraded[stage] = reason
