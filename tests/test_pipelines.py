@@ -225,3 +225,27 @@ def test_dagster_loads_the_definitions_from_the_project_config(tmp_path):
     p = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-m",
                         "pipelines.definitions"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+
+
+def test_optuna_trials_from_several_workers_share_one_study(platform, tmp_path):
+    """Two worker processes optimise the same study through the shared RDB storage."""
+    import pickle
+    import subprocess
+
+    import optuna
+
+    settings, _ = platform
+    with FeatureStore(settings.clickhouse_dsn) as store:
+        data = load_ranking_data(store)
+    train, _ = split_by_session(data)
+    (tmp_path / "train.pkl").write_bytes(pickle.dumps(train.select_groups(np.isin(train.session,
+                                                                                  train.sessions()[:6]))))
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    optuna.create_study(study_name="shared", storage=storage, direction="maximize")
+    code = (f"import pickle; from ranker.train import tune; "
+            f"d = pickle.load(open({str(tmp_path / 'train.pkl')!r}, 'rb')); "
+            f"tune(d, n_trials=2, storage={storage!r}, study_name='shared', folds=2, seed=int(__import__('sys').argv[1]))")
+    workers = [subprocess.Popen([sys.executable, "-c", code, str(i)], cwd=ROOT) for i in range(2)]
+    assert [w.wait(timeout=300) for w in workers] == [0, 0]
+    trials = optuna.load_study(study_name="shared", storage=storage).trials
+    assert len(trials) == 4 and all(t.state.is_finished() for t in trials)

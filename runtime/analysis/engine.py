@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from features.observations import CameraObservation
+from runtime import metrics
 from runtime.media import SAMPLE_RATE
 from runtime.models import resolve_whisper, resolve_yolo
 
@@ -152,8 +153,9 @@ class AnalysisEngine:
     # -- input ----------------------------------------------------------------------------------------------------
     def submit_frame(self, camera_id: str, t: float, image: np.ndarray) -> None:
         cam = self.cameras[camera_id]
-        if cam.frame is not None:
+        if cam.frame is not None:  # latest-frame slot: the older frame is dropped, never queued
             cam.frames_dropped += 1
+            metrics.FRAMES_DROPPED.labels(camera_id).inc()
         cam.frame = (t, image)
 
     def submit_audio(self, camera_id: str, t: float, samples: np.ndarray) -> None:
@@ -200,7 +202,7 @@ class AnalysisEngine:
             cam.last = obs
         self._asr(t, out)
         self._ticks += 1
-        self.latency["tick"].append((time.perf_counter() - t_tick) * 1000)
+        self._record("tick", (time.perf_counter() - t_tick) * 1000)
         return out
 
     def _people(self, fresh, out) -> None:
@@ -221,19 +223,19 @@ class AnalysisEngine:
                     r, fresh[c][0])
             except Exception as e:  # noqa: BLE001
                 self._degrade("people", c, out, e)
-        self.latency["detect_track"].append((time.perf_counter() - t0) * 1000 / len(ids))
+        self._record("detect_track", (time.perf_counter() - t0) * 1000 / len(ids))
 
     def _faces(self, img, obs) -> None:
         if self.face_detector is None:
             return
         t0 = time.perf_counter()
         obs.faces = self.face_detector.detect(img)
-        self.latency["faces"].append((time.perf_counter() - t0) * 1000)
+        self._record("faces", (time.perf_counter() - t0) * 1000)
 
     def _motion(self, cam: _Camera, img, obs) -> None:
         t0 = time.perf_counter()
         obs.motion_energy = cam.motion.update(img)
-        self.latency["motion"].append((time.perf_counter() - t0) * 1000)
+        self._record("motion", (time.perf_counter() - t0) * 1000)
 
     _VISUALS = ("people", "faces", "track_continuity", "track_age_s", "person_speed", "motion_energy")
 
@@ -259,7 +261,7 @@ class AnalysisEngine:
         samples = np.concatenate([s for _, s in cam.audio])
         tick_n = int(SAMPLE_RATE / self.tick_hz)
         obs.audio_dbfs = dbfs(samples[-tick_n:])
-        self.latency["audio"].append((time.perf_counter() - t0) * 1000)
+        self._record("audio", (time.perf_counter() - t0) * 1000)
         if self.vad is not None:
             t1 = time.perf_counter()
             window = samples[-SAMPLE_RATE:]  # ~1 s of context: Silero's state restarts each call
@@ -268,7 +270,7 @@ class AnalysisEngine:
             obs.speech_prob = float(p.mean()) if p.size else 0.0
             obs.speaking = bool(p.size and p[-3:].max() >= 0.5)  # speech in the last ~100 ms
             obs.quiet_at = _quiet_at(p, cam.audio_end_t, 1.0 / self.tick_hz)
-            self.latency["vad"].append((time.perf_counter() - t1) * 1000)
+            self._record("vad", (time.perf_counter() - t1) * 1000)
         if cam.asr is not None:
             obs.keyword_hits = cam.asr.keyword_hits(t)
             obs.asr_words_per_s = cam.asr.words_per_s(t)
@@ -284,7 +286,7 @@ class AnalysisEngine:
             if self.asr_sync:
                 t0 = time.perf_counter()
                 self._guard("asr", cid, out, lambda: cam.asr.run(self.recognizer, t))
-                self.latency["asr"].append((time.perf_counter() - t0) * 1000)
+                self._record("asr", (time.perf_counter() - t0) * 1000)
             else:
                 try:
                     self._asr_q.put_nowait((cid, t))
@@ -303,7 +305,7 @@ class AnalysisEngine:
                 self.cameras[cid].asr.run(self.recognizer, t)
             except Exception as e:  # noqa: BLE001
                 self._log_once("asr", cid, e)
-            self.latency["asr"].append((time.perf_counter() - t0) * 1000)
+            self._record("asr", (time.perf_counter() - t0) * 1000)
 
     def drain(self, timeout: float = 30.0) -> None:
         """Wait for queued ASR work (end of a file)."""
@@ -330,12 +332,17 @@ class AnalysisEngine:
 
     def _degrade(self, stage: str, cid: str, out, e: Exception) -> None:
         out[cid].degraded[stage] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
+        metrics.DEGRADED.labels(stage, cid).inc()
         self._log_once(stage, cid, e)
 
     def _log_once(self, stage: str, cid: str, e: Exception) -> None:
         if (stage, cid) not in self._errors_logged:
             self._errors_logged.add((stage, cid))
             log.warning("analysis: %s failed on %s: %s (feature degraded; logged once)", stage, cid, e)
+
+    def _record(self, stage: str, ms: float) -> None:
+        self.latency[stage].append(ms)
+        metrics.STAGE_SECONDS.labels(stage).observe(ms / 1000.0)
 
     def latency_summary(self) -> dict[str, dict[str, float]]:
         out = {}
