@@ -56,6 +56,10 @@ class XGBoostRanker:
         src = str(source)
         try:
             if "://" in src or src.startswith(("models:/", "runs:/")):
+                import os
+
+                os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast when the registry is down
+                os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
                 import mlflow.xgboost
 
                 model = mlflow.xgboost.load_model(src)

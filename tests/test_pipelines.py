@@ -249,3 +249,39 @@ def test_optuna_trials_from_several_workers_share_one_study(platform, tmp_path):
     assert [w.wait(timeout=300) for w in workers] == [0, 0]
     trials = optuna.load_study(study_name="shared", storage=storage).trials
     assert len(trials) == 4 and all(t.state.is_finished() for t in trials)
+
+
+def test_model_manager_serves_champion_ab_challenger_and_hot_swaps(platform):
+    from mlflow import MlflowClient
+
+    from features.extract import SCENE_FEATURES
+    from runtime.model_manager import ModelManager
+
+    settings, _ = platform
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    champion = str(client.get_model_version_by_alias("aiobs-ranker", CHAMPION).version)
+    mm = ModelManager(settings.mlflow_tracking_uri, challenger_share=0.5)
+    assert mm.variant("any") == "baseline"  # nothing loaded yet: the rule baseline directs
+    versions = mm.refresh()
+    assert versions[CHAMPION] == champion and mm.last_error is None
+    arms = {s: mm.variant(s) for s in (f"session-{i}" for i in range(200))}
+    assert set(arms.values()) == {CHAMPION, CHALLENGER} or versions[CHALLENGER] == versions[CHAMPION]
+    assert all(mm.variant(s) == a for s, a in arms.items())  # deterministic per session
+    arm, ranker = mm.ranker_for("session-1")
+    assert ranker.score(np.zeros((5, len(SCENE_FEATURES)), np.float32)).shape == (5,)
+    held = ranker  # a tick in progress keeps this object even if the alias moves now
+
+    m = {"cut_top1": 0.0, "replay_frame_agreement": 0.0, "replay_ping_pong": 0, "replay_mid_word_cuts": 0}
+    other = register(ranker.booster, tracking_uri=settings.mlflow_tracking_uri, params={"copy": True},
+                     artifacts_dir=settings.mlflow_artifacts_dir, metrics=m, reference=m, reference_name="itself",
+                     gate=Gate(margin=1.0)).version  # a new version, not promoted by the gate
+    client.set_registered_model_alias("aiobs-ranker", CHAMPION, other)
+    try:
+        assert mm.refresh()[CHAMPION] == other  # hot-swapped between ticks
+        assert mm._slots[CHAMPION].ranker is not held and held.score(np.zeros((5, len(SCENE_FEATURES)))).shape
+    finally:
+        client.set_registered_model_alias("aiobs-ranker", CHAMPION, champion)
+
+    down = ModelManager("http://127.0.0.1:1", poll_s=0.1)
+    assert down.refresh() == {CHAMPION: None, CHALLENGER: None}
+    assert down.ranker_for("s")[0] == "baseline"  # an unreachable registry never stops the director
