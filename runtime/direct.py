@@ -199,61 +199,63 @@ def direct(paths: list[str | Path], out_dir: str | Path, settings, *, offsets: d
                                 args=(render_program, cams, timeline, duration, out / "program.mp4", comp, progress))
     renderer.start()
     t_analysis = time.perf_counter()
-    with FeatureLog(settings.spool_dir, [CAMERA_TICKS, DECISIONS]) as flog:
-        for k in range(n_ticks):
-            t = k / hz
-            for c in cams:
-                ft = t - c.offset
-                if 0 <= ft <= c.duration:
-                    img = cursors[c.id].frame_at(ft)
-                    if img is not None:
-                        engine.submit_frame(c.id, t, img)
-                if c.has_audio:  # the audio of the tick that ends now: [t - 1/hz, t) on the session clock
-                    i1 = int(round(ft * SAMPLE_RATE))
-                    i0 = max(0, i1 - int(SAMPLE_RATE / hz))
-                    if i1 > 0 and i0 < c.audio.size:
-                        engine.submit_audio(c.id, c.offset + i0 / SAMPLE_RATE, c.audio[i0:i1])
-            obs = engine.tick(t)
-            ordered = [obs[i] for i in ids]
-            x = scene_matrix(ordered)
-            scores = ranker.score(x)
-            score_map = {i: float(s) for i, s in zip(ids, scores)}
-            ctx = contexts(ordered, t)
-            for c in cams:  # a file that has not started or has ended is off the air now, not in 2 s
-                if not (0 <= t - c.offset <= c.duration - 0.1):
-                    ctx[c.id] = replace(ctx[c.id], stale=True)
-            d = pol.step(t, score_map, ctx)
-            if d.cut and d.reason not in ("start",):
-                row = x[ids.index(d.to_camera)]
-                why = ", ".join(f"{f} {v:+.2f}" for f, v in ranker.explain(row))
-                if why:
-                    d = _with_detail(d, f"{d.detail}; driven by {why}")
-            decisions.append(d)
-            timeline.add(t, d)
-            score_rows.append(score_map)
-            ticks.append(t)
-            ts = wall0 + t
-            top = loudest(ordered)
-            if d.program:
-                last_on[d.program] = t
-            for o in ordered:
-                flog.append("camera_ticks", camera_tick_row(
-                    o, session_id=session_id, room="files", tick=k, ts=ts, loudest_dbfs=top,
-                    on_program=(d.program == o.camera_id), since_on_program_s=t - last_on.get(o.camera_id, 0.0),
-                    score=score_map[o.camera_id], model_version=ranker.version, ab_variant="files"))
-            flog.append("decisions", {"session_id": session_id, "room": "files", "ts": ts, "tick": k,
-                                      "program_camera": d.program or "", "cut": d.cut, "from_camera": d.from_camera,
-                                      "to_camera": d.to_camera, "reason": d.reason, "detail": d.detail[:500],
-                                      "transition": d.transition, "policy_state": d.state,
-                                      "model_version": ranker.version, "ab_variant": "files"})
-            progress("analyse", k + 1, n_ticks)
+    try:
+        with FeatureLog(settings.spool_dir, [CAMERA_TICKS, DECISIONS]) as flog:
+            for k in range(n_ticks):
+                t = k / hz
+                for c in cams:
+                    ft = t - c.offset
+                    if 0 <= ft <= c.duration:
+                        img = cursors[c.id].frame_at(ft)
+                        if img is not None:
+                            engine.submit_frame(c.id, t, img)
+                    if c.has_audio:  # the audio of the tick that ends now: [t - 1/hz, t) on the session clock
+                        i1 = int(round(ft * SAMPLE_RATE))
+                        i0 = max(0, i1 - int(SAMPLE_RATE / hz))
+                        if i1 > 0 and i0 < c.audio.size:
+                            engine.submit_audio(c.id, c.offset + i0 / SAMPLE_RATE, c.audio[i0:i1])
+                obs = engine.tick(t)
+                ordered = [obs[i] for i in ids]
+                x = scene_matrix(ordered)
+                scores = ranker.score(x)
+                score_map = {i: float(s) for i, s in zip(ids, scores)}
+                ctx = contexts(ordered, t)
+                for c in cams:  # a file that has not started or has ended is off the air now, not in 2 s
+                    if not (0 <= t - c.offset <= c.duration - 0.1):
+                        ctx[c.id] = replace(ctx[c.id], stale=True)
+                d = pol.step(t, score_map, ctx)
+                if d.cut and d.reason not in ("start",):
+                    row = x[ids.index(d.to_camera)]
+                    why = ", ".join(f"{f} {v:+.2f}" for f, v in ranker.explain(row))
+                    if why:
+                        d = _with_detail(d, f"{d.detail}; driven by {why}")
+                decisions.append(d)
+                timeline.add(t, d)
+                score_rows.append(score_map)
+                ticks.append(t)
+                ts = wall0 + t
+                top = loudest(ordered)
+                if d.program:
+                    last_on[d.program] = t
+                for o in ordered:
+                    flog.append("camera_ticks", camera_tick_row(
+                        o, session_id=session_id, room="files", tick=k, ts=ts, loudest_dbfs=top,
+                        on_program=(d.program == o.camera_id), since_on_program_s=t - last_on.get(o.camera_id, 0.0),
+                        score=score_map[o.camera_id], model_version=ranker.version, ab_variant="files"))
+                flog.append("decisions", {"session_id": session_id, "room": "files", "ts": ts, "tick": k,
+                                          "program_camera": d.program or "", "cut": d.cut, "from_camera": d.from_camera,
+                                          "to_camera": d.to_camera, "reason": d.reason, "detail": d.detail[:500],
+                                          "transition": d.transition, "policy_state": d.state,
+                                          "model_version": ranker.version, "ab_variant": "files"})
+                progress("analyse", k + 1, n_ticks)
+    finally:
+        timeline.finish()  # never leave the renderer waiting, even when analysis fails
     for c in cams:
         if cursors[c.id].error:
             warnings.append(cursors[c.id].error)
         cursors[c.id].close()
     engine.close()
     t_analysis = time.perf_counter() - t_analysis
-    timeline.finish()
     t_render = time.perf_counter()
     renderer.join()
     t_render = time.perf_counter() - t_render  # what rendering added after analysis finished
