@@ -153,12 +153,9 @@ def ranker_evaluation(context: AssetExecutionContext, config: EvalConfig, traini
     held = training_dataset["heldout"]
     learned = XGBoostRanker.load(ranker_model["path"])
     results = {"learned": evaluate(learned, held), "baseline": evaluate(WeightedBaselineRanker(), held)}
-    import os
-
-    os.environ["MLFLOW_TRACKING_URI"] = mlflow.tracking_uri
     if has_alias(mlflow.tracking_uri, "champion"):
         try:
-            results["champion"] = evaluate(XGBoostRanker.load(champion_uri()), held)
+            results["champion"] = evaluate(XGBoostRanker.load(champion_uri(), tracking_uri=mlflow.tracking_uri), held)
         except RankerError as e:
             context.log.warning(f"champion could not be evaluated: {e}")
     paths = plots(learned.booster, learned, held, Path(training.work_dir) / f"plots-{ranker_model['version']}") \

@@ -49,8 +49,9 @@ class XGBoostRanker:
         self._idx = column_index(self.features)
 
     @classmethod
-    def load(cls, source: str | Path, version: str | None = None) -> "XGBoostRanker":
-        """From a saved booster file (.ubj/.json) or an MLflow model URI (models:/name@alias, runs:/..., m-...)."""
+    def load(cls, source: str | Path, version: str | None = None, tracking_uri: str | None = None) -> "XGBoostRanker":
+        """From a saved booster file (.ubj/.json) or an MLflow model URI (models:/name@alias, runs:/..., m-...),
+        resolved against `tracking_uri` (default: MLflow's current tracking URI)."""
         import xgboost as xgb
 
         src = str(source)
@@ -60,9 +61,17 @@ class XGBoostRanker:
 
                 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast when the registry is down
                 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+                import mlflow
                 import mlflow.xgboost
 
-                model = mlflow.xgboost.load_model(src)
+                previous = mlflow.get_tracking_uri() if tracking_uri else None
+                if tracking_uri:
+                    mlflow.set_tracking_uri(tracking_uri)
+                try:
+                    model = mlflow.xgboost.load_model(src)
+                finally:
+                    if previous is not None:
+                        mlflow.set_tracking_uri(previous)
                 booster = model.get_booster() if hasattr(model, "get_booster") else model
             else:
                 if not Path(src).is_file():

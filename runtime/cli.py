@@ -85,14 +85,11 @@ def cmd_direct(args) -> int:
             return 2
     ranker = None
     if args.ranker:
-        import os
-
         from ranker.base import RankerError
         from ranker.xgb import XGBoostRanker
 
-        os.environ.setdefault("MLFLOW_TRACKING_URI", s.mlflow_tracking_uri)  # for models:/aiobs-ranker@champion
         try:
-            ranker = XGBoostRanker.load(args.ranker)
+            ranker = XGBoostRanker.load(args.ranker, tracking_uri=s.mlflow_tracking_uri)
         except RankerError as e:
             print(f"aiobs direct: {e}", file=sys.stderr)
             return 2

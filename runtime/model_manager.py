@@ -77,16 +77,10 @@ class ModelManager:
         return self.versions()
 
     def _load(self, version: str):
-        import mlflow
-
         from ranker.xgb import XGBoostRanker
 
-        previous = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(self.tracking_uri)
-        try:
-            return XGBoostRanker.load(f"models:/{self.name}/{version}", version=f"{self.name}:{version}")
-        finally:
-            mlflow.set_tracking_uri(previous)
+        return XGBoostRanker.load(f"models:/{self.name}/{version}", version=f"{self.name}:{version}",
+                                  tracking_uri=self.tracking_uri)
 
     def versions(self) -> dict[str, str | None]:
         with self._lock:

@@ -72,11 +72,8 @@ def test_registry_aliases_signature_and_runtime_loading(platform):
     chall = client.get_model_version_by_alias("aiobs-ranker", CHALLENGER)
     assert str(champ.version) == str(chall.version) == "1"
     assert champ.tags["feature_schema_version"] == "1" and "promoted" in champ.tags["gate"]
-    os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
-    try:
-        ranker = XGBoostRanker.load("models:/aiobs-ranker@champion")  # what `aiobs direct --ranker` does
-    finally:
-        del os.environ["MLFLOW_TRACKING_URI"]
+    ranker = XGBoostRanker.load("models:/aiobs-ranker@champion",  # what `aiobs direct --ranker` does
+                                tracking_uri=settings.mlflow_tracking_uri)
     from features.extract import SCENE_FEATURES
 
     assert ranker.version and ranker.score(np.zeros((5, len(SCENE_FEATURES)), np.float32)).shape == (5,)
@@ -113,11 +110,8 @@ def test_gate_refuses_a_worse_model_and_records_why(platform):
     bad = train_ranker(train, rounds=30, model_version="shuffled")
     client = MlflowClient(settings.mlflow_tracking_uri)
     champ_before = str(client.get_model_version_by_alias("aiobs-ranker", CHAMPION).version)
-    os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
-    try:
-        champion_metrics = evaluate(XGBoostRanker.load("models:/aiobs-ranker@champion"), held)
-    finally:
-        del os.environ["MLFLOW_TRACKING_URI"]
+    champion_metrics = evaluate(XGBoostRanker.load("models:/aiobs-ranker@champion",
+                                                   tracking_uri=settings.mlflow_tracking_uri), held)
     reg = register(bad, tracking_uri=settings.mlflow_tracking_uri, artifacts_dir=settings.mlflow_artifacts_dir,
                    metrics=evaluate(XGBoostRanker(bad), held), reference=champion_metrics, reference_name="champion",
                    params={"shuffled": True}, gate=Gate(margin=0.02))

@@ -86,11 +86,10 @@ def test_xgboost_ranker_round_trip_and_contract_checks(tmp_path):
         XGBoostRanker.load(tmp_path / "missing.ubj")
 
 
-def test_unreachable_registry_fails_fast_with_a_clear_error(monkeypatch):
+def test_unreachable_registry_fails_fast_with_a_clear_error():
     import time
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
     t = time.perf_counter()
     with pytest.raises(RankerError, match="cannot load XGBoost model models:/aiobs-ranker@champion"):
-        XGBoostRanker.load("models:/aiobs-ranker@champion")
+        XGBoostRanker.load("models:/aiobs-ranker@champion", tracking_uri="http://127.0.0.1:1")
     assert time.perf_counter() - t < 60
