@@ -128,6 +128,26 @@ def cmd_simulate(args) -> int:
     return 0
 
 
+def cmd_live(args) -> int:
+    import asyncio
+
+    from .live import LiveDirector, LiveError
+
+    s = _settings(args)
+    try:
+        w, h = (int(v) for v in args.size.lower().split("x"))
+        director = LiveDirector(s, args.room, program_size=(w, h))
+        report = asyncio.run(director.run(duration_s=args.duration))
+    except LiveError as e:
+        print(f"aiobs live: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    print(f"live: {report.ticks} ticks, cameras {sorted(report.cameras)}, {len(report.cuts)} cuts, "
+          f"{report.overrides} overrides, {report.program_frames} program frames")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aiobs", description="AI-OBS: learned multi-camera auto-director")
     p.add_argument("--config", help="YAML settings file (default $AIOBS_CONFIG or ./aiobs.yaml)")
@@ -167,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--size", help="program size WxH (default: the first input's)")
     dr.add_argument("--tally", action="store_true", help="burn a score/tally overlay into the program")
     dr.set_defaults(fn=cmd_direct)
+
+    lv = sub.add_parser("live", help="direct a LiveKit room: subscribe to the cameras, publish the `program` track")
+    lv.add_argument("--room", help="room name (default AIOBS_LIVEKIT_ROOM)")
+    lv.add_argument("--duration", type=float, help="seconds to run (default: until interrupted)")
+    lv.add_argument("--size", default="1280x720", help="program size WxH")
+    lv.set_defaults(fn=cmd_live)
 
     si = sub.add_parser("simulate", help="write synthetic directed sessions (marked synthetic) into ClickHouse")
     si.add_argument("--sessions", type=int, default=20)

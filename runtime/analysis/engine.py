@@ -98,6 +98,7 @@ class AnalysisEngine:
         self.vision_every = max(1, vision_every)
         self._ticks = 0
         self.degraded_models = dict(degraded or {})  # stage -> reason, for models that did not load
+        self.keywords = list(keywords)
         self.cameras = {
             c: _Camera(c, CameraTracker(frame_rate=tick_hz) if detector else None,
                        asr=AsrStream(list(keywords)) if recognizer else None)
@@ -108,7 +109,7 @@ class AnalysisEngine:
         self._asr_q: queue.Queue | None = None
         self._asr_thread: threading.Thread | None = None
         if recognizer is not None and not asr_sync:
-            self._asr_q = queue.Queue(maxsize=len(camera_ids))
+            self._asr_q = queue.Queue(maxsize=max(2, len(camera_ids)))  # bounded: a lagging ASR skips windows
             self._asr_thread = threading.Thread(target=self._asr_worker, name="asr", daemon=True)
             self._asr_thread.start()
 
@@ -151,6 +152,13 @@ class AnalysisEngine:
                    **kwargs)
 
     # -- input ----------------------------------------------------------------------------------------------------
+    def add_camera(self, camera_id: str) -> None:
+        """A camera that joined later (live mode); a no-op for one the engine already has."""
+        if camera_id in self.cameras:
+            return
+        self.cameras[camera_id] = _Camera(camera_id, CameraTracker(frame_rate=self.tick_hz) if self.detector else None,
+                                          asr=AsrStream(list(self.keywords)) if self.recognizer else None)
+
     def submit_frame(self, camera_id: str, t: float, image: np.ndarray) -> None:
         cam = self.cameras[camera_id]
         if cam.frame is not None:  # latest-frame slot: the older frame is dropped, never queued
@@ -170,19 +178,20 @@ class AnalysisEngine:
     # -- the per-tick pass ------------------------------------------------------------------------------------------
     def tick(self, t: float) -> dict[str, CameraObservation]:
         t_tick = time.perf_counter()
-        delivered = {c.id: c.frame for c in self.cameras.values() if c.frame is not None}
-        for c in self.cameras.values():
+        cameras = dict(self.cameras)  # snapshot: live mode adds cameras from another thread
+        delivered = {c.id: c.frame for c in cameras.values() if c.frame is not None}
+        for c in cameras.values():
             c.frame = None
         # the heavy vision (people, faces) runs on a staggered subset when vision_every > 1
-        order = {cid: k for k, cid in enumerate(self.cameras)}
+        order = {cid: k for k, cid in enumerate(cameras)}
         vision = {cid: f for cid, f in delivered.items() if (self._ticks + order[cid]) % self.vision_every == 0
-                  or self.cameras[cid].last is None}
-        out = {cid: CameraObservation(cid, t, degraded=dict(self.degraded_models)) for cid in self.cameras}
+                  or cameras[cid].last is None}
+        out = {cid: CameraObservation(cid, t, degraded=dict(self.degraded_models)) for cid in cameras}
 
         self._people(vision, out)
         face_every = 1 if self.vision_every > 1 else self.face_every
         for cid, (ft, img) in delivered.items():
-            cam, obs = self.cameras[cid], out[cid]
+            cam, obs = cameras[cid], out[cid]
             cam.last_frame_t = ft
             if cid not in vision:
                 self._carry_visuals(cam, obs, t, keep=("people", "track_continuity", "track_age_s", "person_speed",
@@ -192,7 +201,7 @@ class AnalysisEngine:
             else:
                 self._carry_visuals(cam, obs, t, keep=("faces",))
             self._guard("motion", cid, out, lambda: self._motion(cam, img, obs))
-        for cid, cam in self.cameras.items():
+        for cid, cam in cameras.items():
             obs = out[cid]
             if cid not in delivered:
                 self._carry_visuals(cam, obs, t)
@@ -280,7 +289,8 @@ class AnalysisEngine:
     def _asr(self, t: float, out) -> None:
         if self.recognizer is None:
             return
-        for cid, cam in self.cameras.items():
+        for cid in out:
+            cam = self.cameras[cid]
             if cam.asr is None or out[cid].speech_prob < 0.3 or not cam.asr.due(t):
                 continue
             if self.asr_sync:

@@ -1,0 +1,221 @@
+"""Live mode: direct a LiveKit room. The director joins as a hidden participant, subscribes to every camera
+(video + audio), runs the same analysis -> features -> ranker -> policy core as `aiobs direct` on a tick clock, and
+publishes the composited program as the `program` video track. Human overrides arrive as data packets on the topic
+`aiobs.override` ({"action": "take"|"lock"|"release", "camera": "...", "timeout_s": 30, "operator": "..."}).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from features.extract import camera_tick_row, loudest, scene_matrix
+from features.schema import CAMERA_TICKS, DECISIONS, OVERRIDES
+from features.spool import FeatureLog
+from ranker.baseline import WeightedBaselineRanker
+from ranker.policy import Override, PolicyConfig, SwitchingPolicy, contexts
+
+from .analysis.engine import AnalysisEngine
+from .compositor import Compositor, CompositorConfig
+from .media import SAMPLE_RATE
+
+log = logging.getLogger(__name__)
+
+OVERRIDE_TOPIC = "aiobs.override"
+ANALYSIS_SIZE = (640, 360)
+
+
+class LiveError(RuntimeError):
+    """Live mode cannot start (not configured, server unreachable, bad credentials); the message says why."""
+
+
+def director_token(settings, room: str, identity: str = "aiobs-director") -> str:
+    from livekit import api
+
+    if not (settings.livekit_api_key and settings.livekit_api_secret):
+        raise LiveError("live mode needs AIOBS_LIVEKIT_API_KEY and AIOBS_LIVEKIT_API_SECRET")
+    # not hidden: a hidden participant's tracks are not announced, and the room must see the program track
+    grants = api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True)
+    return api.AccessToken(settings.livekit_api_key, settings.livekit_api_secret).with_identity(identity) \
+        .with_name("AI-OBS director").with_grants(grants).to_jwt()
+
+
+@dataclass
+class LiveReport:
+    session_id: str
+    ticks: int = 0
+    cameras: set[str] = field(default_factory=set)
+    cuts: list[tuple[float, str, str]] = field(default_factory=list)  # (t, to, reason)
+    overrides: int = 0
+    program_frames: int = 0
+
+
+class LiveDirector:
+    def __init__(self, settings, room: str | None = None, *, ranker=None, policy: PolicyConfig | None = None,
+                 program_size: tuple[int, int] = (1280, 720), program_fps: int = 25, session_id: str | None = None):
+        if not settings.livekit_url:
+            raise LiveError("live mode needs AIOBS_LIVEKIT_URL (ws://host:7880)")
+        self.settings = settings
+        self.room_name = room or settings.livekit_room
+        self.ranker = ranker or WeightedBaselineRanker()
+        self.hz = settings.tick_hz
+        self.policy = SwitchingPolicy(policy or PolicyConfig(), 1.0 / self.hz)
+        self.program_size = program_size
+        self.program_fps = program_fps
+        self.report = LiveReport(session_id or f"live-{time.strftime('%Y%m%d-%H%M%S')}")
+        self.engine = AnalysisEngine.from_settings([], settings)
+        self.compositor = Compositor(CompositorConfig(size=program_size))
+        self.latest: dict[str, np.ndarray] = {}  # newest full frame per camera, for the program
+        self._pending_overrides: list[Override] = []
+        self._t0 = 0.0
+        self._tasks: list[asyncio.Task] = []
+
+    def now(self) -> float:
+        return time.monotonic() - self._t0
+
+    # -- media in --------------------------------------------------------------------------------------------------
+    async def _read_video(self, track, cam: str) -> None:
+        from livekit import rtc
+
+        stream = rtc.VideoStream(track)
+        try:
+            async for ev in stream:
+                f = ev.frame.convert(rtc.VideoBufferType.RGB24)
+                rgb = np.frombuffer(f.data, np.uint8).reshape(f.height, f.width, 3)
+                self.latest[cam] = rgb
+                small = rgb if (f.width, f.height) == ANALYSIS_SIZE else cv2.resize(rgb, ANALYSIS_SIZE)
+                self.engine.submit_frame(cam, self.now(), small)
+        finally:
+            await stream.aclose()
+
+    async def _read_audio(self, track, cam: str) -> None:
+        from livekit import rtc
+
+        stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
+        try:
+            async for ev in stream:
+                pcm = np.frombuffer(ev.frame.data, np.int16).astype(np.float32) / 32768.0
+                self.engine.submit_audio(cam, self.now() - pcm.size / SAMPLE_RATE, pcm)
+        finally:
+            await stream.aclose()
+
+    def _on_track(self, track, publication, participant) -> None:
+        from livekit import rtc
+
+        cam = publication.name or participant.identity
+        if cam == "program":
+            return
+        self.engine.add_camera(cam)
+        self.report.cameras.add(cam)
+        reader = self._read_video if track.kind == rtc.TrackKind.KIND_VIDEO else self._read_audio
+        self._tasks.append(asyncio.ensure_future(reader(track, cam)))
+        log.info("live: subscribed to %s (%s)", cam, "video" if track.kind == rtc.TrackKind.KIND_VIDEO else "audio")
+
+    def _on_data(self, packet) -> None:
+        if getattr(packet, "topic", "") != OVERRIDE_TOPIC:
+            return
+        try:
+            msg = json.loads(bytes(packet.data).decode())
+            self._pending_overrides.append(Override(msg["action"], msg.get("camera", ""), msg.get("timeout_s"),
+                                                    msg.get("operator", "")))
+        except (ValueError, KeyError, TypeError) as e:
+            log.warning("live: ignoring a malformed override packet: %s", e)
+
+    # -- the tick and the program ----------------------------------------------------------------------------------
+    def _tick(self, flog: FeatureLog, k: int, t: float) -> None:
+        obs = self.engine.tick(t)
+        if not obs:
+            return
+        ids = list(obs)
+        ordered = [obs[i] for i in ids]
+        x = scene_matrix(ordered)
+        scores = self.ranker.score(x)
+        score_map = {i: float(s) for i, s in zip(ids, scores)}
+        ovs, self._pending_overrides = self._pending_overrides, []
+        d = self.policy.step(t, score_map, contexts(ordered, t), ovs)
+        if d.cut:
+            self.compositor.cut_to(d.to_camera, d.cut_time, d.transition)
+            self.report.cuts.append((t, d.to_camera, d.reason))
+        ts, top, sid = time.time(), loudest(ordered), self.report.session_id
+        for o in ordered:
+            flog.append("camera_ticks", camera_tick_row(
+                o, session_id=sid, room=self.room_name, tick=k, ts=ts, loudest_dbfs=top,
+                on_program=d.program == o.camera_id, score=score_map[o.camera_id],
+                model_version=str(self.ranker.version), ab_variant="live"))
+        flog.append("decisions", {"session_id": sid, "room": self.room_name, "ts": ts, "tick": k,
+                                  "program_camera": d.program, "cut": d.cut, "from_camera": d.from_camera,
+                                  "to_camera": d.to_camera, "reason": d.reason, "detail": d.detail[:500],
+                                  "transition": d.transition, "policy_state": d.state, "supervised": bool(ovs),
+                                  "model_version": str(self.ranker.version), "ab_variant": "live"})
+        for o in ovs:
+            self.report.overrides += 1
+            flog.append("overrides", {"session_id": sid, "room": self.room_name, "ts": ts, "tick": k,
+                                      "operator": o.operator, "action": o.action, "camera_id": o.camera,
+                                      "timeout_s": o.timeout_s})
+        flog.maybe_rotate()
+        self.report.ticks += 1
+
+    async def _ticks(self, flog: FeatureLog, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        k = 0
+        while not stop.is_set():
+            start = self.now()
+            await loop.run_in_executor(None, self._tick, flog, k, start)  # analysis never blocks the media loop
+            k += 1
+            await asyncio.sleep(max(0.0, k / self.hz - self.now()))
+
+    async def _program(self, source, stop: asyncio.Event) -> None:
+        from livekit import rtc
+
+        w, h = self.program_size
+        i = 0
+        while not stop.is_set():
+            frame = self.compositor.compose(self.now(), self.latest)
+            rgba = cv2.cvtColor(frame, cv2.COLOR_RGB2RGBA)
+            source.capture_frame(rtc.VideoFrame(w, h, rtc.VideoBufferType.RGBA, rgba.tobytes()))
+            self.report.program_frames += 1
+            i += 1
+            await asyncio.sleep(max(0.0, i / self.program_fps - self.now()))
+
+    # -- run -------------------------------------------------------------------------------------------------------
+    async def run(self, duration_s: float | None = None, stop: asyncio.Event | None = None) -> LiveReport:
+        from livekit import rtc
+
+        stop = stop or asyncio.Event()
+        room = rtc.Room()
+        room.on("track_subscribed", self._on_track)
+        room.on("data_received", self._on_data)
+        try:
+            await room.connect(self.settings.livekit_url, director_token(self.settings, self.room_name))
+        except Exception as e:  # noqa: BLE001 - unreachable server, bad key: say so, do not crash with a trace
+            raise LiveError(f"cannot join LiveKit room {self.room_name!r} at {self.settings.livekit_url}: {e}") \
+                from e
+        source = rtc.VideoSource(*self.program_size)
+        track = rtc.LocalVideoTrack.create_video_track("program", source)
+        await room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA))
+        self._t0 = time.monotonic()
+        with FeatureLog(self.settings.spool_dir, [CAMERA_TICKS, DECISIONS, OVERRIDES]) as flog:
+            workers = [asyncio.ensure_future(self._ticks(flog, stop)),
+                       asyncio.ensure_future(self._program(source, stop))]
+            try:
+                if duration_s is not None:
+                    try:
+                        await asyncio.wait_for(stop.wait(), duration_s)
+                    except asyncio.TimeoutError:
+                        pass
+                else:
+                    await stop.wait()
+            finally:
+                stop.set()
+                for task in workers + self._tasks:
+                    task.cancel()
+                await asyncio.gather(*workers, *self._tasks, return_exceptions=True)
+                await room.disconnect()
+                self.engine.close()
+        return self.report
