@@ -131,18 +131,27 @@ def cmd_simulate(args) -> int:
 def cmd_live(args) -> int:
     import asyncio
 
+    import os
+
     from .live import LiveDirector, LiveError
+    from .model_manager import ModelManager
 
     s = _settings(args)
+    models = ModelManager(s.mlflow_tracking_uri, challenger_share=float(os.environ.get("AIOBS_CHALLENGER_SHARE", 0)))
+    models.refresh()  # champion / challenger from the registry; the rule baseline if it has none
+    stop_polling = threading.Event()
+    models.start(stop_polling)
     try:
         w, h = (int(v) for v in args.size.lower().split("x"))
-        director = LiveDirector(s, args.room, program_size=(w, h))
+        director = LiveDirector(s, args.room, models=models, program_size=(w, h))
         report = asyncio.run(director.run(duration_s=args.duration))
     except LiveError as e:
         print(f"aiobs live: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 0
+    finally:
+        stop_polling.set()
     print(f"live: {report.ticks} ticks, cameras {sorted(report.cameras)}, {len(report.cuts)} cuts, "
           f"{report.overrides} overrides, {report.program_frames} program frames")
     return 0

@@ -57,13 +57,18 @@ class LiveReport:
 
 
 class LiveDirector:
-    def __init__(self, settings, room: str | None = None, *, ranker=None, policy: PolicyConfig | None = None,
-                 program_size: tuple[int, int] = (1280, 720), program_fps: int = 25, session_id: str | None = None):
+    def __init__(self, settings, room: str | None = None, *, ranker=None, models=None,
+                 policy: PolicyConfig | None = None, program_size: tuple[int, int] = (1280, 720),
+                 program_fps: int = 25, session_id: str | None = None):
+        """`models` (a runtime.model_manager.ModelManager) picks the ranker per session (champion / A/B challenger /
+        baseline) and hot-swaps it between ticks; otherwise `ranker`, or the rule baseline."""
         if not settings.livekit_url:
             raise LiveError("live mode needs AIOBS_LIVEKIT_URL (ws://host:7880)")
         self.settings = settings
         self.room_name = room or settings.livekit_room
         self.ranker = ranker or WeightedBaselineRanker()
+        self.models = models
+        self.variant = "live"
         self.hz = settings.tick_hz
         self.policy = SwitchingPolicy(policy or PolicyConfig(), 1.0 / self.hz)
         self.program_size = program_size
@@ -135,6 +140,8 @@ class LiveDirector:
         ids = list(obs)
         ordered = [obs[i] for i in ids]
         x = scene_matrix(ordered)
+        if self.models is not None:  # between ticks: a newly promoted model takes over here
+            self.variant, self.ranker = self.models.ranker_for(self.report.session_id)
         scores = self.ranker.score(x)
         score_map = {i: float(s) for i, s in zip(ids, scores)}
         ovs, self._pending_overrides = self._pending_overrides, []
@@ -147,12 +154,12 @@ class LiveDirector:
             flog.append("camera_ticks", camera_tick_row(
                 o, session_id=sid, room=self.room_name, tick=k, ts=ts, loudest_dbfs=top,
                 on_program=d.program == o.camera_id, score=score_map[o.camera_id],
-                model_version=str(self.ranker.version), ab_variant="live"))
+                model_version=str(self.ranker.version), ab_variant=self.variant))
         flog.append("decisions", {"session_id": sid, "room": self.room_name, "ts": ts, "tick": k,
                                   "program_camera": d.program, "cut": d.cut, "from_camera": d.from_camera,
                                   "to_camera": d.to_camera, "reason": d.reason, "detail": d.detail[:500],
                                   "transition": d.transition, "policy_state": d.state, "supervised": bool(ovs),
-                                  "model_version": str(self.ranker.version), "ab_variant": "live"})
+                                  "model_version": str(self.ranker.version), "ab_variant": self.variant})
         for o in ovs:
             self.report.overrides += 1
             flog.append("overrides", {"session_id": sid, "room": self.room_name, "ts": ts, "tick": k,

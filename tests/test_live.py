@@ -87,7 +87,11 @@ def test_live_director_in_a_real_room(livekit_server, data_dir):
                              livekit_api_key=livekit_server["api_key"],
                              livekit_api_secret=livekit_server["api_secret"], livekit_room="studio",
                              yolo_model="yolo11n.yaml")  # the real yolo11n cost: this test runs 5 media streams
-    director = LiveDirector(settings, program_size=(640, 360), program_fps=10)
+    from runtime.model_manager import ModelManager
+
+    models = ModelManager(settings.mlflow_tracking_uri)  # an empty registry: the rule baseline directs
+    models.refresh()
+    director = LiveDirector(settings, models=models, program_size=(640, 360), program_fps=10)
     program: list = []
 
     async def scenario():
@@ -107,7 +111,14 @@ def test_live_director_in_a_real_room(livekit_server, data_dir):
     assert report.cuts and report.cuts[0][2] == "start"
     assert any(to == "host" for _, to, _ in report.cuts)  # the speaker gets the program
     assert report.overrides == 1 and report.cuts[-1][1:] == ("wide", "override_lock")
-    assert list((data_dir / "spool" / "camera_ticks").glob("*.seg"))  # everything it saw is in the feature log
+    from features.shipper import SegmentShipper
+    from features.store import FeatureStore
+
+    with FeatureStore(settings.clickhouse_dsn) as store:  # everything it saw reaches the feature log
+        assert SegmentShipper(settings.spool_dir, store).ship_once().error is None
+        rows = store.frame("camera_ticks", columns=["camera_id", "ab_variant"], sessions=[report.session_id])
+        assert store.count("overrides", sessions=[report.session_id]) == 1
+    assert set(rows["camera_id"]) == {"wide", "host"} and set(rows["ab_variant"]) == {"baseline"}
 
 
 def test_live_mode_fails_clearly_without_a_server(data_dir):
