@@ -103,12 +103,9 @@ class Director:
                                                  "safe_cut_wait_s": c.safe_cut_wait_s, "stale": c.stale,
                                                  "on_program": d.program == c.camera_id, "score": float(s),
                                                  "model_version": str(ranker.version), "ab_variant": variant})
-            self.log.append("decisions", {"session_id": session_id, "room": "live", "ts": ts, "tick": k,
-                                          "program_camera": d.program, "cut": d.cut, "from_camera": d.from_camera,
-                                          "to_camera": d.to_camera, "reason": d.reason, "detail": d.detail[:500],
-                                          "transition": d.transition, "policy_state": d.state,
-                                          "supervised": bool(ovs), "model_version": str(ranker.version),
-                                          "ab_variant": variant})
+            self.log.append("decisions", d.log_row(session_id=session_id, room="live", ts=ts, tick=k,
+                                                  model_version=str(ranker.version), ab_variant=variant,
+                                                  supervised=bool(ovs)))
             for o in ovs:
                 self.log.append("overrides", {"session_id": session_id, "room": "live", "ts": ts, "tick": k,
                                               "operator": o.operator, "action": o.action, "camera_id": o.camera,

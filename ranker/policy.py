@@ -85,6 +85,15 @@ class Decision:
     def cut_time(self) -> float:
         return self.t if self.at is None else self.at
 
+    def log_row(self, *, session_id: str, room: str, ts: float, tick: int, model_version: str, ab_variant: str,
+                supervised: bool = False) -> dict:
+        """This decision as a row of the feature log's `decisions` table."""
+        return {"session_id": session_id, "room": room, "ts": ts, "tick": tick, "program_camera": self.program or "",
+                "cut": self.cut, "from_camera": self.from_camera, "to_camera": self.to_camera,
+                "reason": self.reason, "detail": self.detail[:500], "transition": self.transition,
+                "policy_state": self.state, "supervised": supervised, "model_version": model_version,
+                "ab_variant": ab_variant}
+
 
 @dataclass
 class _State:

@@ -242,11 +242,8 @@ def direct(paths: list[str | Path], out_dir: str | Path, settings, *, offsets: d
                         o, session_id=session_id, room="files", tick=k, ts=ts, loudest_dbfs=top,
                         on_program=(d.program == o.camera_id), since_on_program_s=t - last_on.get(o.camera_id, 0.0),
                         score=score_map[o.camera_id], model_version=ranker.version, ab_variant="files"))
-                flog.append("decisions", {"session_id": session_id, "room": "files", "ts": ts, "tick": k,
-                                          "program_camera": d.program or "", "cut": d.cut, "from_camera": d.from_camera,
-                                          "to_camera": d.to_camera, "reason": d.reason, "detail": d.detail[:500],
-                                          "transition": d.transition, "policy_state": d.state,
-                                          "model_version": ranker.version, "ab_variant": "files"})
+                flog.append("decisions", d.log_row(session_id=session_id, room="files", ts=ts, tick=k,
+                                                   model_version=ranker.version, ab_variant="files"))
                 progress("analyse", k + 1, n_ticks)
     finally:
         timeline.finish()  # never leave the renderer waiting, even when analysis fails

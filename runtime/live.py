@@ -155,11 +155,9 @@ class LiveDirector:
                 o, session_id=sid, room=self.room_name, tick=k, ts=ts, loudest_dbfs=top,
                 on_program=d.program == o.camera_id, score=score_map[o.camera_id],
                 model_version=str(self.ranker.version), ab_variant=self.variant))
-        flog.append("decisions", {"session_id": sid, "room": self.room_name, "ts": ts, "tick": k,
-                                  "program_camera": d.program, "cut": d.cut, "from_camera": d.from_camera,
-                                  "to_camera": d.to_camera, "reason": d.reason, "detail": d.detail[:500],
-                                  "transition": d.transition, "policy_state": d.state, "supervised": bool(ovs),
-                                  "model_version": str(self.ranker.version), "ab_variant": self.variant})
+        flog.append("decisions", d.log_row(session_id=sid, room=self.room_name, ts=ts, tick=k,
+                                           model_version=str(self.ranker.version), ab_variant=self.variant,
+                                           supervised=bool(ovs)))
         for o in ovs:
             self.report.overrides += 1
             flog.append("overrides", {"session_id": sid, "room": self.room_name, "ts": ts, "tick": k,
