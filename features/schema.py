@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 SCHEMA_VERSION = 1
 
@@ -359,7 +359,3 @@ def table(name: str) -> Table:
 def scene_feature_names(t: Table = CAMERA_TICKS) -> list[str]:
     """Columns a scene ranker may use as inputs (role == feature), in schema order."""
     return t.names("feature")
-
-
-def validate_rows(t: Table, rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    return [t.validate(r) for r in rows]

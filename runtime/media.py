@@ -70,36 +70,27 @@ def probe(path: str | Path) -> MediaInfo:
 
 def iter_frames(path: str | Path, fps: float, size: tuple[int, int] | None = None,
                 start: float = 0.0) -> Iterator[tuple[float, np.ndarray]]:
-    """(t, RGB frame) sampled at `fps` from `start` (file time): the latest decoded frame at each sample time.
+    """(t, RGB frame) sampled at `fps` from `start` (file time): the frame showing at each sample time.
 
     Frames between samples are decoded and dropped (latest-frame semantics, never a queue of stale frames).
     A file that turns corrupt mid-way raises MediaError after the frames it could decode.
     """
-    import av
-
-    step = 1.0 / fps
-    next_t = start
-    last, last_t, last_rgb = None, 0.0, None
-    with _open(path) as c:
-        if not c.streams.video:
-            raise MediaError(f"{path}: has no video stream")
-        stream = c.streams.video[0]
-        stream.thread_type = "AUTO"
-        try:
-            for frame in c.decode(stream):
-                if frame.pts is None:
-                    continue
-                ft = float(frame.pts * frame.time_base)
-                while last is not None and next_t < ft - 1e-6:  # sample times before this frame show the last one
-                    if last_rgb is None:
-                        last_rgb = _to_rgb(last, size)
-                    yield next_t - start, last_rgb
-                    next_t += step
-                last, last_t, last_rgb = frame, ft, None
-        except av.error.FFmpegError as e:
-            raise MediaError(f"{path}: decoding failed at {next_t:.2f} s ({e})") from e
-        if last is not None and next_t <= last_t + 1e-6:
-            yield next_t - start, _to_rgb(last, size)
+    cursor = FrameCursor(path, size)
+    try:
+        k = 0
+        while True:
+            t = start + k / fps
+            frame = cursor.frame_at(t)
+            if frame is None:
+                if cursor.error:
+                    raise MediaError(cursor.error)
+                if cursor.ended:
+                    return
+            else:
+                yield t - start, frame
+            k += 1
+    finally:
+        cursor.close()
 
 
 def _to_rgb(frame, size):
@@ -126,17 +117,6 @@ def read_audio(path: str | Path, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
         except av.error.FFmpegError as e:
             raise MediaError(f"{path}: audio decoding failed ({e})") from e
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, dtype=np.float32)
-
-
-def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
-    import wave
-
-    pcm = (np.clip(samples, -1, 1) * 32767).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm.tobytes())
 
 
 class Mp4Writer:
