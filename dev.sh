@@ -22,7 +22,7 @@ LIVEKIT_MODULE="github.com/livekit/livekit-server"
 LIVEKIT_VERSION="v1.13.5"   # newest tag whose go.mod has no replace directives (go install refuses those)
 APT_PACKAGES=(libgl1 libglib2.0-0)   # opencv-python (pulled in by ultralytics) dlopens these
 
-# Telemetry off and no model hubs, for everything started from here (see ../shared/STACK.md).
+# Telemetry off and no model hubs, for everything started from here (each library has its own switch).
 export YOLO_OFFLINE=1 YOLO_AUTOINSTALL=false YOLO_CONFIG_DIR="$ROOT/.cache/ultralytics"
 export MLFLOW_DISABLE_TELEMETRY=true DAGSTER_DISABLE_TELEMETRY=1 BENTOML_DO_NOT_TRACK=true ORT_DISABLE_TELEMETRY=1
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TRANSFORMERS_OFFLINE=1 DO_NOT_TRACK=1

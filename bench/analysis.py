@@ -69,8 +69,8 @@ def main() -> None:
 
         vlm_ms = None
         try:
-            from runtime.analysis.tiny_vlm import build_tiny_vlm
             from runtime.analysis.vlm import VlmModel
+            from tests.tiny_vlm import build_tiny_vlm
 
             m = VlmModel(str(build_tiny_vlm(Path(tmp) / "vlm")), device=settings.device, max_new_tokens=32)
             m.answer(frames[0])

@@ -9,40 +9,45 @@ features/, ranker/ and runtime/.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
-import time
 from typing import Literal
 
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import bentoml  # noqa: E402
-import numpy as np  # noqa: E402
 from bentoml.exceptions import InvalidArgument  # noqa: E402
 from pydantic import BaseModel, Field  # noqa: E402
 
-from features.extract import SCENE_FEATURES  # noqa: E402
 from features.schema import CAMERA_TICKS, DECISIONS, OVERRIDES  # noqa: E402
 from features.spool import FeatureLog  # noqa: E402
-from ranker.policy import CameraContext, Override, PolicyConfig, SwitchingPolicy  # noqa: E402
+from ranker.core import CameraTick as CoreCameraTick  # noqa: E402
+from ranker.core import DirectorCore  # noqa: E402
+from ranker.policy import MAX_ID_LEN, Override  # noqa: E402
 from runtime.model_manager import ModelManager  # noqa: E402
 from runtime.settings import load_settings  # noqa: E402
 
+MAX_CAMERAS = 64
+
 
 class CameraTick(BaseModel):
-    camera_id: str = Field(min_length=1, max_length=64)
-    features: dict[str, float | None] = Field(description="scene features by contract name; missing = unknown")
+    camera_id: str = Field(min_length=1, max_length=MAX_ID_LEN)
+    features: dict[str, float | None] = Field(description="scene features by contract name; missing = the "
+                                                          "contract's default (NULL for the VLM features)")
     speaking: bool = False
-    safe_cut_wait_s: float = Field(0.0, ge=0)
+    safe_cut_wait_s: float = Field(0.0, ge=0, le=60)
+    quiet_at: float | None = Field(None, description="session time inside a pause of this camera's audio during "
+                                                     "the last tick, where a cut may be placed")
     stale: bool = False
 
 
 class OverrideIn(BaseModel):
     action: Literal["take", "lock", "release"]
-    camera: str = ""
+    camera: str = Field("", max_length=MAX_ID_LEN)
     timeout_s: float | None = Field(None, gt=0)
-    operator: str = ""
+    operator: str = Field("", max_length=MAX_ID_LEN)
 
 
 @bentoml.service(name="aiobs-director", workers=1, traffic={"timeout": 10})
@@ -50,14 +55,13 @@ class Director:
     def __init__(self) -> None:
         self.settings = load_settings()
         self.settings.ensure_dirs()
-        self.models = ModelManager(self.settings.mlflow_tracking_uri,
-                                   challenger_share=float(os.environ.get("AIOBS_CHALLENGER_SHARE", "0.0")))
+        self.models = ModelManager(self.settings.mlflow_tracking_uri, challenger_share=self.settings.challenger_share,
+                                   policy=self.settings.policy)
         self.models.refresh()
         self._stop = threading.Event()
         self.models.start(self._stop)
         self.log = FeatureLog(self.settings.spool_dir, [CAMERA_TICKS, DECISIONS, OVERRIDES])
-        self.policies: dict[str, SwitchingPolicy] = {}
-        self.ticks: dict[str, int] = {}
+        self.sessions: dict[str, DirectorCore] = {}
         self._lock = threading.Lock()
 
     @bentoml.on_shutdown
@@ -66,53 +70,33 @@ class Director:
         self.log.close()
 
     @bentoml.api
-    def tick(self, session_id: str, t: float, cameras: list[CameraTick], overrides: list[OverrideIn] = []) -> dict:
+    def tick(self, session_id: str = Field(min_length=1, max_length=MAX_ID_LEN), t: float = Field(ge=0),
+             cameras: list[CameraTick] = Field(min_length=1, max_length=MAX_CAMERAS),
+             overrides: list[OverrideIn] = Field(default_factory=list, max_length=16)) -> dict:
         """Score one tick of every camera and decide. `t` is the session clock in seconds."""
-        if not cameras:
-            raise InvalidArgument("a tick needs at least one camera")
+        if not math.isfinite(t):
+            raise InvalidArgument("t must be a finite number of seconds")
         ids = [c.camera_id for c in cameras]
         if len(set(ids)) != len(ids):
             raise InvalidArgument(f"duplicate camera ids in one tick: {ids}")
-        unknown = sorted({k for c in cameras for k in c.features} - set(SCENE_FEATURES))
-        if unknown:
-            raise InvalidArgument(f"unknown feature(s) {unknown}; the contract's scene features are "
-                                  f"{list(SCENE_FEATURES)}")
-        x = np.full((len(cameras), len(SCENE_FEATURES)), np.nan, np.float32)
-        for i, c in enumerate(cameras):
-            for k, v in c.features.items():
-                x[i, SCENE_FEATURES.index(k)] = np.nan if v is None else v
-        try:
+        try:  # everything is validated before any session state moves
+            inputs = [CoreCameraTick.from_features(c.camera_id, c.features, speaking=c.speaking,
+                                                   safe_cut_wait_s=c.safe_cut_wait_s, quiet_at=c.quiet_at,
+                                                   stale=c.stale) for c in cameras]
             ovs = [Override(o.action, o.camera, o.timeout_s, o.operator) for o in overrides]
         except ValueError as e:
             raise InvalidArgument(str(e)) from None
-        variant, ranker = self.models.ranker_for(session_id)
-        scores = np.asarray(ranker.score(x), dtype=np.float64)
-        score_map = {c: float(s) for c, s in zip(ids, scores)}
-        ctx = {c.camera_id: CameraContext(speaking=c.speaking, safe_cut_at=t + c.safe_cut_wait_s, stale=c.stale)
-               for c in cameras}
         with self._lock:
-            policy = self.policies.setdefault(session_id, SwitchingPolicy(PolicyConfig(), 1.0 / self.settings.tick_hz))
-            k = self.ticks.get(session_id, 0)
-            self.ticks[session_id] = k + 1
-            d = policy.step(t, score_map, ctx, ovs)
-            ts = time.time()  # wall clock of the tick; `t` is the session clock the policy runs on
-            for c, s in zip(cameras, scores):
-                row = {f: v for f, v in c.features.items() if v is not None}  # missing -> default / NULL
-                self.log.append("camera_ticks", {**row, "session_id": session_id, "room": "live", "ts": ts,
-                                                 "tick": k, "camera_id": c.camera_id, "speaking": c.speaking,
-                                                 "safe_cut_wait_s": c.safe_cut_wait_s, "stale": c.stale,
-                                                 "on_program": d.program == c.camera_id, "score": float(s),
-                                                 "model_version": str(ranker.version), "ab_variant": variant})
-            self.log.append("decisions", d.log_row(session_id=session_id, room="live", ts=ts, tick=k,
-                                                  model_version=str(ranker.version), ab_variant=variant,
-                                                  supervised=bool(ovs)))
-            for o in ovs:
-                self.log.append("overrides", {"session_id": session_id, "room": "live", "ts": ts, "tick": k,
-                                              "operator": o.operator, "action": o.action, "camera_id": o.camera,
-                                              "timeout_s": o.timeout_s})
+            core = self.sessions.get(session_id)
+            if core is None:
+                core = self.sessions[session_id] = DirectorCore(
+                    session_id, policy=self.settings.policy, tick_s=1.0 / self.settings.tick_hz, rankers=self.models,
+                    room="service", sink=self.log)
+            r = core.tick(t, inputs, ovs)
             self.log.maybe_rotate()
-        return {"session_id": session_id, "t": t, "variant": variant, "model_version": str(ranker.version),
-                "scores": score_map,
+        d = r.decision
+        return {"session_id": session_id, "t": t, "variant": r.variant, "model_version": r.model_version,
+                "scores": r.scores,
                 "decision": {"program": d.program, "cut": d.cut, "from": d.from_camera, "to": d.to_camera,
                              "at": d.cut_time, "reason": d.reason, "detail": d.detail,
                              "transition": d.transition}}

@@ -33,6 +33,7 @@ def scene_features(obs: CameraObservation, loudest_dbfs: float | None = None) ->
         "largest_face_area": obs.faces.largest_area(),
         "face_centrality": obs.faces.centrality(),
         "motion_energy": float(obs.motion_energy),
+        "subject_motion": float(obs.subject_motion),
         "audio_dbfs": level,
         "audio_rel_db": rel,
         "speech_prob": float(obs.speech_prob),

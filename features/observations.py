@@ -134,10 +134,12 @@ class CameraObservation:
     track_age_s: float = 0.0
     person_speed: float = 0.0
     motion_energy: float = 0.0
+    subject_motion: float = 0.0  # motion inside the main subject's face (else person) box: a talking face moves
     audio_dbfs: float = -120.0
     speech_prob: float = 0.0
     speaking: bool = False  # speech right now (VAD over the last ~100 ms): a cut now would be mid-word
     quiet_at: float | None = None  # latest moment of the last tick inside a pause (>= 64 ms) of this camera's audio
+    speech_mask: int = 0  # voice activity across the last tick, 8 bins, bit 0 = oldest (word boundaries)
     keyword_hits: int = 0
     asr_words_per_s: float = 0.0
     recent_words: tuple[Word, ...] = ()

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Mapping
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # v2: the director core's exact inputs (session clock, pause position, policy config)
 
 ROLES = ("key", "feature", "state", "output", "meta")
 
@@ -260,6 +260,8 @@ def _session_columns() -> tuple[Column, ...]:
                default=False),
         Column("ts", "DateTime64(3, 'UTC')", "key", "wall-clock time of the tick (UNIX seconds on write)"),
         Column("tick", "UInt64", "key", "monotonic tick index within the session"),
+        Column("t", "Float64", "meta", "session clock of the tick, seconds (the time the director core decides on)",
+               since=2, default=0.0),
     )
 
 
@@ -281,6 +283,8 @@ CAMERA_TICKS = Table(
         Column("face_centrality", "Float32", "feature", "1 = largest face centred", default=0.0),
         # motion
         Column("motion_energy", "Float32", "feature", "frame-difference energy (0..1)", default=0.0),
+        Column("subject_motion", "Float32", "feature", "frame-difference energy inside the main subject's face "
+               "(else person) box: a talking face moves, a listener's does not", since=2, default=0.0),
         # audio / speech
         Column("audio_dbfs", "Float32", "feature", "RMS level of the camera's audio, dBFS", default=-120.0),
         Column("audio_rel_db", "Float32", "feature", "dB below the loudest camera at this tick (0 = loudest)",
@@ -292,10 +296,14 @@ CAMERA_TICKS = Table(
         # vision-language model (asynchronous; absent when no VLM runs)
         Column("vlm_interest", "Nullable(Float32)", "feature", "VLM interest rating 1-5; NULL without a VLM read"),
         Column("vlm_age_s", "Nullable(Float32)", "feature", "age of the VLM read, seconds; NULL without one"),
-        # speech timing for the switching policy (replay needs it to judge mid-word cuts)
+        # speech timing for the switching policy: with the features above, everything a decision depended on
         Column("speaking", "Bool", "meta", "speech on this camera at the tick (VAD, last ~100 ms)", default=False),
         Column("safe_cut_wait_s", "Float32", "meta", "seconds until the current word ends (0 = safe now)",
                default=0.0),
+        Column("speech_mask", "UInt8", "meta", "voice activity across the last tick in 8 equal bins (bit 0 = oldest): "
+               "the word boundaries the director core places cuts on", since=2, default=0),
+        Column("quiet_at", "Nullable(Float64)", "meta", "session time inside a pause of this camera's audio during the "
+               "last tick, where a cut may be placed; NULL = no pause", since=2),
         # program state (logged, never a scene-ranker input)
         Column("on_program", "Bool", "state", "camera is on program at this tick", default=False),
         Column("since_on_program_s", "Float32", "state", "seconds since the camera was last on program",
@@ -325,6 +333,10 @@ DECISIONS = Table(
         Column("detail", "String", "output", "human-readable explanation: features that drove it", default=""),
         Column("transition", "LowCardinality(String)", "output", "cut | dissolve | ''", default=""),
         Column("policy_state", "String", "meta", "policy state snapshot as JSON", default=""),
+        Column("cut_at", "Nullable(Float64)", "output", "session time of the cut when the policy placed it in a pause "
+               "before the tick (NULL = at the tick)", since=2),
+        Column("policy_config", "LowCardinality(String)", "meta", "the switching-policy configuration (JSON) the "
+               "session ran under", since=2, default=""),
         Column("supervised", "Bool", "meta", "a human director was watching (program is an accepted label)",
                default=False),
         Column("model_version", "LowCardinality(String)", "output", "ranker that produced the scores", default=""),

@@ -4,6 +4,7 @@ Logic lives in features/ and ranker/; these functions only wire it to Dagster (c
 """
 
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from features.extract import SCENE_FEATURES
 from features.schema import SCHEMA_VERSION
 from features.shipper import SegmentShipper
 
-from .resources import ClickHouseResource, MLflowResource, TrainingResource
+from .resources import ClickHouseResource, DirectorResource, MLflowResource, TrainingResource
 
 DAILY = DailyPartitionsDefinition(start_date="2026-01-01")
 NULLABLE_OK = {"vlm_interest": 0.95, "vlm_age_s": 0.95}  # a missing VLM is normal; anything else should be present
@@ -106,7 +107,8 @@ def ranker_study(context: AssetExecutionContext, config: StudyConfig, training_d
 
     study = tune(training_dataset["train"], n_trials=config.n_trials, storage=training.optuna_storage,
                  study_name=config.study_name, folds=config.folds, seed=config.seed,
-                 mlflow_tracking_uri=mlflow.tracking_uri, max_groups=config.max_groups)
+                 mlflow_tracking_uri=mlflow.tracking_uri, mlflow_artifacts_dir=mlflow.artifacts_dir,
+                 max_groups=config.max_groups)
     params, rounds = best_params(study)
     states = [t.state.name for t in study.trials]
     return Output({"params": params, "rounds": rounds, "best_value": study.best_value},
@@ -143,7 +145,7 @@ class EvalConfig(Config):
 @asset(group_name="ranker", description="Held-out evaluation of the new model, the current champion and the rule "
        "baseline: cut-point top-1 and NDCG, and a replay through the switching policy.")
 def ranker_evaluation(context: AssetExecutionContext, config: EvalConfig, training_dataset, ranker_model,
-                      training: TrainingResource, mlflow: MLflowResource):
+                      training: TrainingResource, mlflow: MLflowResource, director: DirectorResource):
     from ranker.baseline import WeightedBaselineRanker
     from ranker.base import RankerError
     from ranker.evaluate import evaluate, plots
@@ -151,21 +153,27 @@ def ranker_evaluation(context: AssetExecutionContext, config: EvalConfig, traini
     from ranker.xgb import XGBoostRanker
 
     held = training_dataset["heldout"]
+    policy, tick_s = director.policy(), director.tick_s  # what production runs: the gate judges under it
+
+    def run(ranker):
+        return evaluate(ranker, held, policy, tick_s)
+
     learned = XGBoostRanker.load(ranker_model["path"])
-    results = {"learned": evaluate(learned, held), "baseline": evaluate(WeightedBaselineRanker(), held)}
+    results = {"learned": run(learned), "baseline": run(WeightedBaselineRanker())}
     if has_alias(mlflow.tracking_uri, "champion"):
         try:
-            results["champion"] = evaluate(XGBoostRanker.load(champion_uri(), tracking_uri=mlflow.tracking_uri), held)
+            results["champion"] = run(XGBoostRanker.load(champion_uri(), tracking_uri=mlflow.tracking_uri))
         except RankerError as e:
             context.log.warning(f"champion could not be evaluated: {e}")
     paths = plots(learned.booster, learned, held, Path(training.work_dir) / f"plots-{ranker_model['version']}") \
         if config.plots else {}
     meta = {f"{who}_{k}": float(v) for who, r in results.items() for k, v in r.items()
             if k in ("cut_top1", "ndcg1_cut", "ndcg3_cut", "replay_frame_agreement", "replay_cut_time_error_s",
-                     "replay_switches_per_min", "replay_ping_pong", "replay_mid_word_cuts") and np.isfinite(v)}
+                     "replay_switches_per_min", "replay_ping_pong", "replay_cuts_in_speech") and np.isfinite(v)}
     for name, p in paths.items():
         meta[f"plot_{name}"] = MetadataValue.path(p)
     meta["comparison"] = MetadataValue.md(_table(results))
+    meta["policy_config"] = MetadataValue.json(json.loads(director.policy_json))
     return Output({"results": results, "plots": paths}, metadata=meta)
 
 
@@ -177,7 +185,7 @@ class RegistrationConfig(Config):
 @asset(group_name="ranker", description="Register in MLflow (signature, feature-schema version, metrics), alias "
        "challenger, and promote to champion only if the gate passes; the reason is recorded.")
 def ranker_registration(context: AssetExecutionContext, config: RegistrationConfig, ranker_model, ranker_evaluation,
-                        ranker_study, training_dataset, mlflow: MLflowResource):
+                        ranker_study, training_dataset, mlflow: MLflowResource, director: DirectorResource):
     from ranker.registry import Gate, register
     from ranker.xgb import XGBoostRanker
 
@@ -187,6 +195,7 @@ def ranker_registration(context: AssetExecutionContext, config: RegistrationConf
                    artifacts_dir=mlflow.artifacts_dir, metrics=res["learned"], reference=res[reference_name],
                    reference_name=reference_name, params={**ranker_study["params"], "rounds": ranker_study["rounds"]},
                    plots=ranker_evaluation["plots"],
+                   policy_config={**json.loads(director.policy_json), "tick_s": director.tick_s},
                    gate=Gate(margin=config.margin, max_agreement_drop=config.max_agreement_drop),
                    data_info={"train_sessions": len(training_dataset["train"].sessions()),
                               "heldout_sessions": len(training_dataset["heldout"].sessions())})
@@ -197,7 +206,7 @@ def ranker_registration(context: AssetExecutionContext, config: RegistrationConf
 
 def _table(results: dict) -> str:
     keys = ["cut_top1", "ndcg1_cut", "ndcg3_cut", "replay_frame_agreement", "replay_cut_time_error_s",
-            "replay_switches_per_min", "replay_ping_pong", "replay_mid_word_cuts"]
+            "replay_switches_per_min", "replay_ping_pong", "replay_cuts_in_speech"]
     head = "| metric | " + " | ".join(results) + " |\n|---|" + "---|" * len(results) + "\n"
     return head + "".join(f"| {k} | " + " | ".join(f"{results[w][k]:.3f}" if isinstance(results[w][k], float)
                                                     else str(results[w][k]) for w in results) + " |\n" for k in keys)

@@ -28,6 +28,25 @@ class TrainingResource(ConfigurableResource):
     dask_scheduler: str = ""  # "tcp://host:8786" -> the final model trains through xgboost.dask
 
 
+class DirectorResource(ConfigurableResource):
+    """The director configuration production runs (settings.policy, settings.tick_hz): models are evaluated and
+    gated under it, and a registered version records it."""
+
+    policy_json: str
+    tick_hz: float
+
+    def policy(self):
+        import json
+
+        from ranker.policy import PolicyConfig
+
+        return PolicyConfig.from_mapping(json.loads(self.policy_json))
+
+    @property
+    def tick_s(self) -> float:
+        return 1.0 / self.tick_hz
+
+
 def default_resources(settings) -> dict:
     from pathlib import Path
 
@@ -36,5 +55,6 @@ def default_resources(settings) -> dict:
     return {
         "clickhouse": ClickHouseResource(dsn=settings.clickhouse_dsn, spool_dir=settings.spool_dir),
         "mlflow": MLflowResource(tracking_uri=settings.mlflow_tracking_uri, artifacts_dir=settings.mlflow_artifacts_dir),
+        "director": DirectorResource(policy_json=settings.policy.to_json(), tick_hz=settings.tick_hz),
         "training": TrainingResource(optuna_storage=f"sqlite:///{work / 'optuna.db'}", work_dir=str(work)),
     }

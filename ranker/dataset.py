@@ -15,7 +15,8 @@ import numpy as np
 
 from features.extract import SCENE_FEATURES
 
-CONTEXT_COLUMNS = ("speaking", "safe_cut_wait_s", "stale")
+# the director core's speech-timing inputs (replay rebuilds its contexts from them)
+CONTEXT_COLUMNS = ("speaking", "speech_mask", "safe_cut_wait_s", "quiet_at", "stale")
 
 
 @dataclass
@@ -26,12 +27,15 @@ class RankingData:
     y: np.ndarray  # (rows,) 1 where the camera is the human's choice
     camera: np.ndarray  # (rows,) camera id
     speaking: np.ndarray  # (rows,) bool, for replay contexts
+    speech_mask: np.ndarray  # (rows,) uint8 voice activity across the tick
     safe_cut_wait_s: np.ndarray
+    quiet_at: np.ndarray  # (rows,) float64 session time, NaN = no pause
     stale: np.ndarray
     group_sizes: np.ndarray  # (groups,)
     session: np.ndarray  # (groups,)
     tick: np.ndarray  # (groups,)
-    ts: np.ndarray  # (groups,) seconds
+    ts: np.ndarray  # (groups,) wall-clock seconds
+    t: np.ndarray  # (groups,) session clock seconds (what the director core decided on)
     human: np.ndarray  # (groups,) camera the human has on program
     prev_human: np.ndarray  # (groups,) camera on program just before (== human except at cut points)
     schema_versions: set
@@ -54,9 +58,10 @@ class RankingData:
         rows = np.concatenate([np.arange(off[g], off[g + 1]) for g in np.flatnonzero(mask)]) if mask.any() \
             else np.zeros(0, int)
         return RankingData(self.X[rows], self.y[rows], self.camera[rows], self.speaking[rows],
-                           self.safe_cut_wait_s[rows], self.stale[rows], self.group_sizes[mask], self.session[mask],
-                           self.tick[mask], self.ts[mask], self.human[mask], self.prev_human[mask],
-                           self.schema_versions)
+                           self.speech_mask[rows], self.safe_cut_wait_s[rows], self.quiet_at[rows], self.stale[rows],
+                           self.group_sizes[mask],
+                           self.session[mask], self.tick[mask], self.ts[mask], self.t[mask], self.human[mask],
+                           self.prev_human[mask], self.schema_versions)
 
     def sessions(self) -> list[str]:
         return sorted(set(self.session.tolist()))
@@ -72,6 +77,8 @@ def _query(window_sql: str) -> str:
     ctx = ", ".join(f"t.`{c}`" for c in CONTEXT_COLUMNS)
     return f"""
         SELECT t.session_id AS session_id, t.tick AS tick, toUnixTimestamp64Milli(t.ts) AS ts_ms,
+               -- rows from before schema v2 have no session clock: the wall clock stands in for it
+               if(t.schema_version >= 2, t.t, toUnixTimestamp64Milli(t.ts) / 1000.0) AS t_s,
                t.camera_id AS camera_id, t.schema_version AS schema_version, {feats}, {ctx},
                o.camera_id AS human_camera
         FROM camera_ticks AS t
@@ -93,8 +100,8 @@ def load_ranking_data(store, sessions: list[str] | None = None, synthetic: bool 
         clauses.append("t.synthetic = {synthetic:Bool}")
         params["synthetic"] = synthetic
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    parts: dict[str, list] = {k: [] for k in ("X", "session", "tick", "ts", "camera", "human", "speaking",
-                                              "safe", "stale", "schema")}
+    parts: dict[str, list] = {k: [] for k in ("X", "session", "tick", "ts", "t", "camera", "human", "speaking",
+                                              "mask", "safe", "quiet", "stale", "schema")}
     with store.client.query_arrow_stream(_query(where), parameters=params) as stream:
         for batch in stream:
             cols = {name: batch.column(i) for i, name in enumerate(batch.schema.names)}
@@ -103,9 +110,12 @@ def load_ranking_data(store, sessions: list[str] | None = None, synthetic: bool 
             parts["session"].append(cols["session_id"].to_numpy(zero_copy_only=False).astype(str))
             parts["tick"].append(cols["tick"].to_numpy(zero_copy_only=False))
             parts["ts"].append(cols["ts_ms"].to_numpy(zero_copy_only=False) / 1000.0)
+            parts["t"].append(cols["t_s"].to_numpy(zero_copy_only=False).astype(np.float64))
+            parts["quiet"].append(cols["quiet_at"].to_numpy(zero_copy_only=False).astype(np.float64))
             parts["camera"].append(cols["camera_id"].to_numpy(zero_copy_only=False).astype(str))
             parts["human"].append(cols["human_camera"].to_numpy(zero_copy_only=False).astype(str))
             parts["speaking"].append(cols["speaking"].to_numpy(zero_copy_only=False).astype(bool))
+            parts["mask"].append(cols["speech_mask"].to_numpy(zero_copy_only=False).astype(np.uint8))
             parts["safe"].append(cols["safe_cut_wait_s"].to_numpy(zero_copy_only=False).astype(np.float32))
             parts["stale"].append(cols["stale"].to_numpy(zero_copy_only=False).astype(bool))
             parts["schema"].append(np.unique(cols["schema_version"].to_numpy(zero_copy_only=False)))
@@ -114,7 +124,8 @@ def load_ranking_data(store, sessions: list[str] | None = None, synthetic: bool 
     schema_versions = {int(v) for arr in parts.pop("schema") for v in arr}
     cat = {k: np.concatenate(v) for k, v in parts.items()}
     labelled = cat["human"] != ""
-    for k in ("X", "session", "tick", "ts", "camera", "human", "speaking", "safe", "stale"):
+    for k in ("X", "session", "tick", "ts", "t", "camera", "human", "speaking", "mask", "safe", "quiet",
+              "stale"):
         cat[k] = cat[k][labelled]
     n = len(cat["tick"])
     if n == 0:
@@ -129,8 +140,10 @@ def load_ranking_data(store, sessions: list[str] | None = None, synthetic: bool 
     prev = np.where(first_of_session, human, prev)
     return RankingData(
         X=cat["X"], y=(cat["camera"] == np.repeat(human, sizes)).astype(np.int8), camera=cat["camera"],
-        speaking=cat["speaking"], safe_cut_wait_s=cat["safe"], stale=cat["stale"], group_sizes=sizes,
-        session=session, tick=cat["tick"][starts], ts=cat["ts"][starts], human=human, prev_human=prev,
+        speaking=cat["speaking"], speech_mask=cat["mask"], safe_cut_wait_s=cat["safe"], quiet_at=cat["quiet"],
+        stale=cat["stale"],
+        group_sizes=sizes, session=session, tick=cat["tick"][starts], ts=cat["ts"][starts], t=cat["t"][starts],
+        human=human, prev_human=prev,
         schema_versions=schema_versions,
     )
 
@@ -138,8 +151,8 @@ def load_ranking_data(store, sessions: list[str] | None = None, synthetic: bool 
 def _empty() -> RankingData:
     z = np.zeros(0)
     return RankingData(np.zeros((0, len(SCENE_FEATURES)), np.float32), z.astype(np.int8), z.astype(str),
-                       z.astype(bool), z.astype(np.float32), z.astype(bool), z.astype(int), z.astype(str),
-                       z.astype(int), z, z.astype(str), z.astype(str), set())
+                       z.astype(bool), z.astype(np.uint8), z.astype(np.float32), z, z.astype(bool), z.astype(int), z.astype(str),
+                       z.astype(int), z, z, z.astype(str), z.astype(str), set())
 
 
 def split_by_session(data: RankingData, eval_percent: int = 20) -> tuple[RankingData, RankingData]:

@@ -4,8 +4,10 @@ Two views, because "stay on the current camera" agrees with a human on ~98% of t
 
 - at the human's CUT POINTS: is the ranker's best camera other than the one on program the camera the human cut
   to (`cut_top1`)? NDCG@1/@3 over those groups too;
-- a REPLAY of every held-out session through the same switching policy the runtime uses, compared with the human
-  program: frame agreement, cut-time error, switches/min, ping-pong, mid-word cuts.
+- a REPLAY of every held-out session through the director core the runtime uses (ranker/core.py, same policy rules,
+  same contexts, under the policy configuration production runs), compared with the human program: frame
+  agreement, cut-time error, switches/min, ping-pong, and cuts inside the outgoing camera's own speech (the
+  policy's speech wait timed out; from the logged speech timing, there are no word-level ground truths here).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import numpy as np
 
 from .dataset import RankingData
 from .metrics import Shot, frame_agreement, ping_pong, shots_from_decisions
-from .policy import CameraContext, PolicyConfig, SwitchingPolicy
+from .core import CameraTick, DirectorCore
+from .policy import PolicyConfig
 
 
 def cut_point_top1(scores: np.ndarray, data: RankingData) -> float:
@@ -53,7 +56,7 @@ class ReplayResult:
     switches_per_min: float
     human_switches_per_min: float
     ping_pong: int
-    mid_word_cuts: int
+    cuts_in_speech: int
     sessions: int
 
 
@@ -62,28 +65,30 @@ def _human_shots(data: RankingData, idx: np.ndarray, end: float) -> list[Shot]:
     for g in idx:
         if not shots or data.human[g] != shots[-1].camera:
             if shots:
-                shots[-1] = Shot(shots[-1].camera, shots[-1].start, data.ts[g])
-            shots.append(Shot(data.human[g], data.ts[g], end))
+                shots[-1] = Shot(shots[-1].camera, shots[-1].start, data.t[g])
+            shots.append(Shot(data.human[g], data.t[g], end))
     return shots
 
 
 def replay(scores: np.ndarray, data: RankingData, config: PolicyConfig | None = None, tick_s: float = 0.2,
            match_window_s: float = 5.0) -> ReplayResult:
     off = data.offsets
-    agree, errors, matched, total_h, sw, hsw, pp, mid, minutes = [], [], 0, 0, 0, 0, 0, 0, 0.0
+    agree, errors, matched, total_h, sw, hsw, pp, in_speech, minutes = [], [], 0, 0, 0, 0, 0, 0, 0.0
     sessions = data.sessions()
+    quiet = np.where(np.isnan(data.quiet_at), None, data.quiet_at).tolist() if len(data.quiet_at) else []
     for sess in sessions:
         idx = np.flatnonzero(data.session == sess)
-        policy = SwitchingPolicy(config, tick_s)
+        core = DirectorCore(sess, policy=config, tick_s=tick_s, explain=False)
         decisions = []
         for g in idx:
             a, b = off[g], off[g + 1]
-            t = float(data.ts[g])
-            cams = data.camera[a:b]
-            ctx = {c: CameraContext(speaking=bool(sp), safe_cut_at=t + float(w), stale=bool(st))
-                   for c, sp, w, st in zip(cams, data.speaking[a:b], data.safe_cut_wait_s[a:b], data.stale[a:b])}
-            decisions.append(policy.step(t, dict(zip(cams, scores[a:b].tolist())), ctx))
-        start, end = float(data.ts[idx[0]]), float(data.ts[idx[-1]]) + tick_s
+            cams = [CameraTick(str(data.camera[i]), data.X[i], speaking=bool(data.speaking[i]),
+                               speech_mask=int(data.speech_mask[i]), safe_cut_wait_s=float(data.safe_cut_wait_s[i]),
+                               quiet_at=quiet[i], stale=bool(data.stale[i])) for i in range(a, b)]
+            r = core.tick(float(data.t[g]), cams, scores=scores[a:b])
+            in_speech += r.cut_inside_speech
+            decisions.append(r.decision)
+        start, end = float(data.t[idx[0]]), float(data.t[idx[-1]]) + tick_s
         shots = shots_from_decisions(decisions, end)
         human = _human_shots(data, idx, end)
         agree.append(frame_agreement(shots, human, start, end, tick_s))
@@ -92,7 +97,6 @@ def replay(scores: np.ndarray, data: RankingData, config: PolicyConfig | None = 
         sw += max(0, len(shots) - 1)
         hsw += max(0, len(human) - 1)
         pp += ping_pong(shots)
-        mid += sum(1 for d in decisions if d.cut and "speech wait timed out" in d.detail)
         replay_cuts = [(s.start, s.camera) for s in shots[1:]]
         for h in human[1:]:
             total_h += 1
@@ -106,13 +110,14 @@ def replay(scores: np.ndarray, data: RankingData, config: PolicyConfig | None = 
         cut_recall=matched / total_h if total_h else float("nan"),
         switches_per_min=sw / minutes if minutes else 0.0,
         human_switches_per_min=hsw / minutes if minutes else 0.0,
-        ping_pong=pp, mid_word_cuts=mid, sessions=len(sessions))
+        ping_pong=pp, cuts_in_speech=in_speech, sessions=len(sessions))
 
 
-def evaluate(ranker, data: RankingData, policy: PolicyConfig | None = None) -> dict:
-    """Every metric for one ranker on held-out data, as a flat dict (MLflow- and Dagster-friendly)."""
+def evaluate(ranker, data: RankingData, policy: PolicyConfig | None = None, tick_s: float = 0.2) -> dict:
+    """Every metric for one ranker on held-out data, as a flat dict (MLflow- and Dagster-friendly). `policy` and
+    `tick_s` should be what production runs (settings.policy, 1 / settings.tick_hz)."""
     scores = np.asarray(ranker.score(data.X), dtype=np.float64)
-    r = replay(scores, data, policy)
+    r = replay(scores, data, policy, tick_s)
     return {
         "cut_top1": cut_point_top1(scores, data),
         "ndcg1_cut": ndcg_at(scores, data, 1),
@@ -124,7 +129,7 @@ def evaluate(ranker, data: RankingData, policy: PolicyConfig | None = None) -> d
         "replay_switches_per_min": r.switches_per_min,
         "human_switches_per_min": r.human_switches_per_min,
         "replay_ping_pong": r.ping_pong,
-        "replay_mid_word_cuts": r.mid_word_cuts,
+        "replay_cuts_in_speech": r.cuts_in_speech,
         "cut_points": int(data.cut_points.sum()),
         "groups": int(data.n_groups),
         "sessions": r.sessions,

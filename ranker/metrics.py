@@ -57,42 +57,73 @@ def ping_pong(shots: Sequence[Shot], window_s: float = 8.0) -> int:
     return sum(1 for a, b, c in zip(shots, shots[1:], shots[2:]) if a.camera == c.camera and b.duration < window_s)
 
 
-def mid_word_cuts(shots: Sequence[Shot], lines: Sequence[dict], tolerance_s: float = 0.03) -> int:
-    """Cuts that fall inside a word spoken by the speaker of the camera being cut away from (that word would be
-    chopped off the program audio)."""
+def turns(lines: Sequence[dict]) -> list[dict]:
+    """Turns of the conversation: consecutive regular lines (not backchannels) of one speaker, in time order."""
+    out: list[dict] = []
+    for line in sorted((ln for ln in lines if ln.get("kind", "line") != "backchannel"), key=lambda ln: ln["start"]):
+        if out and out[-1]["camera"] == line["camera"]:
+            out[-1]["end"] = max(out[-1]["end"], line["end"])
+            out[-1]["lines"].append(line)
+        else:
+            out.append({"camera": line["camera"], "start": line["start"], "end": line["end"], "lines": [line]})
+    return out
+
+
+def mid_word_cuts(shots: Sequence[Shot], lines: Sequence[dict], audio_lead_s: float = 0.0,
+                  tolerance_s: float = 0.03) -> int:
+    """Cuts whose program-audio switch (the picture cut minus `audio_lead_s`) falls inside a word of ANY speaker:
+    the program audio would chop that word."""
+    words = [(s, e) for line in lines for s, e, _ in line["words"]]
+    return sum(1 for nxt in shots[1:]
+               if any(s + tolerance_s < nxt.start - audio_lead_s < e - tolerance_s for s, e in words))
+
+
+def backchannel_cuts(shots: Sequence[Shot], lines: Sequence[dict], after_s: float = 1.5) -> int:
+    """Cuts to the camera of someone who only said a backchannel ("yeah") around then, not a turn of their own."""
+    regular = [ln for ln in lines if ln.get("kind", "line") != "backchannel"]
     n = 0
-    for prev, nxt in zip(shots, shots[1:]):
-        t = nxt.start
-        for line in lines:
-            if line["camera"] != prev.camera or not (line["start"] - 1 <= t <= line["end"] + 1):
-                continue
-            if any(s + tolerance_s < t < e - tolerance_s for s, e, _ in line["words"]):
-                n += 1
-                break
+    for sh in shots[1:]:
+        hit = any(b["camera"] == sh.camera and b["start"] - 0.5 <= sh.start <= b["end"] + after_s
+                  for b in lines if b.get("kind") == "backchannel")
+        own_turn = any(r["camera"] == sh.camera and sh.start - 1.0 <= r["start"] <= sh.start + 2.0 for r in regular)
+        n += hit and not own_turn
     return n
 
 
-def speaker_follow(shots: Sequence[Shot], lines: Sequence[dict], exclude_after_change_s: float = 3.0,
-                   step_s: float = 0.1) -> float | None:
-    """Share of speech time the program shows the active speaker's camera, excluding the first
-    `exclude_after_change_s` after each change of speaker (the director's reaction and hold window)."""
+def speaker_follow(shots: Sequence[Shot], lines: Sequence[dict], exclude_after_change_s: float = 1.5,
+                   step_s: float = 0.05) -> float | None:
+    """Share of each turn's speech time, after its first `exclude_after_change_s`, on which the program shows that
+    speaker's camera (backchannels are not turns)."""
     if not lines or not shots:
         return None
-    ordered = sorted(lines, key=lambda l: l["start"])
     times, want = [], []
-    prev_cam, change_t = None, -1e9
-    for line in ordered:
-        if line["camera"] != prev_cam:
-            change_t = line["start"]
-            prev_cam = line["camera"]
-        for t in np.arange(line["start"], line["end"], step_s):
-            if t - change_t >= exclude_after_change_s:
+    for turn in turns(lines):
+        for line in turn["lines"]:
+            for t in np.arange(max(line["start"], turn["start"] + exclude_after_change_s), line["end"], step_s):
                 times.append(t)
-                want.append(line["camera"])
+                want.append(turn["camera"])
     if not times:
         return None
     shown = program_at(shots, np.asarray(times))
     return float(np.mean(shown == np.asarray(want, dtype=object)))
+
+
+def turn_reactions(shots: Sequence[Shot], lines: Sequence[dict], early_s: float = 1.0) -> list[float]:
+    """For every turn after the first: seconds from its first word until the program shows its speaker (negative =
+    the cut came in the pause before the first word; the whole turn when the speaker never came on)."""
+    out = []
+    ts = turns(lines)
+    for turn in ts[1:]:
+        probe = np.arange(turn["start"] - early_s, turn["end"], 0.02)
+        shown = program_at(shots, probe) == turn["camera"]
+        if shown[0]:  # already on before the turn: how long before its first word did it come on
+            start = max((s.start for s in shots if s.camera == turn["camera"] and s.start <= probe[0]), default=0.0)
+            out.append(float(max(start - turn["start"], -early_s)))
+        elif shown.any():
+            out.append(float(probe[int(np.argmax(shown))] - turn["start"]))
+        else:
+            out.append(float(turn["end"] - turn["start"]))
+    return out
 
 
 def frame_agreement(a: Sequence[Shot], b: Sequence[Shot], start: float, end: float, step_s: float = 0.2) -> float:
@@ -101,16 +132,24 @@ def frame_agreement(a: Sequence[Shot], b: Sequence[Shot], start: float, end: flo
     return float(np.mean(program_at(a, t) == program_at(b, t))) if len(t) else 0.0
 
 
-def summary(shots: Sequence[Shot], duration_s: float, lines: Sequence[dict] | None = None) -> dict:
+def summary(shots: Sequence[Shot], duration_s: float, lines: Sequence[dict] | None = None,
+            audio_lead_s: float = 0.0) -> dict:
     out = {
         "cuts": max(0, len(shots) - 1),
         "switches_per_min": round(switches_per_min(shots, duration_s), 3),
         "mean_shot_s": round(mean_shot_s(shots), 3),
         "ping_pong": ping_pong(shots),
-        "mid_word_cuts": mid_word_cuts(shots, lines or []) if lines else None,
+        "mid_word_cuts": mid_word_cuts(shots, lines, audio_lead_s) if lines else None,
+        "backchannel_cuts": backchannel_cuts(shots, lines) if lines else None,
         "speaker_follow": None,
+        "turn_reaction_p50_s": None,
+        "turn_reaction_p95_s": None,
     }
     if lines:
         f = speaker_follow(shots, lines)
         out["speaker_follow"] = None if f is None else round(f, 4)
+        r = turn_reactions(shots, lines)
+        if r:
+            out["turn_reaction_p50_s"] = round(float(np.percentile(r, 50)), 3)
+            out["turn_reaction_p95_s"] = round(float(np.percentile(r, 95)), 3)
     return out

@@ -7,13 +7,20 @@ It holds no clock and does no I/O: everything it knows arrives in `step()`. Rule
 2. start: the first tick cuts to the best camera;
 3. program lost: the program camera went stale -> cut to the best live camera now (no hold, no speech wait);
 4. what auto-direction wants: the wide shot when nothing scores above `wide_threshold` (if a wide camera is set);
-   a cutaway when the shot is older than `max_shot_s`; else the best other camera when it beats the program by
-   at least `delta`. Ping-pong suppression: the camera just left is not eligible for `pingpong_window_s`;
-   A delta cut also needs the same camera to lead for `dwell_s` (a debounce against one-tick blips);
-5. minimum hold: no auto cut before the shot is `min_hold_s` old;
+   a cutaway when the shot is older than `max_shot_s`; a TURN: the camera that took the conversation's floor
+   (ranker/conversation.py) when it scores within `delta` of the best; else the best other camera when it beats
+   the program by at least `delta` — unless that camera is talking without holding the floor (a backchannel or an
+   interruption: `turn_wait`). Ping-pong suppression: the camera just left is not eligible for
+   `pingpong_window_s`; a delta cut also needs the same camera to lead for `dwell_s` (a debounce against one-tick
+   blips). A turn is exempt from both and from the cooldown: the floor logic already debounced it;
+5. minimum hold: no auto cut before the shot is `min_hold_s` old (`opening_hold_s` for the opening shot, taken
+   before anyone spoke: the first speaker gets the picture from their first word);
 6. cooldown: no auto cut within `cooldown_s` of the previous auto cut;
-7. speech-aware timing: while the program camera's speaker is mid-word, the cut waits for the next word/VAD
-   boundary, at most `speech_wait_max_s`.
+7. placement: with a lookahead (`lookahead_s`, the program delay; files know the whole future) the cut is placed
+   back in time in a pause where nobody speaks — for a turn, the pause just before the new speaker's first word —
+   with the program audio switching `audio_lead_s` before the picture (J-cut; negative = L-cut). Without a
+   lookahead, or with no pause in it: while the program camera's speaker is mid-word the cut goes into the last
+   tick's pause or waits for the next word boundary, at most `speech_wait_max_s`.
 
 Every `Decision` names the rule that decided (`reason`) and the numbers behind it (`detail`).
 """
@@ -21,17 +28,18 @@ Every `Decision` names the rule that decided (`reason`) and the numbers behind i
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
-from typing import Iterable, Mapping
+import math
+from dataclasses import asdict, dataclass
+from typing import Iterable, Mapping, Sequence
 
-REASONS = ("start", "override_take", "override_lock", "override_release", "override_rejected", "locked",
-           "lock_timeout", "program_lost", "wide_fallback", "max_shot", "delta", "hold", "dwell", "min_hold",
-           "cooldown", "speech_wait")
+MAX_ID_LEN = 128  # camera and operator ids
+MAX_LOCK_S = 24 * 3600.0
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
     min_hold_s: float = 2.0
+    opening_hold_s: float = 0.5  # the minimum hold of the session's opening shot
     cooldown_s: float = 4.0
     delta: float = 0.15
     dwell_s: float = 0.6  # the same camera must lead by `delta` this long before an auto cut (debounce)
@@ -42,6 +50,41 @@ class PolicyConfig:
     max_shot_s: float = 30.0
     lock_timeout_s: float = 60.0
     transition: str = "dissolve"  # for auto cuts; overrides and emergencies always hard-cut
+    own_speech_db: float = 6.0  # speech on a camera counts as its own within this many dB of the loudest camera
+    lookahead_s: float = 0.0  # how far back a decided cut may be placed (the program delay; `aiobs direct`: 3 s)
+    audio_lead_s: float = 0.0  # program audio switches this long before the picture (J-cut); < 0 = after (L-cut)
+    min_turn_s: float = 1.0  # a new speaker takes the floor after talking this long (backchannels are shorter)
+    takeover_s: float = 2.5  # in overlapping speech the floor passes only after the newcomer talked this long
+    utterance_gap_s: float = 0.5  # a silence longer than this ends an utterance
+    shared_audio_db: float = 1.0  # cameras whose levels are this close hear one shared mix: the picture tells who speaks
+    visual_speaking_min: float = 0.02  # subject motion that reads as a talking face
+    floor_min_speech_prob: float = 0.6  # the floor passes only to a camera whose last second is this surely speech
+    turn_window_s: float = 1.5  # a change of floor asks for a cut to the new speaker for this long, then it is over
+    min_pause_s: float = 0.05  # the shortest pause a cut is placed in
+
+    def __post_init__(self) -> None:
+        for name in ("min_hold_s", "opening_hold_s", "cooldown_s", "delta", "dwell_s", "pingpong_window_s", "speech_wait_max_s",
+                     "wide_threshold", "max_shot_s", "lock_timeout_s", "own_speech_db", "lookahead_s", "min_turn_s",
+                     "takeover_s", "utterance_gap_s", "min_pause_s", "turn_window_s", "floor_min_speech_prob", "shared_audio_db", "visual_speaking_min"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"policy {name} must be a finite number >= 0, not {v!r}")
+        if not math.isfinite(self.audio_lead_s) or abs(self.audio_lead_s) > 2.0:
+            raise ValueError(f"policy audio_lead_s must be within [-2, 2] s, not {self.audio_lead_s!r}")
+        if self.transition not in ("cut", "dissolve"):
+            raise ValueError(f"policy transition must be cut or dissolve, not {self.transition!r}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_mapping(cls, values: Mapping) -> "PolicyConfig":
+        """From a dict (settings, a logged JSON, MLflow params); unknown keys are an error that names them."""
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown policy setting(s) {unknown}; known: {sorted(known)}")
+        return cls(**dict(values))
 
 
 @dataclass(frozen=True)
@@ -52,6 +95,14 @@ class CameraContext:
     safe_cut_at: float = 0.0  # earliest time that is not inside a word (0 = any time)
     quiet_at: float | None = None  # a moment of the last tick inside a pause: where a cut may be placed
     stale: bool = False  # no frames: never cut to it, leave it if on program
+    talking: bool = False  # an utterance of this camera's own speech is going on
+    floor: bool = False  # this camera holds the conversation's floor
+    floor_since: float | None = None  # when it took the floor
+    onset: float | None = None  # start of its current utterance
+
+    def mid_word(self, t: float) -> bool:
+        """A cut at time t would chop a word of this camera's own speech."""
+        return self.speaking or self.safe_cut_at > t
 
 
 @dataclass(frozen=True)
@@ -64,8 +115,29 @@ class Override:
     def __post_init__(self) -> None:
         if self.action not in ("take", "lock", "release"):
             raise ValueError(f"override action must be take, lock or release, not {self.action!r}")
+        for name in ("camera", "operator"):
+            v = getattr(self, name)
+            if not isinstance(v, str) or len(v) > MAX_ID_LEN:
+                raise ValueError(f"override {name} must be a string of at most {MAX_ID_LEN} characters, not {v!r:.80}")
         if self.action != "release" and not self.camera:
             raise ValueError(f"override {self.action} needs a camera")
+        if self.timeout_s is not None:
+            ok = isinstance(self.timeout_s, (int, float)) and not isinstance(self.timeout_s, bool) \
+                and math.isfinite(self.timeout_s) and 0 < self.timeout_s <= MAX_LOCK_S
+            if not ok:
+                raise ValueError(f"override timeout_s must be a number of seconds in (0, {MAX_LOCK_S:.0f}], "
+                                 f"not {self.timeout_s!r:.80}")
+            object.__setattr__(self, "timeout_s", float(self.timeout_s))
+
+    @classmethod
+    def from_message(cls, msg: Mapping) -> "Override":
+        """From a decoded JSON message {"action", "camera", "timeout_s", "operator"}; ValueError says what is wrong."""
+        unknown = sorted(set(msg) - {"action", "camera", "timeout_s", "operator"})
+        if unknown:
+            raise ValueError(f"override has unknown field(s) {unknown}")
+        if "action" not in msg:
+            raise ValueError("override needs an action (take, lock or release)")
+        return cls(msg["action"], msg.get("camera", ""), msg.get("timeout_s"), msg.get("operator", ""))
 
 
 @dataclass(frozen=True)
@@ -84,15 +156,6 @@ class Decision:
     @property
     def cut_time(self) -> float:
         return self.t if self.at is None else self.at
-
-    def log_row(self, *, session_id: str, room: str, ts: float, tick: int, model_version: str, ab_variant: str,
-                supervised: bool = False) -> dict:
-        """This decision as a row of the feature log's `decisions` table."""
-        return {"session_id": session_id, "room": room, "ts": ts, "tick": tick, "program_camera": self.program or "",
-                "cut": self.cut, "from_camera": self.from_camera, "to_camera": self.to_camera,
-                "reason": self.reason, "detail": self.detail[:500], "transition": self.transition,
-                "policy_state": self.state, "supervised": supervised, "model_version": model_version,
-                "ab_variant": ab_variant}
 
 
 @dataclass
@@ -114,12 +177,10 @@ class SwitchingPolicy:
         self.tick_s = tick_s  # how far back a cut may be placed into a pause
         self.s = _State()
 
-    def reset(self) -> None:
-        self.s = _State()
-
     # ------------------------------------------------------------------------------------------------------------
     def step(self, t: float, scores: Mapping[str, float], context: Mapping[str, CameraContext] | None = None,
-             overrides: Iterable[Override] = ()) -> Decision:
+             overrides: Iterable[Override] = (), pauses: Sequence[tuple[float, float]] = ()) -> Decision:
+        """`pauses`: stretches of the last `lookahead_s` in which nobody spoke (oldest first), where a cut may go."""
         cfg, s = self.config, self.s
         ctx = context or {}
         live = [c for c in scores if not ctx.get(c, CameraContext()).stale]
@@ -157,6 +218,9 @@ class SwitchingPolicy:
         best = max(eligible, key=lambda c: scores[c]) if eligible else ""
         p_score = scores.get(s.program, 0.0)
         shot_len = t - s.shot_start
+        holder = next((c for c in live if ctx.get(c, CameraContext()).floor), "")
+        fresh = holder and ctx[holder].floor_since is not None and t - ctx[holder].floor_since <= cfg.turn_window_s
+        top_other = max((scores[c] for c in live if c != s.program), default=-1.0)
         want = reason = ""
         if cfg.wide_camera and cfg.wide_camera in live and s.program != cfg.wide_camera and \
                 max(scores[c] for c in live) < cfg.wide_threshold:
@@ -165,7 +229,18 @@ class SwitchingPolicy:
         elif best and shot_len >= cfg.max_shot_s:
             want, reason = best, "max_shot"
             detail = f"shot on {s.program} is {shot_len:.1f} s (max {cfg.max_shot_s:.0f} s): cutaway to {best}"
+        elif fresh and holder != s.program and scores[holder] >= top_other - cfg.delta:
+            want, reason = holder, "turn"
+            onset = ctx[holder].onset
+            detail = (f"{holder} took the floor" + (f" (talking since {onset:.2f} s)" if onset is not None else "")
+                      + f"; {holder} {scores[holder]:.2f} vs {s.program} {p_score:.2f}")
         elif best and scores[best] - p_score >= cfg.delta:
+            bc = ctx.get(best, CameraContext())
+            if bc.talking and not bc.floor and holder:
+                s.lead = ""
+                return self._hold(t, "turn_wait", f"{best} leads ({scores[best]:.2f} vs {p_score:.2f}) but talks "
+                                                  f"without the floor ({holder} has it): a backchannel or an "
+                                                  f"interruption")
             want, reason = best, "delta"
             detail = f"{best} {scores[best]:.2f} vs {s.program} {p_score:.2f} (delta {scores[best] - p_score:.2f})"
         if not want:
@@ -177,13 +252,25 @@ class SwitchingPolicy:
             s.lead, s.lead_since = want, t
         if reason == "delta" and t - s.lead_since < cfg.dwell_s - 1e-9:
             return self._hold(t, "dwell", f"{want} leads ({detail}) for {t - s.lead_since:.1f} s")
-        if shot_len < cfg.min_hold_s:
+        if shot_len < self._hold_s():
             return self._hold(t, "min_hold", f"wants {want} ({reason}); shot is {shot_len:.1f} s")
-        if t - s.last_auto_cut < cfg.cooldown_s:
+        if reason != "turn" and t - s.last_auto_cut < cfg.cooldown_s:
             return self._hold(t, "cooldown", f"wants {want} ({reason}); last cut {t - s.last_auto_cut:.1f} s ago")
+        if cfg.lookahead_s > 0:  # a pause of everyone within the lookahead, else wait for one (bounded)
+            placed = self._place(t, pauses, ctx[want].onset if reason == "turn" else None)
+            if placed is not None:
+                where = f"; placed in the pause at {placed - cfg.audio_lead_s:.2f} s"
+                return self._cut(t, want, reason, detail + where, cfg.transition, auto=True, at=placed)
+            if s.speech_wait_since is None:
+                s.speech_wait_since = t
+            waited = t - s.speech_wait_since
+            if waited < cfg.speech_wait_max_s + cfg.lookahead_s - 1e-9:  # a sentence ends within a few seconds
+                return self._hold(t, "speech_wait", f"wants {want} ({reason}); no pause to cut in yet")
+            return self._cut(t, want, reason, detail + f"; no pause for {waited:.1f} s: cut anyway", cfg.transition,
+                             auto=True)
         pc = ctx.get(s.program, CameraContext())
         at = None
-        if pc.speaking or pc.safe_cut_at > t:
+        if pc.mid_word(t):
             # mid-word now: cut in the pause the last tick had, if it had one (the program renderer runs behind
             # the decisions by more than a tick), else wait for the next boundary, at most speech_wait_max_s
             recent = pc.quiet_at is not None and t - pc.quiet_at <= self.tick_s and pc.quiet_at >= s.shot_start
@@ -198,6 +285,37 @@ class SwitchingPolicy:
                     return self._hold(t, "speech_wait", f"wants {want} ({reason}); {s.program} is mid-word")
                 detail += f"; speech wait timed out after {waited:.1f} s"
         return self._cut(t, want, reason, detail, cfg.transition, auto=True, at=at)
+
+    def _hold_s(self) -> float:
+        """The current shot's minimum hold: shorter for the opening shot (no cut since the start)."""
+        c = self.config
+        return min(c.opening_hold_s, c.min_hold_s) if self.s.left_camera == "" else c.min_hold_s
+
+    def _place(self, t: float, pauses: Sequence[tuple[float, float]], onset: float | None) -> float | None:
+        """The picture time of a cut placed in a pause within the lookahead (the audio switches `audio_lead_s`
+        earlier, in the middle of the pause), or None when no pause fits. For a turn: the pause just before the new
+        speaker's first word, else the first one after it; otherwise the latest pause."""
+        cfg, s = self.config, self.s
+        lead = cfg.audio_lead_s
+        lo = max(t - cfg.lookahead_s, s.shot_start)  # not yet on air, after the current shot began
+        lo = max(lo, s.shot_start + self._hold_s() - lead)  # the picture respects the minimum hold
+        hi = min(t, t - lead)  # neither audio nor picture in the future
+        fits = [(max(a, lo), min(b, hi)) for a, b in pauses]
+        fits = [(a, b) for a, b in fits if b - a >= cfg.min_pause_s - 1e-9]
+        # a real pause (between sentences or turns) beats a dip between two syllables that the VAD let through
+        fits = [p for p in fits if p[1] - p[0] >= 3 * cfg.min_pause_s - 1e-9] or fits
+        if not fits:
+            return None
+        if onset is not None:  # the pause that ends at the new speaker's first word, else the first one after it
+            before = [p for p in fits if p[0] <= onset + 1e-9 and p[1] >= onset - 2 * cfg.min_pause_s]
+            after = [p for p in fits if p[0] > onset]
+            a, b = (before or after or fits)[-1 if before else 0]
+            if before:  # just before the first word: onsets are sharp, the end of the last speaker's word is not
+                b = min(b, onset)
+                return max(a + (b - a) / 2, b - 2 * cfg.min_pause_s) + lead
+        else:
+            a, b = fits[-1]
+        return (a + b) / 2 + lead
 
     # ------------------------------------------------------------------------------------------------------------
     def _override(self, t: float, ov: Override, live: list[str], scores: Mapping[str, float]) -> Decision | None:
@@ -239,33 +357,3 @@ class SwitchingPolicy:
     def snapshot(self) -> str:
         return json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(self.s).items()},
                           separators=(",", ":"))
-
-
-def contexts(observations, t: float, own_speech_db: float = 6.0) -> dict[str, CameraContext]:
-    """Policy context from analysis observations (features.observations.CameraObservation).
-
-    A camera counts as speaking only when the speech is its own: its level is within `own_speech_db` of the loudest
-    camera. A wide mic that hears a speaker as bleed does not hold a cut to that speaker's own camera (the word
-    goes on, louder, on the new camera's audio).
-    """
-    top = max((o.audio_dbfs for o in observations), default=-120.0)
-    out = {}
-    for o in observations:
-        own = o.audio_dbfs >= top - own_speech_db
-        out[o.camera_id] = CameraContext(speaking=o.speaking and own, safe_cut_at=o.next_safe_cut(t) if own else 0.0,
-                                         quiet_at=o.quiet_at, stale=o.stale)
-    return out
-
-
-@dataclass
-class TickInput:
-    t: float
-    scores: dict[str, float]
-    context: dict[str, CameraContext] = field(default_factory=dict)
-    overrides: list[Override] = field(default_factory=list)
-
-
-def replay(ticks: Iterable[TickInput], config: PolicyConfig | None = None, tick_s: float = 0.2) -> list[Decision]:
-    """Run a fresh policy over recorded ticks (offline evaluation uses exactly this)."""
-    policy = SwitchingPolicy(config, tick_s)
-    return [policy.step(k.t, k.scores, k.context, k.overrides) for k in ticks]

@@ -132,7 +132,8 @@ def _session(rng: np.random.Generator, cfg: SimConfig, session_id: str, t0: floa
     n = T * C
     ticks = pd.DataFrame({
         "schema_version": SCHEMA_VERSION, "session_id": session_id, "room": "simulated", "synthetic": True,
-        "ts": np.repeat(ts, C), "tick": np.repeat(np.arange(T), C), "camera_id": np.tile(cams, T),
+        "ts": np.repeat(ts, C), "tick": np.repeat(np.arange(T), C), "t": np.repeat(t, C),
+        "camera_id": np.tile(cams, T),
         "people_count": people.ravel(), "largest_person_area": np.clip(people.ravel() * 0.04, 0, 0.6),
         "person_centrality": np.clip(rng.normal(0.7, 0.15, n), 0, 1),
         "track_continuity": np.clip(rng.normal(0.85, 0.1, n), 0, 1), "track_age_s": rng.uniform(0, 30, n),
@@ -143,14 +144,17 @@ def _session(rng: np.random.Generator, cfg: SimConfig, session_id: str, t0: floa
         "asr_words_per_s": np.where(is_speaker.ravel(), rng.normal(2.5, 0.4, n), 0.0).clip(0),
         "vlm_interest": np.where(vlm_missing.ravel(), np.nan, vlm.ravel()),
         "vlm_age_s": np.where(vlm_missing.ravel(), np.nan, vlm_age.ravel()),
-        "speaking": speaking.ravel(), "safe_cut_wait_s": 0.0,
+        "speaking": speaking.ravel(), "speech_mask": np.where(speaking.ravel(), 255, 0).astype(np.uint8),
+        "safe_cut_wait_s": 0.0,
+        # a pause in the camera's audio during the tick (where a cut may be placed); NULL while speech runs on
+        "quiet_at": np.where(speaking.ravel(), np.nan, np.repeat(t, C) - 0.5 / hz),
         "on_program": on_prog.ravel(), "since_on_program_s": since.ravel(), "score": np.nan,
         "model_version": "human", "ab_variant": "human", "stale": False, "degraded": [{}] * n,
     })
     cut = np.r_[True, program[1:] != program[:-1]]
     decisions = pd.DataFrame({
         "schema_version": SCHEMA_VERSION, "session_id": session_id, "room": "simulated", "synthetic": True,
-        "ts": ts, "tick": np.arange(T), "program_camera": np.array(cams)[program], "cut": cut,
+        "ts": ts, "tick": np.arange(T), "t": t, "program_camera": np.array(cams)[program], "cut": cut,
         "from_camera": np.where(cut, np.r_[[""], np.array(cams)[program[:-1]]], ""),
         "to_camera": np.where(cut, np.array(cams)[program], ""), "reason": np.where(cut, "human", "hold"),
         "detail": "", "transition": np.where(cut, "cut", ""), "policy_state": "", "supervised": True,
@@ -159,7 +163,7 @@ def _session(rng: np.random.Generator, cfg: SimConfig, session_id: str, t0: floa
     ks = np.flatnonzero(cut)
     overrides = pd.DataFrame({
         "schema_version": SCHEMA_VERSION, "session_id": session_id, "room": "simulated", "synthetic": True,
-        "ts": ts[ks], "tick": ks, "operator": "sim-director", "action": "take",
+        "ts": ts[ks], "tick": ks, "t": t[ks], "operator": "sim-director", "action": "take",
         "camera_id": np.array(cams)[program[ks]], "timeout_s": np.nan,
     })
     return {"camera_ticks": ticks, "decisions": decisions, "overrides": overrides}

@@ -83,14 +83,20 @@ def suggest(trial) -> tuple[dict, int]:
 
 def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, folds: int = 3, seed: int = 0,
          mlflow_tracking_uri: str | None = None, experiment: str = "aiobs-ranker-tuning", max_groups: int = 50_000,
-         timeout_s: float | None = None):
-    """Run (or resume) an Optuna study; returns it. The objective is mean cut-point NDCG@1 over session folds."""
+         timeout_s: float | None = None, mlflow_artifacts_dir: str | None = None):
+    """Run (or resume) an Optuna study; returns it. The objective is mean cut-point NDCG@1 over session folds.
+
+    With more than `max_groups` groups the study tunes on a session subsample; the study's user attrs record what
+    it saw (`tune_groups`, `available_groups`, `tune_sessions`, `available_sessions`). Trials are logged to MLflow
+    when `mlflow_tracking_uri` is given, in experiment `experiment`, created with its artifacts under
+    `mlflow_artifacts_dir` (default: `artifacts/` next to a sqlite store)."""
     import optuna
     from optuna_integration import XGBoostPruningCallback
 
     from .evaluate import cut_point_top1
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    available_groups, available_sessions = int(data.n_groups), len(data.sessions())
     if data.n_groups > max_groups:  # tune on a session subsample; the final model trains on everything
         rng = np.random.default_rng(seed)
         sessions = np.array(data.sessions())
@@ -119,11 +125,16 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
                 raise optuna.TrialPruned()
         return float(np.mean(scores))
 
-    callbacks = [_mlflow_trial_logger(mlflow_tracking_uri, experiment, study_name)] if mlflow_tracking_uri else []
+    callbacks = [_mlflow_trial_logger(mlflow_tracking_uri, experiment, study_name, mlflow_artifacts_dir)] \
+        if mlflow_tracking_uri else []
     study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True,
                                 sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=20))
     done = len([t for t in study.trials if t.state.is_finished()])
+    seen = {"tune_groups": int(data.n_groups), "available_groups": available_groups,
+            "tune_sessions": len(data.sessions()), "available_sessions": available_sessions}
+    for k, v in seen.items():  # what this call tuned on (a resumed study records its latest call)
+        study.set_user_attr(k, v)
     if n_trials > 0:
         study.optimize(objective, n_trials=n_trials, callbacks=callbacks, timeout=timeout_s, gc_after_trial=True)
     log.info("study %s: %d trials before, %d now; best %.4f", study_name, done, len(study.trials),
@@ -131,24 +142,37 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
     return study
 
 
-def _mlflow_trial_logger(tracking_uri: str, experiment: str, study_name: str):
-    """An Optuna callback that logs every finished trial (params, CV score, state) as an MLflow run."""
-    import os
+def _mlflow_trial_logger(tracking_uri: str, experiment: str, study_name: str, artifacts_dir: str | None = None):
+    """An Optuna callback that logs every finished trial (params, CV score, state) as an MLflow run, timed from the
+    trial's start to its completion, through an explicit MlflowClient (MLflow's global state is not touched). The
+    experiment is created with an explicit artifact location (see ranker.registry.artifact_location)."""
+    from mlflow.entities import Metric, RunStatus
 
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    import mlflow
+    from .registry import client_for, ensure_experiment, log_batch, start_run
+
+    client = client_for(tracking_uri)
+    experiment_id: list[str] = []  # created on the first finished trial, not when tuning starts
+    status = {"COMPLETE": RunStatus.FINISHED, "PRUNED": RunStatus.KILLED, "FAIL": RunStatus.FAILED}
 
     def log_trial(study, trial) -> None:
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_experiment(experiment)
-        with mlflow.start_run(run_name=f"{study_name}-trial-{trial.number}"):
-            mlflow.log_params(trial.params)
-            mlflow.set_tags({"optuna.study": study_name, "optuna.trial": str(trial.number),
-                             "optuna.state": trial.state.name})
-            if trial.value is not None:
-                mlflow.log_metric("cv_cut_top1", float(trial.value))
+        if not experiment_id:
+            experiment_id.append(ensure_experiment(client, experiment, tracking_uri, artifacts_dir))
+        start, end = _millis(trial.datetime_start), _millis(trial.datetime_complete)
+        run = start_run(client, experiment_id[0], f"{study_name}-trial-{trial.number}", start,
+                        tags={"optuna.study": study_name, "optuna.trial": str(trial.number),
+                              "optuna.state": trial.state.name})
+        try:
+            metrics = [Metric("cv_cut_top1", float(trial.value), end or start, 0)] if trial.value is not None else []
+            log_batch(client, run.info.run_id, params=trial.params, metrics=metrics)
+        finally:
+            state = status.get(trial.state.name, RunStatus.FINISHED)
+            client.set_terminated(run.info.run_id, RunStatus.to_string(state), end_time=end)
 
     return log_trial
+
+
+def _millis(dt) -> int | None:
+    return int(dt.timestamp() * 1000) if dt is not None else None
 
 
 def best_params(study) -> tuple[dict, int]:

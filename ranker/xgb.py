@@ -8,6 +8,7 @@ contract lacks, is refused with a clear error instead of silently scoring garbag
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -50,28 +51,18 @@ class XGBoostRanker:
 
     @classmethod
     def load(cls, source: str | Path, version: str | None = None, tracking_uri: str | None = None) -> "XGBoostRanker":
-        """From a saved booster file (.ubj/.json) or an MLflow model URI (models:/name@alias, runs:/..., m-...),
-        resolved against `tracking_uri` (default: MLflow's current tracking URI)."""
+        """From a saved booster file (.ubj/.json) or an MLflow model URI (models:/name@alias, models:/name/version,
+        models:/m-..., runs:/..., or an artifact URI), resolved against `tracking_uri` (default: MLflow's current
+        tracking URI) through an explicit client: MLflow's process-global tracking URI is never changed."""
         import xgboost as xgb
 
         src = str(source)
         try:
             if "://" in src or src.startswith(("models:/", "runs:/")):
-                import os
-
-                os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast when the registry is down
-                os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-                import mlflow
                 import mlflow.xgboost
 
-                previous = mlflow.get_tracking_uri() if tracking_uri else None
-                if tracking_uri:
-                    mlflow.set_tracking_uri(tracking_uri)
-                try:
-                    model = mlflow.xgboost.load_model(src)
-                finally:
-                    if previous is not None:
-                        mlflow.set_tracking_uri(previous)
+                with _downloaded(src, tracking_uri) as local:
+                    model = mlflow.xgboost.load_model(local)
                 booster = model.get_booster() if hasattr(model, "get_booster") else model
             else:
                 if not Path(src).is_file():
@@ -97,3 +88,65 @@ class XGBoostRanker:
         contribs = self.booster.predict(xgb.DMatrix(row, feature_names=self.features), pred_contribs=True)[0][:-1]
         order = np.argsort(-contribs)[:top]
         return [(self.features[i], float(contribs[i])) for i in order if contribs[i] > 0]
+
+
+@contextmanager
+def _downloaded(uri: str, tracking_uri: str | None):
+    """A local directory holding the MLflow model at `uri`: read in place from a local artifact store, else downloaded
+    into a temporary directory. Registry and logged-model URIs are resolved with MlflowClient(tracking_uri) (MLflow's
+    own models:/ resolution reads the process-global registry URI)."""
+    import os
+    import tempfile
+
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast when the registry is down
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+    from mlflow.artifacts import download_artifacts
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    registry_uri = tracking_uri or mlflow.get_registry_uri()  # an explicit tracking URI is the registry too
+    tracking_uri = tracking_uri or mlflow.get_tracking_uri()
+    artifact_uri = uri
+    if uri.startswith("models:/"):
+        base, sub = ModelsArtifactRepository.split_models_uri(uri)
+        client = mlflow.MlflowClient(tracking_uri, registry_uri=registry_uri)
+        ref = get_model_name_and_version(client, base)
+        root = client.get_logged_model(ref[0]).artifact_location if len(ref) == 1 \
+            else client.get_model_version_download_uri(*ref)
+        artifact_uri = f"{root.rstrip('/')}/{sub}" if sub else root
+    elif uri.startswith("runs:/"):
+        artifact_uri = _run_artifact_uri(mlflow.MlflowClient(tracking_uri, registry_uri=registry_uri), uri)
+    if artifact_uri.startswith("file:"):  # a local artifact store: read it in place
+        from mlflow.utils.file_utils import local_file_uri_to_path
+
+        yield local_file_uri_to_path(artifact_uri)
+        return
+    with tempfile.TemporaryDirectory(prefix="aiobs-model-") as tmp:
+        yield download_artifacts(artifact_uri=artifact_uri, dst_path=tmp, tracking_uri=tracking_uri,
+                                 registry_uri=registry_uri)
+
+
+def _run_artifact_uri(client, uri: str) -> str:
+    """runs:/<run_id>/<path>: the run's own artifact, or (MLflow 3) the artifacts of the model named <path> that the
+    run logged, a LoggedModel stored outside the run's artifact directory."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+    from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
+
+    run_id, path = RunsArtifactRepository.parse_runs_uri(uri)
+    run = client.get_run(run_id)
+    root = run.info.artifact_uri.rstrip("/")
+    path = path.strip("/")
+    if not path:
+        return root
+    # (client.list_artifacts / mlflow's runs:/ repository fall back to logged models through the global tracking URI)
+    if not get_artifact_repository(root, tracking_uri=client.tracking_uri).list_artifacts(path):
+        name, _, rest = path.partition("/")
+        models = [m for m in client.search_logged_models([run.info.experiment_id],
+                                                         filter_string=f"source_run_id = '{run_id}'")
+                  if m.name == name]
+        if models:
+            model = max(models, key=lambda m: m.creation_timestamp)
+            return f"{model.artifact_location.rstrip('/')}/{rest}" if rest else model.artifact_location
+    return f"{root}/{path}"

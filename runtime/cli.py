@@ -11,8 +11,14 @@ from pathlib import Path
 from .settings import SettingsError, load_settings
 
 
+POLICY_FLAGS = {"min_hold": "min_hold_s", "cooldown": "cooldown_s", "delta": "delta", "wide": "wide_camera",
+                "max_shot": "max_shot_s"}
+
+
 def _settings(args):
-    s = load_settings(args.config, data_dir=getattr(args, "data_dir", None))
+    """Settings from YAML + environment, then this command's flags (the policy flags of `direct` among them)."""
+    policy = {key: getattr(args, flag) for flag, key in POLICY_FLAGS.items() if getattr(args, flag, None) is not None}
+    s = load_settings(args.config, data_dir=getattr(args, "data_dir", None), policy=policy or None)
     s.ensure_dirs()
     return s
 
@@ -70,8 +76,6 @@ def cmd_sample(args) -> int:
 
 
 def cmd_direct(args) -> int:
-    from ranker.policy import PolicyConfig
-
     from .compositor import CompositorConfig
     from .direct import DirectError, direct
 
@@ -93,14 +97,17 @@ def cmd_direct(args) -> int:
         except RankerError as e:
             print(f"aiobs direct: {e}", file=sys.stderr)
             return 2
-    policy = PolicyConfig(min_hold_s=args.min_hold, cooldown_s=args.cooldown, delta=args.delta,
-                          wide_camera=args.wide, max_shot_s=args.max_shot)
-    comp = None
+    size = None
     if args.size:
-        w, h = (int(v) for v in args.size.lower().split("x"))
-        comp = CompositorConfig(size=(w, h), tally=args.tally)
+        try:
+            w, h = (int(v) for v in args.size.lower().split("x"))
+        except ValueError:
+            print("aiobs direct: --size takes WxH, e.g. 1280x720", file=sys.stderr)
+            return 2
+        size = (w // 2 * 2, h // 2 * 2)
+    comp = CompositorConfig(size=size, tally=args.tally)
     try:
-        r = direct(args.inputs, args.out, s, offsets=offsets, truth=args.truth, ranker=ranker, policy=policy,
+        r = direct(args.inputs, args.out, s, offsets=offsets, truth=args.truth, ranker=ranker,
                    compositor=comp, asr=args.asr)
     except DirectError as e:
         print(f"aiobs direct: {e}", file=sys.stderr)
@@ -131,13 +138,11 @@ def cmd_simulate(args) -> int:
 def cmd_live(args) -> int:
     import asyncio
 
-    import os
-
     from .live import LiveDirector, LiveError
     from .model_manager import ModelManager
 
     s = _settings(args)
-    models = ModelManager(s.mlflow_tracking_uri, challenger_share=float(os.environ.get("AIOBS_CHALLENGER_SHARE", 0)))
+    models = ModelManager(s.mlflow_tracking_uri, challenger_share=s.challenger_share, policy=s.policy)
     models.refresh()  # champion / challenger from the registry; the rule baseline if it has none
     stop_polling = threading.Event()
     models.start(stop_polling)
@@ -188,11 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--truth", help="ground_truth.json (from aiobs sample) for speaker-follow / mid-word metrics")
     dr.add_argument("--ranker", help="XGBoost model file or MLflow URI (default: the weighted baseline)")
     dr.add_argument("--asr", action="store_true", help="run Whisper (keywords, word boundaries); slower")
-    dr.add_argument("--min-hold", type=float, default=2.0)
-    dr.add_argument("--cooldown", type=float, default=4.0)
-    dr.add_argument("--delta", type=float, default=0.15)
-    dr.add_argument("--max-shot", type=float, default=30.0)
-    dr.add_argument("--wide", help="camera id of the wide shot (fallback when nothing is interesting)")
+    dr.add_argument("--min-hold", type=float, help="policy setting (default: settings' policy)")
+    dr.add_argument("--cooldown", type=float, help="policy setting (default: settings' policy)")
+    dr.add_argument("--delta", type=float, help="policy setting (default: settings' policy)")
+    dr.add_argument("--max-shot", type=float, help="policy setting (default: settings' policy)")
+    dr.add_argument("--wide", help="camera id of the wide shot (fallback when nothing is interesting); policy setting")
     dr.add_argument("--size", help="program size WxH (default: the first input's)")
     dr.add_argument("--tally", action="store_true", help="burn a score/tally overlay into the program")
     dr.set_defaults(fn=cmd_direct)

@@ -15,7 +15,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class CompositorConfig:
-    size: tuple[int, int] = (1280, 720)  # output width, height
+    size: tuple[int, int] | None = (1280, 720)  # output width, height; None = the front door picks (direct: input's)
+    fps: int = 25  # program frame rate (files and live)
     dissolve_s: float = 0.3
     lower_third_s: float = 4.0  # how long the lower third stays up after a cut
     lower_third: bool = True
@@ -53,6 +54,8 @@ def _blend(dst: np.ndarray, tile: np.ndarray, x: int, y: int) -> None:
 class Compositor:
     def __init__(self, config: CompositorConfig | None = None, camera_names: dict[str, str] | None = None):
         self.config = config or CompositorConfig()
+        if self.config.size is None:
+            raise ValueError("CompositorConfig.size must be set before compositing")
         self.names = dict(camera_names or {})
         self.program = ""
         self.previous = ""

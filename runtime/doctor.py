@@ -16,13 +16,13 @@ from .settings import PROJECT_ROOT, Settings
 
 OK, WARN, FAIL, OFF = "ok", "warn", "FAIL", "off"
 
-# which components each mode cannot do without
+# which components each mode cannot do without; 'all' (every mode) needs what any of them needs
 REQUIRED = {
     "files": {"packages", "clickhouse", "yolo", "whisper", "vad", "encoder"},
     "live": {"packages", "clickhouse", "yolo", "whisper", "vad", "encoder", "livekit"},
     "train": {"packages", "clickhouse", "mlflow"},
-    "all": set(),
 }
+REQUIRED["all"] = set().union(*REQUIRED.values())
 
 PACKAGES = ("torch", "ultralytics", "faster-whisper", "transformers", "xgboost-cpu", "optuna", "mlflow", "dagster",
             "chdb", "clickhouse-connect", "av", "livekit", "livekit-api", "bentoml", "pandas", "piper-tts")
@@ -144,15 +144,10 @@ def check_vad() -> tuple[str, str]:
 
 
 def check_tts(s: Settings) -> tuple[str, str]:
-    from .models import resolve_piper_voice
-
     if s.tts_backend == "none":
         return OFF, "narration disabled"
-    if s.tts_backend == "elevenlabs":
-        return (OK, "ElevenLabs (API key set)") if s.elevenlabs_api_key else (FAIL, "AIOBS_ELEVENLABS_API_KEY unset")
-    if s.tts_backend == "espeak":
-        exe = shutil.which("espeak-ng")
-        return (OK, exe) if exe else (FAIL, "espeak-ng not installed (apt-get install espeak-ng)")
+    from .models import resolve_piper_voice
+
     return OK, f"Piper voice {resolve_piper_voice().describe()}"
 
 

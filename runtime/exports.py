@@ -14,8 +14,21 @@ def _reel(cam_id: str) -> str:
     return "".join(ch for ch in cam_id.upper() if ch.isalnum())[:8] or "AX"
 
 
-def write_edl(path: Path, shots, cams, fps: int = 25, title: str = "AI-OBS program") -> None:
-    """One event per shot; record times on the program, source times in the camera's own file."""
+def audio_shots(shots, audio_lead_s: float) -> list:
+    """The program audio's shots: the picture's, each cut `audio_lead_s` earlier (J-cut) or later (L-cut)."""
+    from dataclasses import replace
+
+    if not audio_lead_s:
+        return list(shots)
+    out = [replace(s, start=s.start - (audio_lead_s if i else 0.0),
+                   end=s.end - (audio_lead_s if i + 1 < len(shots) else 0.0)) for i, s in enumerate(shots)]
+    return [s for s in out if s.end > s.start]
+
+
+def write_edl(path: Path, shots, cams, fps: int, dissolve_s: float, audio_lead_s: float = 0.0,
+              title: str = "AI-OBS program") -> None:
+    """One event per shot; record times on the program, source times in the camera's own file. With a J/L-cut
+    (`audio_lead_s` != 0) the picture's events are video-only (V) and the program audio gets its own (A) events."""
     by_id = {c.id: c for c in cams}
     lines = [f"TITLE: {title}", "FCM: NON-DROP FRAME", ""]
     for n, s in enumerate(shots, 1):
@@ -23,17 +36,26 @@ def write_edl(path: Path, shots, cams, fps: int = 25, title: str = "AI-OBS progr
         src_in, src_out = s.start - cam.offset, s.end - cam.offset
         trans = "C   "
         if s.transition == "dissolve" and n > 1:
-            trans = f"D    {int(round(0.3 * fps)):03d}"
-        lines.append(f"{n:03d}  {_reel(s.camera):<8} V     {trans:<8} {timecode(src_in, fps)} {timecode(src_out, fps)} "
-                     f"{timecode(s.start, fps)} {timecode(s.end, fps)}")
+            trans = f"D    {int(round(dissolve_s * fps)):03d}"
+        channel = "V" if audio_lead_s else "B"
+        lines.append(f"{n:03d}  {_reel(s.camera):<8} {channel:<5} {trans:<8} {timecode(src_in, fps)} "
+                     f"{timecode(src_out, fps)} {timecode(s.start, fps)} {timecode(s.end, fps)}")
         lines.append(f"* FROM CLIP NAME: {cam.path.name}")
         if s.reason:
             lines.append(f"* COMMENT: {s.reason}")
         lines.append("")
+    if audio_lead_s:
+        for n, s in enumerate(audio_shots(shots, audio_lead_s), len(shots) + 1):
+            cam = by_id[s.camera]
+            lines.append(f"{n:03d}  {_reel(s.camera):<8} A     C        {timecode(s.start - cam.offset, fps)} "
+                         f"{timecode(s.end - cam.offset, fps)} {timecode(s.start, fps)} {timecode(s.end, fps)}")
+            lines.append(f"* FROM CLIP NAME: {cam.path.name}")
+            lines.append("")
     Path(path).write_text("\n".join(lines))
 
 
-def write_otio(path: Path, shots, cams, fps: int = 25, dissolve_s: float = 0.3) -> None:
+def write_otio(path: Path, shots, cams, fps: int, dissolve_s: float, audio_lead_s: float = 0.0) -> None:
+    """A video track of the shots and an audio track of the program audio (split from the picture by a J/L-cut)."""
     import opentimelineio as otio
 
     by_id = {c.id: c for c in cams}
@@ -55,4 +77,14 @@ def write_otio(path: Path, shots, cams, fps: int = 25, dissolve_s: float = 0.3) 
             metadata={"aiobs": {"camera": s.camera, "reason": s.reason, "program_start_s": s.start,
                                 "program_end_s": s.end}})
         track.append(clip)
+    sound = otio.schema.Track(name="program audio", kind=otio.schema.TrackKind.Audio)
+    tl.tracks.append(sound)
+    for s in audio_shots(shots, audio_lead_s):
+        cam = by_id[s.camera]
+        start = otio.opentime.RationalTime(round((s.start - cam.offset) * fps), fps)
+        dur = otio.opentime.RationalTime(round(s.end * fps) - round(s.start * fps), fps)
+        sound.append(otio.schema.Clip(
+            name=f"{s.camera} audio", source_range=otio.opentime.TimeRange(start, dur),
+            media_reference=otio.schema.ExternalReference(target_url=cam.path.resolve().as_uri()),
+            metadata={"aiobs": {"camera": s.camera, "program_start_s": s.start, "program_end_s": s.end}}))
     otio.adapters.write_to_file(tl, str(path))

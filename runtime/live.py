@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from features.extract import camera_tick_row, loudest, scene_matrix
+from features.extract import scene_matrix
 from features.schema import CAMERA_TICKS, DECISIONS, OVERRIDES
 from features.spool import FeatureLog
-from ranker.baseline import WeightedBaselineRanker
-from ranker.policy import Override, PolicyConfig, SwitchingPolicy, contexts
+from ranker.core import CameraTick, DirectorCore, TickResult
+from ranker.policy import Override, PolicyConfig
 
 from .analysis.engine import AnalysisEngine
 from .compositor import Compositor, CompositorConfig
@@ -53,6 +53,8 @@ class LiveReport:
     cameras: set[str] = field(default_factory=set)
     cuts: list[tuple[float, str, str]] = field(default_factory=list)  # (t, to, reason)
     overrides: int = 0
+    rejected_overrides: int = 0
+    failed_ticks: int = 0
     program_frames: int = 0
 
 
@@ -66,16 +68,17 @@ class LiveDirector:
             raise LiveError("live mode needs AIOBS_LIVEKIT_URL (ws://host:7880)")
         self.settings = settings
         self.room_name = room or settings.livekit_room
-        self.ranker = ranker or WeightedBaselineRanker()
-        self.models = models
-        self.variant = "live"
+        self.rankers = models if models is not None else ranker  # None = the rule baseline
         self.hz = settings.tick_hz
-        self.policy = SwitchingPolicy(policy or PolicyConfig(), 1.0 / self.hz)
+        self.policy = policy or settings.policy
         self.program_size = program_size
         self.program_fps = program_fps
         self.report = LiveReport(session_id or f"live-{time.strftime('%Y%m%d-%H%M%S')}")
+        # Threads: the event loop owns the media readers, the compositor, `latest`, the pending overrides and the
+        # report; the executor thread owns the director core and the feature log (one tick at a time). The analysis
+        # engine is the hand-over point: submit_* (loop) and tick() (executor) are safe to call concurrently.
         self.engine = AnalysisEngine.from_settings([], settings)
-        self.compositor = Compositor(CompositorConfig(size=program_size))
+        self.compositor = Compositor(CompositorConfig(size=program_size, fps=program_fps))
         self.latest: dict[str, np.ndarray] = {}  # newest full frame per camera, for the program
         self._pending_overrides: list[Override] = []
         self._t0 = 0.0
@@ -125,53 +128,53 @@ class LiveDirector:
     def _on_data(self, packet) -> None:
         if getattr(packet, "topic", "") != OVERRIDE_TOPIC:
             return
+        who = getattr(getattr(packet, "participant", None), "identity", "?")
         try:
             msg = json.loads(bytes(packet.data).decode())
-            self._pending_overrides.append(Override(msg["action"], msg.get("camera", ""), msg.get("timeout_s"),
-                                                    msg.get("operator", "")))
-        except (ValueError, KeyError, TypeError) as e:
-            log.warning("live: ignoring a malformed override packet: %s", e)
+            if not isinstance(msg, dict):
+                raise ValueError("an override packet is a JSON object")
+            ov = Override.from_message(msg)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+            log.warning("live: rejected an override packet from %s: %s", who, e)
+            self.report.rejected_overrides += 1
+            return
+        self._pending_overrides.append(ov)
 
     # -- the tick and the program ----------------------------------------------------------------------------------
-    def _tick(self, flog: FeatureLog, k: int, t: float) -> None:
+    def _tick(self, core: DirectorCore, flog: FeatureLog, t: float, overrides: list[Override]) -> TickResult | None:
+        """Executor thread: analysis -> the director core (scores, policy, rows)."""
         obs = self.engine.tick(t)
         if not obs:
-            return
-        ids = list(obs)
-        ordered = [obs[i] for i in ids]
+            return None
+        ordered = list(obs.values())
         x = scene_matrix(ordered)
-        if self.models is not None:  # between ticks: a newly promoted model takes over here
-            self.variant, self.ranker = self.models.ranker_for(self.report.session_id)
-        scores = self.ranker.score(x)
-        score_map = {i: float(s) for i, s in zip(ids, scores)}
-        ovs, self._pending_overrides = self._pending_overrides, []
-        d = self.policy.step(t, score_map, contexts(ordered, t), ovs)
-        if d.cut:
-            self.compositor.cut_to(d.to_camera, d.cut_time, d.transition)
-            self.report.cuts.append((t, d.to_camera, d.reason))
-        ts, top, sid = time.time(), loudest(ordered), self.report.session_id
-        for o in ordered:
-            flog.append("camera_ticks", camera_tick_row(
-                o, session_id=sid, room=self.room_name, tick=k, ts=ts, loudest_dbfs=top,
-                on_program=d.program == o.camera_id, score=score_map[o.camera_id],
-                model_version=str(self.ranker.version), ab_variant=self.variant))
-        flog.append("decisions", d.log_row(session_id=sid, room=self.room_name, ts=ts, tick=k,
-                                           model_version=str(self.ranker.version), ab_variant=self.variant,
-                                           supervised=bool(ovs)))
-        for o in ovs:
-            self.report.overrides += 1
-            flog.append("overrides", {"session_id": sid, "room": self.room_name, "ts": ts, "tick": k,
-                                      "operator": o.operator, "action": o.action, "camera_id": o.camera,
-                                      "timeout_s": o.timeout_s})
+        r = core.tick(t, [CameraTick.from_observation(o, row) for o, row in zip(ordered, x)], overrides)
         flog.maybe_rotate()
-        self.report.ticks += 1
+        return r
 
     async def _ticks(self, flog: FeatureLog, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
+        core = DirectorCore(self.report.session_id, policy=self.policy, tick_s=1.0 / self.hz, rankers=self.rankers,
+                            variant="live", room=self.room_name, sink=flog)
         k = 0
         while not stop.is_set():
             start = self.now()
-            await loop.run_in_executor(None, self._tick, flog, k, start)  # analysis never blocks the media loop
+            ovs, self._pending_overrides = self._pending_overrides, []
+            try:  # analysis never blocks the media loop
+                r = await loop.run_in_executor(None, self._tick, core, flog, start, ovs)
+            except Exception:  # noqa: BLE001 - one bad tick must not end directing: log it, go on
+                log.exception("live: tick %d failed; directing goes on", k)
+                self.report.failed_ticks += 1
+                r = None
+            if r is None:
+                self._pending_overrides[:0] = ovs  # no camera yet: the overrides wait for the next tick
+            else:
+                d = r.decision
+                if d.cut:  # the compositor belongs to the loop
+                    self.compositor.cut_to(d.to_camera, d.cut_time, d.transition)
+                    self.report.cuts.append((r.t, d.to_camera, d.reason))
+                self.report.overrides += len(r.overrides)
+                self.report.ticks += 1
             k += 1
             await asyncio.sleep(max(0.0, k / self.hz - self.now()))
 
@@ -217,7 +220,8 @@ class LiveDirector:
                 else:
                     await stop.wait()
             finally:
-                stop.set()
+                stop.set()  # a tick in flight finishes and is applied: the log and the program agree
+                await asyncio.wait(workers, timeout=10)
                 for task in workers + self._tasks:
                     task.cancel()
                 await asyncio.gather(*workers, *self._tasks, return_exceptions=True)

@@ -1,4 +1,4 @@
-"""Media types and recorded-file I/O (PyAV). Live LiveKit tracks produce the same `VideoFrame` / `AudioChunk`."""
+"""Recorded-file I/O (PyAV): probe, frames at a sampling rate, audio at 16 kHz mono, an H.264 + AAC writer."""
 
 from __future__ import annotations
 
@@ -13,20 +13,6 @@ SAMPLE_RATE = 16_000  # analysis audio: mono float32 at 16 kHz (what VAD and Whi
 
 class MediaError(RuntimeError):
     """A media file is missing, unreadable or corrupt; the message names the file and the problem."""
-
-
-@dataclass(frozen=True)
-class VideoFrame:
-    camera_id: str
-    t: float  # seconds on the session clock
-    image: np.ndarray  # (H, W, 3) uint8 RGB
-
-
-@dataclass(frozen=True)
-class AudioChunk:
-    camera_id: str
-    t: float  # start time on the session clock
-    samples: np.ndarray  # float32 mono in [-1, 1] at SAMPLE_RATE
 
 
 @dataclass(frozen=True)

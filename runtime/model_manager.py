@@ -9,6 +9,7 @@ model that fails to load never takes the director down: the current ranker stays
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -16,6 +17,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from ranker.baseline import WeightedBaselineRanker
+from ranker.policy import PolicyConfig
 from ranker.registry import CHALLENGER, CHAMPION, MODEL_NAME
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ class ModelManager:
     challenger_share: float = 0.0  # share of sessions (0..1) scored by the challenger
     poll_s: float = 60.0
     fallback: object = field(default_factory=WeightedBaselineRanker)
+    policy: PolicyConfig | None = None  # the policy this runtime directs with (warned about when a model differs)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.challenger_share <= 1.0:
@@ -55,7 +58,7 @@ class ModelManager:
         errors = []
         for alias, slot in self._slots.items():
             try:
-                mv = MlflowClient(self.tracking_uri).get_model_version_by_alias(self.name, alias)
+                mv = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri).get_model_version_by_alias(self.name, alias)
             except Exception as e:  # noqa: BLE001 - no such alias, or the registry is unreachable
                 if "not found" not in str(e).lower() and "RESOURCE_DOES_NOT_EXIST" not in str(e):
                     errors.append(f"{alias}: registry unreachable ({str(e).splitlines()[0][:160]})")
@@ -68,6 +71,7 @@ class ModelManager:
             except Exception as e:  # noqa: BLE001 - a bad model keeps the current one in service
                 errors.append(f"{alias} v{version} failed to load: {str(e).splitlines()[0][:160]}")
                 continue
+            self._check_policy(version, (mv.tags or {}).get("policy_config"))
             with self._lock:
                 self._slots[alias] = _Slot(version, ranker)
             log.info("model manager: %s is now %s v%s", alias, self.name, version)
@@ -75,6 +79,23 @@ class ModelManager:
         if self.last_error:
             log.warning("model manager: %s (serving what was loaded before)", self.last_error)
         return self.versions()
+
+    def _check_policy(self, version: str, logged: str | None) -> None:
+        """A model was gated under one policy configuration; running it under another is allowed but never silent."""
+        if self.policy is None:
+            return
+        ours = json.loads(self.policy.to_json())
+        if logged is None:
+            log.warning("model manager: %s v%s records no policy configuration; this runtime directs with %s",
+                        self.name, version, self.policy.to_json())
+            return
+        theirs = {k: v for k, v in json.loads(logged).items() if k != "tick_s"}
+        if theirs != ours:
+            diff = {k: (theirs.get(k), ours.get(k)) for k in sorted(set(theirs) | set(ours))
+                    if theirs.get(k) != ours.get(k)}
+            log.warning("model manager: %s v%s was evaluated under policy %s but this runtime directs with %s "
+                        "(differences, model vs runtime: %s)", self.name, version, logged, self.policy.to_json(),
+                        diff)
 
     def _load(self, version: str):
         from ranker.xgb import XGBoostRanker

@@ -10,11 +10,14 @@ the data dir, Dagster home is under the data dir. LiveKit settings are needed on
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ranker.policy import PolicyConfig
 
 ENV_PREFIX = "AIOBS_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -49,9 +52,7 @@ class Settings(BaseModel):
     face_backend: str = Field("haar", description="haar (offline default), none, or a YOLO face/pose model path")
     whisper_model: str = Field("base", description="faster-whisper size/id or a local CTranslate2 dir")
     vlm_model: str = Field("", description="transformers image-text model id or dir; empty = no VLM")
-    tts_backend: Literal["piper", "elevenlabs", "espeak", "none"] = "piper"
-    elevenlabs_api_key: str = ""
-    elevenlabs_base_url: str = ""
+    tts_backend: Literal["piper", "none"] = "piper"
     offline: bool = Field(True, description="never reach a model hub; use packaged models only")
 
     # director
@@ -59,6 +60,11 @@ class Settings(BaseModel):
     vision_hz: float = Field(0.0, ge=0, description="people/face analysis rate per camera; 0 = every tick. "
                                                     "`aiobs direct` on a CPU uses 1.0 unless set")
     keywords: list[str] = Field(default_factory=lambda: ["goal", "applause", "breaking", "welcome", "question"])
+    policy: PolicyConfig = Field(default_factory=PolicyConfig,
+                                 description="the switching policy (ranker/policy.py PolicyConfig); YAML `policy:` "
+                                             "mapping or AIOBS_POLICY_<FIELD>, e.g. AIOBS_POLICY_MIN_HOLD_S=3")
+    challenger_share: float = Field(0.0, ge=0, le=1, description="share of sessions (0..1) the registry's "
+                                                                 "challenger directs (A/B); the rest get the champion")
 
     @model_validator(mode="after")
     def _fill_paths(self) -> "Settings":
@@ -96,6 +102,9 @@ class Settings(BaseModel):
             Path(self.mlflow_tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
 
 
+POLICY_PREFIX = "policy_"
+
+
 def _env_values(env: dict[str, str]) -> dict[str, Any]:
     fields = Settings.model_fields
     out: dict[str, Any] = {}
@@ -103,6 +112,13 @@ def _env_values(env: dict[str, str]) -> dict[str, Any]:
         if not key.startswith(ENV_PREFIX) or key == ENV_PREFIX + "CONFIG":
             continue
         name = key[len(ENV_PREFIX):].lower()
+        if name.startswith(POLICY_PREFIX):  # AIOBS_POLICY_MIN_HOLD_S -> policy.min_hold_s
+            sub = name[len(POLICY_PREFIX):]
+            if sub not in PolicyConfig.__dataclass_fields__:
+                raise SettingsError(f"unknown setting {key} (policy settings: " + ", ".join(
+                    ENV_PREFIX + POLICY_PREFIX.upper() + f.upper() for f in PolicyConfig.__dataclass_fields__) + ")")
+            out.setdefault("policy", {})[sub] = None if raw == "" and sub == "wide_camera" else raw
+            continue
         if name not in fields:
             raise SettingsError(f"unknown setting {key} (known: {', '.join(ENV_PREFIX + f.upper() for f in fields)})")
         if name == "keywords":
@@ -130,8 +146,16 @@ def load_settings(config: str | os.PathLike | None = None, env: dict[str, str] |
         if not isinstance(loaded, dict):
             raise SettingsError(f"config file {path} must hold a mapping of setting: value")
         values.update(loaded)
-    values.update(_env_values(env))
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    env_values = _env_values(env)
+    for source in (env_values, {k: v for k, v in overrides.items() if v is not None}):
+        if isinstance(source.get("policy"), dict):  # policy fields merge: YAML min_hold_s + env delta both apply
+            base = values.get("policy") or {}
+            if isinstance(base, PolicyConfig):
+                base = asdict(base)
+            if not isinstance(base, dict):
+                raise SettingsError("`policy` must be a mapping of policy settings")
+            source = {**source, "policy": {**base, **source["policy"]}}
+        values.update(source)
     try:
         return Settings(**values)
     except ValidationError as e:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-# Before any library import: phone-home switches (../shared/STACK.md).
+# Before any library import: every library's phone-home switch off.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 for k, v in {
     "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "false", "YOLO_CONFIG_DIR": os.path.join(_ROOT, ".cache", "ultralytics"),

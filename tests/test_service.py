@@ -93,7 +93,21 @@ def test_malformed_payloads_get_clear_4xx_errors(service):
     code, body = post(base + "/tick", {"session_id": "s2", "t": 0.0, "cameras": [cam("a"), cam("a")]})
     assert code == 400 and "duplicate camera" in body
     code, body = post(base + "/tick", {"session_id": "s2", "cameras": [cam("a")]})  # no t
-    assert 400 <= code < 500 and "t" in body
+    assert code == 400 and '"loc":["t"]' in body and "Field required" in body
+    # a bad feature value is refused BEFORE the session's state moves: the next good tick is still its start
+    for bad, why in [({"speech_prob": 1e39}, "not finite"), ({"people_count": 2.5}, "is a count"),
+                     ({"speech_prob": "loud"}, "speech_prob")]:
+        code, body = post(base + "/tick", {"session_id": "s3", "t": 0.0, "cameras": [cam("a", **bad), cam("b")]})
+        assert code == 400 and why in body, body
+    code, r = post(base + "/tick", {"session_id": "s3", "t": 0.2, "cameras": [cam("a", 0.9), cam("b")]})
+    assert code == 200 and r["decision"]["reason"] == "start", r
+    code, body = post(base + "/tick", {"session_id": "x" * 500, "t": 0.0, "cameras": [cam("a")]})
+    assert code == 400 and "session_id" in body
+    code, body = post(base + "/tick", {"session_id": "s4", "t": 0.0, "cameras": [cam(f"c{i}") for i in range(65)]})
+    assert code == 400 and "cameras" in body
+    code, body = post(base + "/tick", {"session_id": "s4", "t": 0.0, "cameras": [cam("a")],
+                                       "overrides": [{"action": "lock", "camera": "a", "timeout_s": "abc"}]})
+    assert code == 400 and "timeout_s" in body
     code, body = post(base + "/tick", {"session_id": "s2", "t": 0.0, "cameras": [cam("a")],
                                        "overrides": [{"action": "steal", "camera": "a"}]})
     assert 400 <= code < 500 and "'take', 'lock' or 'release'" in body

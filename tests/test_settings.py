@@ -38,3 +38,33 @@ def test_bad_settings_are_clear(tmp_path):
     bad.write_text("device: tpu\n")
     with pytest.raises(SettingsError, match="device"):
         load_settings(bad, env={})
+
+
+def test_policy_and_ab_share_are_settings_every_front_door_reads(tmp_path):
+    from ranker.policy import PolicyConfig
+    from runtime.cli import _settings, build_parser
+
+    cfg = tmp_path / "aiobs.yaml"
+    cfg.write_text("policy:\n  min_hold_s: 3\n  wide_camera: cam1\nchallenger_share: 0.2\n")
+    env = {"AIOBS_POLICY_DELTA": "0.3", "AIOBS_CHALLENGER_SHARE": "0.1"}
+    s = load_settings(cfg, env=env)
+    assert s.policy == PolicyConfig(min_hold_s=3.0, wide_camera="cam1", delta=0.3) and s.challenger_share == 0.1
+    with pytest.raises(SettingsError, match="AIOBS_POLICY_MINHOLD"):
+        load_settings(env={"AIOBS_POLICY_MINHOLD": "3"})
+    with pytest.raises(SettingsError, match="min_hold_s"):
+        load_settings(env={"AIOBS_POLICY_MIN_HOLD_S": "-2"})
+    with pytest.raises(SettingsError, match="challenger_share"):
+        load_settings(env={"AIOBS_CHALLENGER_SHARE": "1.5"})
+    # command-line flags are the last word, merged field by field with YAML and environment
+    import os
+
+    args = build_parser().parse_args(["--config", str(cfg), "--data-dir", str(tmp_path / "d"), "direct", "x.mp4",
+                                      "--out", "o", "--min-hold", "5"])
+    old = dict(os.environ)
+    os.environ.update(env)
+    try:
+        s = _settings(args)
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    assert s.policy == PolicyConfig(min_hold_s=5.0, wide_camera="cam1", delta=0.3)

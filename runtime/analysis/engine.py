@@ -2,8 +2,13 @@
 
     engine = AnalysisEngine.from_settings(["cam1", "cam2"], settings)
     engine.submit_frame("cam1", t, rgb)        # overwrites the slot: a slow tick drops frames, never queues them
-    engine.submit_audio("cam1", t, samples)    # 16 kHz mono float32, appended to that camera's ring buffer
+    engine.submit_audio("cam1", t, samples)    # 16 kHz mono float32, queued for that camera's next tick
     observations = engine.tick(t)              # {camera_id: CameraObservation}
+
+Threads: `submit_frame`, `submit_audio` and `add_camera` may be called from any thread (live mode calls them on the
+asyncio loop) while `tick` runs on another (an executor). They only touch a camera's inbox (the frame slot and the
+audio received since the last tick) under one short lock; `tick` swaps the inboxes out under that lock and does all
+the analysis outside it, on state that only it touches. Ticks are serialised.
 
 Each stage is guarded: a model that fails to load or raises leaves its features at their defaults and names the
 reason in `observation.degraded`; a camera without frames for `stale_after_s` is marked stale, not fatal.
@@ -35,21 +40,33 @@ from .people import CameraTracker, PersonDetector
 
 log = logging.getLogger(__name__)
 
-STAGES = ("detect_track", "faces", "motion", "audio", "vad", "asr", "vlm", "tick")
+
+AUDIO_KEEP_S = 1.5  # audio kept per camera for level and VAD (the VAD reads the last ~1 s)
+INBOX_AUDIO_S = 10.0  # audio an inbox holds while no tick takes it (a stalled tick); older chunks are dropped
 
 
 @dataclass
 class _Camera:
+    """One camera's state, with two owners: the inbox fields are guarded by `AnalysisEngine._lock` (written by
+    submit_* on any thread, swapped out by tick); everything else belongs to tick alone (the ASR stream has its own
+    lock for the ASR worker)."""
+
     id: str
     tracker: CameraTracker | None
     motion: MotionMeter = field(default_factory=MotionMeter)
     asr: AsrStream | None = None
+    # -- inbox (under the engine's lock) --
     frame: tuple[float, np.ndarray] | None = None  # latest-frame slot
+    frames_dropped: int = 0  # frames overwritten in the slot before a tick took them
+    inbox_audio: deque = field(default_factory=deque)  # (t, samples) submitted since the last tick
+    inbox_samples: int = 0
+    audio_dropped: int = 0  # samples dropped from the inbox because no tick took them within INBOX_AUDIO_S
+    # -- tick-owned --
     last_frame_t: float | None = None
-    audio: deque = field(default_factory=deque)  # (t, samples) of the last ~1 s, for level and VAD
+    audio: deque = field(default_factory=deque)  # (t, samples) of the last AUDIO_KEEP_S, for level and VAD
     audio_end_t: float | None = None
+    audio_samples: int = 0  # samples taken into analysis (received = audio_samples + audio_dropped)
     last: CameraObservation | None = None
-    frames_dropped: int = 0
 
 
 def _quiet_at(p: np.ndarray, end_t: float, span_s: float, min_chunks: int = 2) -> float | None:
@@ -78,6 +95,35 @@ def _quiet_at(p: np.ndarray, end_t: float, span_s: float, min_chunks: int = 2) -
     return None
 
 
+MASK_BINS = 8  # the speech mask splits a tick into this many bins
+
+
+def _speech_mask(p: np.ndarray, span_s: float, bins: int = MASK_BINS, on: float = 0.5, off: float = 0.35) -> int:
+    """Voice activity of the last `span_s` of audio as a bit mask: bit b (LSB = oldest) is set when the VAD chunk
+    under the centre of bin b is speech. Speech is marked the way Silero's own segmenter does it: it starts at
+    `on`, continues down to `off` (soft word endings), and is padded by one chunk on each side. It is how the
+    director core sees word boundaries between ticks."""
+    from .audio import VAD_CHUNK
+
+    dt = VAD_CHUNK / SAMPLE_RATE
+    n = len(p)
+    speech = np.zeros(n, bool)
+    active = False
+    for i in range(n):
+        active = p[i] >= on or (active and p[i] >= off)
+        speech[i] = active
+    padded = speech.copy()
+    padded[1:] |= speech[:-1]
+    padded[:-1] |= speech[1:]
+    mask = 0
+    for b in range(bins):
+        back = span_s - (b + 0.5) * span_s / bins  # seconds before the end of the audio
+        i = n - 1 - int(back / dt)
+        if 0 <= i < n and padded[i]:
+            mask |= 1 << b
+    return mask
+
+
 class AnalysisEngine:
     def __init__(self, camera_ids: list[str], *, detector: PersonDetector | None, face_detector=None,
                  vad: VoiceActivity | None = None, recognizer: SpeechRecognizer | None = None, vlm=None,
@@ -99,11 +145,10 @@ class AnalysisEngine:
         self._ticks = 0
         self.degraded_models = dict(degraded or {})  # stage -> reason, for models that did not load
         self.keywords = list(keywords)
-        self.cameras = {
-            c: _Camera(c, CameraTracker(frame_rate=tick_hz) if detector else None,
-                       asr=AsrStream(list(keywords)) if recognizer else None)
-            for c in camera_ids
-        }
+        self._lock = threading.Lock()  # guards self.cameras (membership) and every camera's inbox
+        self._tick_lock = threading.Lock()  # one tick at a time
+        self.cameras = {c: self._new_camera(c) for c in camera_ids}
+        self._latency_lock = threading.Lock()  # tick and the ASR worker both record
         self.latency: dict[str, deque] = defaultdict(lambda: deque(maxlen=2000))
         self._errors_logged: set[tuple[str, str]] = set()
         self._asr_q: queue.Queue | None = None
@@ -152,43 +197,76 @@ class AnalysisEngine:
                    **kwargs)
 
     # -- input ----------------------------------------------------------------------------------------------------
+    def _new_camera(self, camera_id: str) -> _Camera:
+        return _Camera(camera_id, CameraTracker() if self.detector else None,
+                       asr=AsrStream(list(self.keywords)) if self.recognizer else None)
+
     def add_camera(self, camera_id: str) -> None:
-        """A camera that joined later (live mode); a no-op for one the engine already has."""
+        """A camera that joined later (live mode); a no-op for one the engine already has. Any thread."""
         if camera_id in self.cameras:
             return
-        self.cameras[camera_id] = _Camera(camera_id, CameraTracker(frame_rate=self.tick_hz) if self.detector else None,
-                                          asr=AsrStream(list(self.keywords)) if self.recognizer else None)
+        cam = self._new_camera(camera_id)  # built outside the lock (ByteTrack reads its config)
+        with self._lock:
+            self.cameras.setdefault(camera_id, cam)  # two racing adds: the first one wins, the other is discarded
 
     def submit_frame(self, camera_id: str, t: float, image: np.ndarray) -> None:
-        cam = self.cameras[camera_id]
-        if cam.frame is not None:  # latest-frame slot: the older frame is dropped, never queued
-            cam.frames_dropped += 1
+        """Put `image` in the camera's latest-frame slot (an unanalysed older frame is dropped). Any thread."""
+        with self._lock:
+            cam = self.cameras[camera_id]
+            dropped = cam.frame is not None  # latest-frame slot: the older frame is dropped, never queued
+            if dropped:
+                cam.frames_dropped += 1
+            cam.frame = (t, image)
+        if dropped:
             metrics.FRAMES_DROPPED.labels(camera_id).inc()
-        cam.frame = (t, image)
 
     def submit_audio(self, camera_id: str, t: float, samples: np.ndarray) -> None:
-        cam = self.cameras[camera_id]
-        cam.audio.append((t, samples))
-        cam.audio_end_t = t + samples.size / SAMPLE_RATE
-        while cam.audio and cam.audio_end_t - cam.audio[0][0] > 1.5:
+        """Queue `samples` (starting at session time t) for the camera's next tick. Any thread."""
+        with self._lock:
+            cam = self.cameras[camera_id]
+            cam.inbox_audio.append((t, samples))
+            cam.inbox_samples += samples.size
+            while len(cam.inbox_audio) > 1 and cam.inbox_samples > INBOX_AUDIO_S * SAMPLE_RATE:
+                _, old = cam.inbox_audio.popleft()  # no tick for a while: keep the newest audio
+                cam.inbox_samples -= old.size
+                cam.audio_dropped += old.size
+
+    def _take_audio(self, cam: _Camera, chunks) -> None:
+        """Move a tick's inbox audio into the camera's analysis buffer (and its ASR stream); tick-owned state."""
+        for t, samples in chunks:
+            cam.audio.append((t, samples))
+            cam.audio_samples += samples.size
+            cam.audio_end_t = t + samples.size / SAMPLE_RATE
+            if cam.asr is not None:
+                cam.asr.push(samples, t)
+        while cam.audio and cam.audio_end_t - cam.audio[0][0] > AUDIO_KEEP_S:
             cam.audio.popleft()
-        if cam.asr is not None:
-            cam.asr.push(samples, t)
 
     # -- the per-tick pass ------------------------------------------------------------------------------------------
     def tick(self, t: float) -> dict[str, CameraObservation]:
+        with self._tick_lock:
+            return self._tick(t)
+
+    def _tick(self, t: float) -> dict[str, CameraObservation]:
         t_tick = time.perf_counter()
-        cameras = dict(self.cameras)  # snapshot: live mode adds cameras from another thread
-        delivered = {c.id: c.frame for c in cameras.values() if c.frame is not None}
-        for c in cameras.values():
-            c.frame = None
+        with self._lock:  # swap the inboxes out; everything below runs without the lock
+            cameras = dict(self.cameras)  # snapshot: cameras added from now on join the next tick
+            delivered = {}
+            audio_in = {}
+            for cid, c in cameras.items():
+                if c.frame is not None:
+                    delivered[cid], c.frame = c.frame, None
+                if c.inbox_audio:
+                    audio_in[cid], c.inbox_audio, c.inbox_samples = c.inbox_audio, deque(), 0
+        out = {cid: CameraObservation(cid, t, degraded=dict(self.degraded_models)) for cid in cameras}
+        for cid, chunks in audio_in.items():
+            self._guard("audio", cid, out, lambda: self._take_audio(cameras[cid], chunks))
         # the heavy vision (people, faces) runs on a staggered subset when vision_every > 1
         order = {cid: k for k, cid in enumerate(cameras)}
         vision = {cid: f for cid, f in delivered.items() if (self._ticks + order[cid]) % self.vision_every == 0
                   or cameras[cid].last is None}
-        out = {cid: CameraObservation(cid, t, degraded=dict(self.degraded_models)) for cid in cameras}
 
-        self._people(vision, out)
+        self._people(cameras, vision, out)
         face_every = 1 if self.vision_every > 1 else self.face_every
         for cid, (ft, img) in delivered.items():
             cam, obs = cameras[cid], out[cid]
@@ -209,12 +287,12 @@ class AnalysisEngine:
             if self.vlm is not None:
                 self._guard("vlm", cid, out, lambda: self.vlm.observe(cid, obs, delivered.get(cid), t))
             cam.last = obs
-        self._asr(t, out)
+        self._asr(cameras, t, out)
         self._ticks += 1
         self._record("tick", (time.perf_counter() - t_tick) * 1000)
         return out
 
-    def _people(self, fresh, out) -> None:
+    def _people(self, cameras: dict[str, _Camera], fresh, out) -> None:
         if self.detector is None or not fresh:
             return
         ids = list(fresh)
@@ -226,7 +304,7 @@ class AnalysisEngine:
                 self._degrade("people", c, out, e)
             return
         for c, r in zip(ids, results):
-            cam, obs = self.cameras[c], out[c]
+            cam, obs = cameras[c], out[c]
             try:
                 obs.people, obs.track_continuity, obs.track_age_s, obs.person_speed = cam.tracker.update(
                     r, fresh[c][0])
@@ -243,10 +321,13 @@ class AnalysisEngine:
 
     def _motion(self, cam: _Camera, img, obs) -> None:
         t0 = time.perf_counter()
-        obs.motion_energy = cam.motion.update(img)
+        subject = obs.faces if len(obs.faces) else obs.people
+        roi = subject.xyxy[int(np.argmax(subject.areas))] if len(subject) else None
+        obs.motion_energy, obs.subject_motion = cam.motion.update(img, roi)
         self._record("motion", (time.perf_counter() - t0) * 1000)
 
-    _VISUALS = ("people", "faces", "track_continuity", "track_age_s", "person_speed", "motion_energy")
+    _VISUALS = ("people", "faces", "track_continuity", "track_age_s", "person_speed", "motion_energy",
+                "subject_motion")
 
     def _carry_visuals(self, cam: _Camera, obs: CameraObservation, t: float, keep: tuple[str, ...] = _VISUALS) -> None:
         """Reuse the last read of `keep` (with its degradation); with no frame at all, mark the camera stale."""
@@ -279,6 +360,7 @@ class AnalysisEngine:
             obs.speech_prob = float(p.mean()) if p.size else 0.0
             obs.speaking = bool(p.size and p[-3:].max() >= 0.5)  # speech in the last ~100 ms
             obs.quiet_at = _quiet_at(p, cam.audio_end_t, 1.0 / self.tick_hz)
+            obs.speech_mask = _speech_mask(p, 1.0 / self.tick_hz)
             self._record("vad", (time.perf_counter() - t1) * 1000)
         if cam.asr is not None:
             obs.keyword_hits = cam.asr.keyword_hits(t)
@@ -286,11 +368,11 @@ class AnalysisEngine:
             obs.recent_words = tuple(cam.asr.recent(t, 2.0))
 
     # -- ASR: synchronous (deterministic) or on a worker, latest-only ------------------------------------------------
-    def _asr(self, t: float, out) -> None:
+    def _asr(self, cameras: dict[str, _Camera], t: float, out) -> None:
         if self.recognizer is None:
             return
         for cid in out:
-            cam = self.cameras[cid]
+            cam = cameras[cid]
             if cam.asr is None or out[cid].speech_prob < 0.3 or not cam.asr.due(t):
                 continue
             if self.asr_sync:
@@ -351,12 +433,15 @@ class AnalysisEngine:
             log.warning("analysis: %s failed on %s: %s (feature degraded; logged once)", stage, cid, e)
 
     def _record(self, stage: str, ms: float) -> None:
-        self.latency[stage].append(ms)
+        with self._latency_lock:
+            self.latency[stage].append(ms)
         metrics.STAGE_SECONDS.labels(stage).observe(ms / 1000.0)
 
     def latency_summary(self) -> dict[str, dict[str, float]]:
+        with self._latency_lock:
+            snapshot = {stage: list(xs) for stage, xs in self.latency.items()}
         out = {}
-        for stage, xs in self.latency.items():
+        for stage, xs in snapshot.items():
             if xs:
                 a = np.asarray(xs)
                 out[stage] = {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),

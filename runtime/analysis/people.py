@@ -64,7 +64,7 @@ def bytetrack_args():
 class CameraTracker:
     """ByteTrack state for one camera, plus the track bookkeeping the features need."""
 
-    def __init__(self, frame_rate: float = 5.0):
+    def __init__(self):
         from ultralytics.trackers.byte_tracker import BYTETracker
 
         args = bytetrack_args()

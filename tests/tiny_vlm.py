@@ -1,8 +1,9 @@
 """Build a tiny, randomly initialised LLaVA-architecture VLM directory, offline, from configs.
 
 No image-text model with bundled weights exists on PyPI, so tests and benchmarks build this one and then run the
-REAL loading and inference code (`VlmModel`: AutoProcessor + AutoModelForImageTextToText + chat template) on it.
-Its answers are random bytes: exactly what exercises the malformed-output handling.
+REAL loading and inference code (`runtime.analysis.vlm.VlmModel`: AutoProcessor + AutoModelForImageTextToText + chat
+template) on it. Its answers are random bytes: exactly what exercises the malformed-output handling. A test fixture,
+not runtime code: `from tests.tiny_vlm import build_tiny_vlm` (the benchmarks put the repository root on sys.path).
 """
 
 from __future__ import annotations

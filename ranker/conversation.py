@@ -1,0 +1,100 @@
+"""Conversation state: who is talking, since when, who holds the floor, and where the pauses were.
+
+Updated once per tick by the director core from logged columns only (the session clock `t`, each camera's
+`speech_mask` — voice activity in 8 bins across the tick — and whether that speech is the camera's own, from
+`audio_rel_db`), so a replay of the logged rows rebuilds exactly the same state.
+
+- An utterance is a run of a camera's own speech with no silence longer than `utterance_gap_s` inside it.
+- The floor passes to a camera whose utterance has lasted `min_turn_s` once the holder has stopped (a backchannel,
+  "yeah" inside someone's turn, is shorter and never takes the floor); in overlapping speech the holder keeps it
+  until the other has talked for `takeover_s`.
+- Pauses are the stretches where no camera has its own speech: the only places a cut never chops a word.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+MASK_BINS = 8
+
+
+@dataclass
+class _Talk:
+    start: float | None = None  # start of the current (or last) utterance
+    last: float | None = None  # last moment of own speech
+
+
+class Conversation:
+    def __init__(self, *, utterance_gap_s: float, min_turn_s: float, takeover_s: float, keep_s: float):
+        self.gap = utterance_gap_s
+        self.min_turn = min_turn_s
+        self.takeover = takeover_s
+        self.keep = keep_s
+        self.talk: dict[str, _Talk] = {}
+        self.holder: str | None = None
+        self.holder_since: float | None = None
+        self._bins: deque[tuple[float, float, bool]] = deque()  # (start, end, anyone speaking) of every mask bin
+
+    def update(self, t: float, tick_s: float, own_masks: dict[str, int], heard: int,
+               can_hold: set[str] | None = None) -> None:
+        """One tick: `own_masks` = camera -> speech mask of its OWN speech over [t - tick_s, t] (0 = none); `heard`
+        = the mask of any speech at speaking level, whoever it is (where cuts must not go); `can_hold` = the
+        cameras that may take the floor now (None = all)."""
+        w = tick_s / MASK_BINS
+        for b in range(MASK_BINS):
+            lo = t - tick_s + b * w
+            anyone = bool(heard >> b & 1)
+            for cam, mask in own_masks.items():
+                if mask >> b & 1:
+                    anyone = True
+                    tk = self.talk.setdefault(cam, _Talk())
+                    if tk.last is None or lo - tk.last > self.gap:
+                        tk.start = lo
+                    tk.last = lo + w
+            self._bins.append((lo, lo + w, anyone))
+        while self._bins and self._bins[0][1] < t - self.keep:
+            self._bins.popleft()
+        self._pass_floor(t, can_hold)
+
+    def talking(self, cam: str, t: float) -> bool:
+        tk = self.talk.get(cam)
+        return tk is not None and tk.last is not None and t - tk.last <= self.gap
+
+    def utterance_s(self, cam: str, t: float) -> float:
+        tk = self.talk.get(cam)
+        return tk.last - tk.start if self.talking(cam, t) else 0.0
+
+    def onset(self, cam: str, t: float) -> float | None:
+        """Start of the camera's current utterance (None when it is not talking)."""
+        return self.talk[cam].start if self.talking(cam, t) else None
+
+    def _pass_floor(self, t: float, can_hold: set[str] | None) -> None:
+        ready = sorted((tk.start, cam) for cam, tk in self.talk.items()
+                       if self.talking(cam, t) and self.utterance_s(cam, t) >= self.min_turn - 1e-9
+                       and (can_hold is None or cam in can_hold))
+        h = self.holder
+        if h is None or not self.talking(h, t):
+            new = next((cam for _, cam in ready if cam != h), None)
+        else:  # overlap: the holder keeps the floor until the other has clearly taken it
+            new = next((cam for start, cam in ready if cam != h and start > self.talk[h].start
+                        and self.utterance_s(cam, t) >= self.takeover - 1e-9), None)
+        if new is not None:
+            self.holder, self.holder_since = new, t
+
+    def pauses(self, lo: float, hi: float, min_s: float) -> list[tuple[float, float]]:
+        """Stretches of [lo, hi] in which nobody had own speech, at least `min_s` long, oldest first."""
+        out: list[tuple[float, float]] = []
+        run: tuple[float, float] | None = None
+        for b0, b1, anyone in self._bins:
+            if b1 <= lo or b0 >= hi:
+                continue
+            if anyone:
+                if run is not None:
+                    out.append(run)
+                run = None
+            else:
+                run = (run[0] if run is not None else max(b0, lo), min(b1, hi))
+        if run is not None:
+            out.append(run)
+        return [p for p in out if p[1] - p[0] >= min_s - 1e-9]

@@ -1,0 +1,141 @@
+"""The one director core (ranker/core.py): contexts, scoring precision, rows, and replay of logged rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.extract import SCENE_FEATURES, scene_matrix
+from features.observations import CameraObservation
+from features.schema import TABLES
+from ranker.baseline import WeightedBaselineRanker
+from ranker.core import CameraTick, DirectorCore, policy_contexts, replay_logged
+from ranker.policy import Override, PolicyConfig
+
+
+class RowSink:
+    """Collects rows exactly as the spool would store them (validated against the contract)."""
+
+    def __init__(self):
+        self.rows = {name: [] for name in TABLES}
+
+    def append(self, table, row):
+        self.rows[table].append(TABLES[table].validate(row))
+
+    def frames(self):
+        return {k: pd.DataFrame(v) for k, v in self.rows.items()}
+
+
+def feats(**kw):
+    x = np.full(len(SCENE_FEATURES), np.nan, np.float32)
+    for k, v in kw.items():
+        x[SCENE_FEATURES.index(k)] = v
+    return x
+
+
+def random_session(core, n=600, seed=3, cams="abcde"):
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        t = k * core.tick_s
+        speaker = "abcde"[(k // 40) % 5]
+        ticks = []
+        for c in cams:
+            speaking = rng.random() < (0.8 if c == speaker else 0.4)  # crosstalk: the outgoing speaker goes on
+            x = feats(speech_prob=rng.random() * (1.0 if c == speaker else 0.5),
+                      audio_rel_db=0.0 if c == speaker else -rng.uniform(1, 12),
+                      motion_energy=rng.random() * 0.3, people_count=int(rng.integers(0, 4)),
+                      largest_face_area=rng.random() * 0.06, vlm_interest=float(rng.integers(1, 6)))
+            ticks.append(CameraTick(c, x, speaking=speaking, safe_cut_wait_s=rng.random() * 0.3 if rng.random() < 0.3 else 0.0,
+                                    quiet_at=t - rng.random() * core.tick_s if rng.random() < 0.5 else None,
+                                    stale=bool(rng.random() < 0.01)))
+        rng.shuffle(ticks)  # the caller's camera order must not matter
+        ovs = []
+        if k == 100:
+            ovs = [Override("lock", "e", timeout_s=5.0, operator="ann")]
+        if k == 300:
+            ovs = [Override("take", "a", operator="bob")]
+        out.append(core.tick(t + 1e-7 * rng.random(), ticks, ovs, ts=1_800_000_000 + t))
+    return out
+
+
+def cut_list(decisions):
+    return [(d.cut_time, d.from_camera, d.to_camera, d.reason) for d in decisions if d.cut]
+
+
+def test_replaying_the_logged_rows_reproduces_every_cut():
+    sink = RowSink()
+    core = DirectorCore("s1", policy=PolicyConfig(min_hold_s=1.0, cooldown_s=1.5, dwell_s=0.4), tick_s=0.2,
+                        sink=sink)
+    results = random_session(core)
+    produced = [r.decision for r in results]
+    assert len(cut_list(produced)) >= 10 and any(d.at is not None for d in produced if d.cut)
+    f = sink.frames()
+    assert len(f["overrides"]) == 2 and set(f["decisions"]["policy_config"]) == {core.config_json}
+    from_scores = replay_logged(f["camera_ticks"], f["decisions"], f["overrides"])
+    assert cut_list(from_scores) == cut_list(produced)
+    assert [d.reason for d in from_scores] == [d.reason for d in produced]
+    rescored = replay_logged(f["camera_ticks"], f["decisions"], f["overrides"], ranker=WeightedBaselineRanker())
+    assert cut_list(rescored) == cut_list(produced)
+    # without the operator's overrides the cut list differs: the replay really uses what was logged
+    assert cut_list(replay_logged(f["camera_ticks"], f["decisions"])) != cut_list(produced)
+
+
+def test_scores_are_used_in_the_precision_the_log_keeps():
+    class Noisy:
+        version = "noisy"
+
+        def score(self, x):  # float64 scores whose float32 rounding changes a tie-break
+            return np.array([0.5 + 1e-9, 0.5], dtype=np.float64)
+
+        def explain(self, x_row, top=3):
+            return []
+
+    sink = RowSink()
+    core = DirectorCore("s2", rankers=Noisy(), sink=sink)
+    r = core.tick(0.0, [CameraTick("a", feats()), CameraTick("b", feats())])
+    assert r.scores == {"a": 0.5, "b": 0.5}  # equal once rounded to Float32, as logged
+    assert [row["score"] for row in sink.rows["camera_ticks"]] == [0.5, 0.5]
+
+
+def test_missing_features_are_scored_and_logged_as_their_contract_default():
+    x = feats(speech_prob=0.9)
+    c = CameraTick("a", x)
+    assert c.x[SCENE_FEATURES.index("people_count")] == 0.0
+    assert c.x[SCENE_FEATURES.index("audio_dbfs")] == -120.0
+    assert np.isnan(c.x[SCENE_FEATURES.index("vlm_interest")])  # nullable: stays unknown
+    with pytest.raises(ValueError, match="unknown feature"):
+        CameraTick.from_features("a", {"crowd_roar": 1.0})
+    with pytest.raises(ValueError, match="not finite"):
+        CameraTick.from_features("a", {"speech_prob": float("inf")})
+    with pytest.raises(ValueError, match="count"):
+        CameraTick.from_features("a", {"people_count": 2.5})
+    with pytest.raises(ValueError, match="must be a number"):
+        CameraTick.from_features("a", {"speech_prob": "loud"})
+
+
+def test_contexts_count_only_a_cameras_own_speech():
+    speaker = CameraObservation("b", 5.0, audio_dbfs=-18.0, speaking=True, quiet_at=4.9)
+    wide = CameraObservation("wide", 5.0, audio_dbfs=-28.0, speaking=True)  # hears b as bleed
+    x = scene_matrix([speaker, wide])
+    ctx = policy_contexts(5.0, [CameraTick.from_observation(o, r) for o, r in zip([speaker, wide], x)],
+                          PolicyConfig())
+    assert ctx["b"].speaking and not ctx["wide"].speaking and ctx["b"].quiet_at == 4.9
+    loose = policy_contexts(5.0, [CameraTick.from_observation(o, r) for o, r in zip([speaker, wide], x)],
+                            PolicyConfig(own_speech_db=12.0))
+    assert loose["wide"].speaking  # the threshold is a policy setting, logged with the session
+
+
+def test_a_ranker_returning_nan_never_wins_and_never_breaks_the_policy():
+    class Broken:
+        version = "nan"
+
+        def score(self, x):
+            return np.array([np.nan, 0.2])
+
+        def explain(self, x_row, top=3):
+            return []
+
+    r = DirectorCore("s3", rankers=Broken()).tick(0.0, [CameraTick("a", feats()), CameraTick("b", feats())])
+    assert r.decision.program == "b"
