@@ -8,7 +8,8 @@ Updated once per tick by the director core from logged columns only (the session
 - The floor passes to a camera whose utterance has lasted `min_turn_s` once the holder has stopped (a backchannel,
   "yeah" inside someone's turn, is shorter and never takes the floor); in overlapping speech the holder keeps it
   until the other has talked for `takeover_s`.
-- Pauses are the stretches where no camera has its own speech: the only places a cut never chops a word.
+- Pauses are the stretches where the mics on both sides of a cut carry no voice: the only places where switching
+  the program audio chops no word.
 """
 
 from __future__ import annotations
@@ -34,25 +35,24 @@ class Conversation:
         self.talk: dict[str, _Talk] = {}
         self.holder: str | None = None
         self.holder_since: float | None = None
-        self._bins: deque[tuple[float, float, bool]] = deque()  # (start, end, anyone speaking) of every mask bin
+        self._bins: deque[tuple[float, float, frozenset]] = deque()  # (start, end, mics with voice) per mask bin
 
-    def update(self, t: float, tick_s: float, own_masks: dict[str, int], heard: int,
+    def update(self, t: float, tick_s: float, own_masks: dict[str, int], masks: dict[str, int],
                can_hold: set[str] | None = None) -> None:
-        """One tick: `own_masks` = camera -> speech mask of its OWN speech over [t - tick_s, t] (0 = none); `heard`
-        = the mask of any speech at speaking level, whoever it is (where cuts must not go); `can_hold` = the
-        cameras that may take the floor now (None = all)."""
+        """One tick: `own_masks` = camera -> speech mask of its OWN speech over [t - tick_s, t] (0 = none); `masks`
+        = camera -> voice at speaking level on its mic (what its audio would put on the program; a word heard only
+        as faint bleed is not chopped audibly);
+        `can_hold` = the cameras that may take the floor now (None = all)."""
         w = tick_s / MASK_BINS
         for b in range(MASK_BINS):
             lo = t - tick_s + b * w
-            anyone = bool(heard >> b & 1)
             for cam, mask in own_masks.items():
                 if mask >> b & 1:
-                    anyone = True
                     tk = self.talk.setdefault(cam, _Talk())
                     if tk.last is None or lo - tk.last > self.gap:
                         tk.start = lo
                     tk.last = lo + w
-            self._bins.append((lo, lo + w, anyone))
+            self._bins.append((lo, lo + w, frozenset(c for c, m in masks.items() if m >> b & 1)))
         while self._bins and self._bins[0][1] < t - self.keep:
             self._bins.popleft()
         self._pass_floor(t, can_hold)
@@ -82,14 +82,16 @@ class Conversation:
         if new is not None:
             self.holder, self.holder_since = new, t
 
-    def pauses(self, lo: float, hi: float, min_s: float) -> list[tuple[float, float]]:
-        """Stretches of [lo, hi] in which nobody had own speech, at least `min_s` long, oldest first."""
+    def pauses(self, lo: float, hi: float, min_s: float, cameras) -> list[tuple[float, float]]:
+        """Stretches of [lo, hi] in which no voice is on the mics of `cameras` (the program audio on both sides of a
+        cut), at least `min_s` long, oldest first."""
+        mics = set(cameras)
         out: list[tuple[float, float]] = []
         run: tuple[float, float] | None = None
-        for b0, b1, anyone in self._bins:
+        for b0, b1, voiced in self._bins:
             if b1 <= lo or b0 >= hi:
                 continue
-            if anyone:
+            if voiced & mics:
                 if run is not None:
                     out.append(run)
                 run = None

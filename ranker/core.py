@@ -255,15 +255,14 @@ class DirectorCore:
         # the floor needs a person in frame and a second of clear speech: a soundtrack never holds it
         can_hold = {c.camera_id for c in cams if own[c.camera_id] and c.x[_PERSON] > 0.05
                     and c.x[_SPEECH] >= self.config.floor_min_speech_prob}
-        heard = 0  # voice at speaking level on any mic, whoever speaks: a cut goes only where all are quiet
-        for c in cams:
-            if level_is_own(c, self.config):
-                heard |= c.speech_mask
         self.talk.update(t, self.tick_s, {c.camera_id: c.speech_mask if own[c.camera_id] else 0 for c in cams},
-                         heard, can_hold)
+                         {c.camera_id: c.speech_mask for c in cams if level_is_own(c, self.config)}, can_hold)
         ctx = policy_contexts(t, cams, self.config, self.talk, own)
-        pauses = self.talk.pauses(t - self.config.lookahead_s, t, self.config.min_pause_s) \
-            if self.config.lookahead_s > 0 else ()
+        lookahead = self.config.lookahead_s
+
+        def pauses(cameras):  # where the program audio may switch between these cameras' mics
+            return self.talk.pauses(t - lookahead, t, self.config.min_pause_s, cameras) if lookahead > 0 else []
+
         d = self.policy.step(t, score_map, ctx, ovs, pauses)
         if self.explain and d.cut and d.reason in _AUTO_REASONS and scores is None:
             to = next(c for c in cams if c.camera_id == d.to_camera)

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 MAX_ID_LEN = 128  # camera and operator ids
 MAX_LOCK_S = 24 * 3600.0
@@ -179,8 +179,10 @@ class SwitchingPolicy:
 
     # ------------------------------------------------------------------------------------------------------------
     def step(self, t: float, scores: Mapping[str, float], context: Mapping[str, CameraContext] | None = None,
-             overrides: Iterable[Override] = (), pauses: Sequence[tuple[float, float]] = ()) -> Decision:
-        """`pauses`: stretches of the last `lookahead_s` in which nobody spoke (oldest first), where a cut may go."""
+             overrides: Iterable[Override] = (),
+             pauses: Callable[[Sequence[str]], Sequence[tuple[float, float]]] | None = None) -> Decision:
+        """`pauses(cameras)`: the stretches of the last `lookahead_s` (oldest first) in which those cameras' mics
+        carried no voice: where the program audio may switch between them without chopping a word."""
         cfg, s = self.config, self.s
         ctx = context or {}
         live = [c for c in scores if not ctx.get(c, CameraContext()).stale]
@@ -257,7 +259,8 @@ class SwitchingPolicy:
         if reason != "turn" and t - s.last_auto_cut < cfg.cooldown_s:
             return self._hold(t, "cooldown", f"wants {want} ({reason}); last cut {t - s.last_auto_cut:.1f} s ago")
         if cfg.lookahead_s > 0:  # a pause of everyone within the lookahead, else wait for one (bounded)
-            placed = self._place(t, pauses, ctx[want].onset if reason == "turn" else None)
+            placed = self._place(t, pauses([s.program, want]) if pauses else (),
+                                 ctx[want].onset if reason == "turn" else None)
             if placed is not None:
                 where = f"; placed in the pause at {placed - cfg.audio_lead_s:.2f} s"
                 return self._cut(t, want, reason, detail + where, cfg.transition, auto=True, at=placed)
@@ -309,7 +312,9 @@ class SwitchingPolicy:
         if onset is not None:  # the pause that ends at the new speaker's first word, else the first one after it
             before = [p for p in fits if p[0] <= onset + 1e-9 and p[1] >= onset - 2 * cfg.min_pause_s]
             after = [p for p in fits if p[0] > onset]
-            a, b = (before or after or fits)[-1 if before else 0]
+            if not (before or after):
+                return None  # the pause before the first word was not clean: wait for the next one
+            a, b = before[-1] if before else after[0]
             if before:  # just before the first word: onsets are sharp, the end of the last speaker's word is not
                 b = min(b, onset)
                 return max(a + (b - a) / 2, b - 2 * cfg.min_pause_s) + lead
