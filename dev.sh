@@ -20,7 +20,7 @@ PYTHON="${AIOBS_PYTHON:-python3.11}"
 UV_VERSION="0.13.8"
 LIVEKIT_MODULE="github.com/livekit/livekit-server"
 LIVEKIT_VERSION="v1.13.5"   # newest tag whose go.mod has no replace directives (go install refuses those)
-APT_PACKAGES=(libgl1 libglib2.0-0)   # opencv-python (pulled in by ultralytics) dlopens these
+APT_PACKAGES=(libgl1 libglib2.0-0 espeak-ng)   # opencv-python dlopens the first two; espeak-ng voices benchmark speakers
 
 # Telemetry off and no model hubs, for everything started from here (each library has its own switch).
 export YOLO_OFFLINE=1 YOLO_AUTOINSTALL=false YOLO_CONFIG_DIR="$ROOT/.cache/ultralytics"
@@ -38,6 +38,7 @@ setup_apt() {
   for lib in libGL.so.1 libglib-2.0.so.0; do
     ldconfig -p 2>/dev/null | grep -q "$lib" || missing+=("$lib")
   done
+  command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "system libraries missing (${missing[*]}): apt-get install ${APT_PACKAGES[*]}"
   local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"

@@ -50,9 +50,9 @@ SESSIONS: dict[str, SessionSpec] = {
 
 
 def build(name: str, spec: SessionSpec) -> Path:
-    from runtime.sample import build_conversation
+    from runtime.sample import GENERATOR_VERSION, build_conversation
 
-    key = hashlib.sha1(repr(spec).encode()).hexdigest()[:10]
+    key = hashlib.sha1(f"{GENERATOR_VERSION}:{spec!r}".encode()).hexdigest()[:10]
     d = ROOT / ".cache" / "bench" / "direction" / f"{name}-{key}"
     if not (d / "ground_truth.json").is_file():
         build_conversation(d, spec)

@@ -54,6 +54,10 @@ def ensure_schema(client) -> int:
         )
     for t in TABLES.values():
         client.command(t.ddl())  # no-op when it exists
+    if have == 0:  # a fresh database was just created at the current version: record it, nothing to migrate
+        for version in range(1, SCHEMA_VERSION + 1):
+            client.command(f"INSERT INTO {MIGRATIONS_TABLE} (version) VALUES ({version})")
+        return SCHEMA_VERSION
     for version in range(max(have, 1), SCHEMA_VERSION + 1):
         if version <= have:
             continue

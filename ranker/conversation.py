@@ -34,6 +34,7 @@ class Conversation:
         self.keep = keep_s
         self.talk: dict[str, _Talk] = {}
         self.holder: str | None = None
+        self.speakers: set[str] = set()  # every camera that has held the floor: its voice is never cut into
         self.holder_since: float | None = None
         self._bins: deque[tuple[float, float, frozenset]] = deque()  # (start, end, mics with voice) per mask bin
 
@@ -81,11 +82,13 @@ class Conversation:
                         and self.utterance_s(cam, t) >= self.takeover - 1e-9), None)
         if new is not None:
             self.holder, self.holder_since = new, t
+            self.speakers.add(new)
 
     def pauses(self, lo: float, hi: float, min_s: float, cameras) -> list[tuple[float, float]]:
         """Stretches of [lo, hi] in which no voice is on the mics of `cameras` (the program audio on both sides of a
-        cut), at least `min_s` long, oldest first."""
-        mics = set(cameras)
+        cut) nor on the mic of anyone who has spoken in this conversation (their words bleed into every mic: a
+        listener's "yeah" too), at least `min_s` long, oldest first."""
+        mics = set(cameras) | self.speakers
         out: list[tuple[float, float]] = []
         run: tuple[float, float] | None = None
         for b0, b1, voiced in self._bins:

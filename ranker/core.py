@@ -64,6 +64,11 @@ class CameraTick:
             raise ValueError(f"camera {self.camera_id}: {x.shape[0]} features, the contract has {len(SCENE_FEATURES)}")
         x = np.where(np.isnan(x), _DEFAULTS, x).astype(np.float32)
         object.__setattr__(self, "x", x)
+        for name in ("safe_cut_wait_s", "quiet_at"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, np.floating))
+                                  or not math.isfinite(v) or abs(v) > 1e9):
+                raise ValueError(f"camera {self.camera_id}: {name} must be a finite number of seconds, not {v!r}")
         object.__setattr__(self, "safe_cut_wait_s", f32(max(0.0, self.safe_cut_wait_s)))
         object.__setattr__(self, "speaking", bool(self.speaking))
         if not isinstance(self.speech_mask, (int, np.integer)) or not 0 <= int(self.speech_mask) <= 255:
@@ -236,6 +241,8 @@ class DirectorCore:
              ts: float | None = None, scores: np.ndarray | None = None) -> TickResult:
         """Decide one tick at session time `t`. `scores` (one per camera, as logged) skips the ranker: replay."""
         t = float(t)
+        if not math.isfinite(t):
+            raise ValueError(f"the session clock must be finite, not {t!r}")
         cams = sorted(cameras, key=lambda c: c.camera_id)  # one order, whatever order the caller had
         if len(cams) != len({c.camera_id for c in cams}):
             raise ValueError(f"duplicate camera ids in one tick: {[c.camera_id for c in cameras]}")

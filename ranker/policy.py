@@ -187,11 +187,18 @@ class SwitchingPolicy:
         ctx = context or {}
         live = [c for c in scores if not ctx.get(c, CameraContext()).stale]
 
-        decision = None
+        before, decisions = s.program, []
         for ov in overrides:
-            decision = self._override(t, ov, live, scores) or decision
-        if decision is not None:
-            return decision
+            d = self._override(t, ov, live, scores)
+            if d is not None:
+                decisions.append(d)
+        if decisions:  # several in one tick: the decision says where the program ended up, and why
+            last = decisions[-1]
+            if s.program == before:
+                return last if not last.cut else self._hold(t, last.reason, last.detail)
+            final = next(d for d in reversed(decisions) if d.cut)
+            detail = "; ".join(d.detail for d in decisions)
+            return Decision(t, s.program, True, before, s.program, final.reason, detail, "cut", self.snapshot())
 
         if not s.program:
             if not live:

@@ -20,6 +20,9 @@ def _settings(args):
     policy = {key: getattr(args, flag) for flag, key in POLICY_FLAGS.items() if getattr(args, flag, None) is not None}
     s = load_settings(args.config, data_dir=getattr(args, "data_dir", None), policy=policy or None)
     s.ensure_dirs()
+    import os
+
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(s.data_dir / "ultralytics"))  # never ~/.config
     return s
 
 
@@ -83,9 +86,13 @@ def cmd_direct(args) -> int:
     offsets = None
     if args.offsets:
         try:
-            offsets = {Path(p).stem: float(o) for p, o in zip(args.inputs, args.offsets.split(","))}
+            values = [float(o) for o in args.offsets.split(",")]
+            if len(values) != len(args.inputs):
+                raise ValueError
+            offsets = {Path(p).stem: v for p, v in zip(args.inputs, values)}
         except ValueError:
-            print("aiobs direct: --offsets takes comma-separated seconds, one per input", file=sys.stderr)
+            print(f"aiobs direct: --offsets takes comma-separated seconds, one per input ({len(args.inputs)})",
+                  file=sys.stderr)
             return 2
     ranker = None
     if args.ranker:
@@ -157,8 +164,9 @@ def cmd_live(args) -> int:
         return 0
     finally:
         stop_polling.set()
-    print(f"live: {report.ticks} ticks, cameras {sorted(report.cameras)}, {len(report.cuts)} cuts, "
-          f"{report.overrides} overrides, {report.program_frames} program frames")
+    print(f"live: {report.ticks} ticks ({report.missed_ticks} skipped, {report.failed_ticks} failed), cameras "
+          f"{sorted(report.cameras)}, {len(report.cuts)} cuts, {report.overrides} overrides "
+          f"({report.rejected_overrides} rejected), {report.program_frames} program frames")
     return 0
 
 

@@ -29,7 +29,6 @@ from ranker.policy import PolicyConfig
 
 from .alignment import align_offsets
 from .analysis.engine import AnalysisEngine
-from .analysis.people import resolve_device
 from .compositor import Compositor, CompositorConfig
 from .media import SAMPLE_RATE, FrameCursor
 from .recorded import DirectError, open_inputs
@@ -64,7 +63,12 @@ def direct(paths: list[str | Path], out_dir: str | Path, settings, *, offsets: d
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DirectError(f"cannot create output dir {out}: {e}") from e
-    gt = json.loads(Path(truth).read_text()) if truth else None
+    try:
+        gt = json.loads(Path(truth).read_text()) if truth else None
+        if gt is not None and not (isinstance(gt.get("speech"), list) and isinstance(gt.get("cameras"), list)):
+            raise ValueError("it has no 'speech' and 'cameras' lists (as aiobs sample writes them)")
+    except (OSError, ValueError, AttributeError) as e:
+        raise DirectError(f"cannot use ground truth {truth}: {e}") from e
     names = {Path(c["file"]).stem: c.get("name", Path(c["file"]).stem) for c in gt["cameras"]} if gt else None
     cams, warnings = open_inputs([Path(p) for p in paths], names)
     if offsets is None:
@@ -84,10 +88,7 @@ def direct(paths: list[str | Path], out_dir: str | Path, settings, *, offsets: d
     # -- analysis -> director core (scores, policy, rows) ------------------------------------------------------------
     hz = settings.tick_hz
     ids = [c.id for c in cams]
-    extra = {}
-    if not settings.vision_hz and resolve_device(settings.device) == "cpu":
-        extra["vision_every"] = max(1, round(hz / 1.0))  # CPU: people/faces at 1 Hz per camera, audio every tick
-    engine = AnalysisEngine.from_settings(ids, settings, asr=asr, asr_sync=True, **extra)
+    engine = AnalysisEngine.from_settings(ids, settings, asr=asr, asr_sync=True)
     cursors = {c.id: FrameCursor(c.path, (640, 360)) for c in cams}
     wall0 = time.time()
     ticks, decisions, score_rows, model_version = [], [], [], ""

@@ -6,8 +6,20 @@ from pathlib import Path
 
 
 def timecode(seconds: float, fps: int) -> str:
-    f = int(round(max(0.0, seconds) * fps))
+    return _tc(int(round(max(0.0, seconds) * fps)), fps)
+
+
+def _tc(f: int, fps: int) -> str:
+    f = max(0, f)
     return f"{f // (3600 * fps):02d}:{f // (60 * fps) % 60:02d}:{f // fps % 60:02d}:{f % fps:02d}"
+
+
+def _event(n: int, s, cam, channel: str, trans: str, fps: int) -> str:
+    """One CMX3600 event line: source and record spans have exactly the same number of frames."""
+    rec_in, rec_out = int(round(s.start * fps)), int(round(s.end * fps))
+    src_in = int(round((s.start - cam.offset) * fps))
+    return (f"{n:03d}  {_reel(s.camera):<8} {channel:<5} {trans:<8} {_tc(src_in, fps)} "
+            f"{_tc(src_in + rec_out - rec_in, fps)} {_tc(rec_in, fps)} {_tc(rec_out, fps)}")
 
 
 def _reel(cam_id: str) -> str:
@@ -33,13 +45,11 @@ def write_edl(path: Path, shots, cams, fps: int, dissolve_s: float, audio_lead_s
     lines = [f"TITLE: {title}", "FCM: NON-DROP FRAME", ""]
     for n, s in enumerate(shots, 1):
         cam = by_id[s.camera]
-        src_in, src_out = s.start - cam.offset, s.end - cam.offset
         trans = "C   "
         if s.transition == "dissolve" and n > 1:
             trans = f"D    {int(round(dissolve_s * fps)):03d}"
         channel = "V" if audio_lead_s else "B"
-        lines.append(f"{n:03d}  {_reel(s.camera):<8} {channel:<5} {trans:<8} {timecode(src_in, fps)} "
-                     f"{timecode(src_out, fps)} {timecode(s.start, fps)} {timecode(s.end, fps)}")
+        lines.append(_event(n, s, cam, channel, trans, fps))
         lines.append(f"* FROM CLIP NAME: {cam.path.name}")
         if s.reason:
             lines.append(f"* COMMENT: {s.reason}")
@@ -47,8 +57,7 @@ def write_edl(path: Path, shots, cams, fps: int, dissolve_s: float, audio_lead_s
     if audio_lead_s:
         for n, s in enumerate(audio_shots(shots, audio_lead_s), len(shots) + 1):
             cam = by_id[s.camera]
-            lines.append(f"{n:03d}  {_reel(s.camera):<8} A     C        {timecode(s.start - cam.offset, fps)} "
-                         f"{timecode(s.end - cam.offset, fps)} {timecode(s.start, fps)} {timecode(s.end, fps)}")
+            lines.append(_event(n, s, cam, "A", "C   ", fps))
             lines.append(f"* FROM CLIP NAME: {cam.path.name}")
             lines.append("")
     Path(path).write_text("\n".join(lines))

@@ -55,6 +55,7 @@ class LiveReport:
     overrides: int = 0
     rejected_overrides: int = 0
     failed_ticks: int = 0
+    missed_ticks: int = 0  # ticks skipped because the one before ran late
     program_frames: int = 0
 
 
@@ -176,6 +177,11 @@ class LiveDirector:
                 self.report.overrides += len(r.overrides)
                 self.report.ticks += 1
             k += 1
+            behind = int(self.now() * self.hz) - k
+            if behind > 0:  # a slow tick never makes up for lost time in a burst: skip to the present
+                self.report.missed_ticks += behind
+                k += behind
+                log.warning("live: %d tick(s) skipped: a tick took %.2f s", behind, self.now() - start)
             await asyncio.sleep(max(0.0, k / self.hz - self.now()))
 
     async def _program(self, source, stop: asyncio.Event) -> None:

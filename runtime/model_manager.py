@@ -89,7 +89,9 @@ class ModelManager:
             log.warning("model manager: %s v%s records no policy configuration; this runtime directs with %s",
                         self.name, version, self.policy.to_json())
             return
-        theirs = {k: v for k, v in json.loads(logged).items() if k != "tick_s"}
+        # a field the model's record lacks (recorded before it existed) counts as its default
+        theirs = {**json.loads(PolicyConfig().to_json()),
+                  **{k: v for k, v in json.loads(logged).items() if k != "tick_s"}}
         if theirs != ours:
             diff = {k: (theirs.get(k), ours.get(k)) for k in sorted(set(theirs) | set(ours))
                     if theirs.get(k) != ours.get(k)}

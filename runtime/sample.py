@@ -50,6 +50,7 @@ SCRIPT = [
 ]
 
 FPS = 25
+GENERATOR_VERSION = 2  # bump when the same spec would give other media or ground truth (caches key on it)
 SIZE = (640, 360)
 
 
@@ -59,7 +60,7 @@ BACKCHANNELS = ["Yeah.", "Right.", "Mm-hmm.", "Sure.", "Exactly.", "Okay."]
 @dataclass(frozen=True)
 class Voice:
     length_scale: float = 1.0  # speaking speed (Piper); espeak: words per minute = 175 / length_scale
-    pitch: float = 1.0  # Piper: resampling factor, > 1 higher and faster
+    pitch: float = 1.0  # Piper: > 1 higher and faster (resampled), < 1 lower and slower
     engine: str = "piper"  # piper (the packaged voice) | espeak (Debian's espeak-ng, another engine)
     variant: str = "en-us"  # espeak-ng voice, e.g. en-us+f3
 
@@ -98,7 +99,8 @@ class _Speech:
             self._piper = PiperTTS(alignments=True)
         tts = self._piper
         audio, words = tts.synthesize_words(text, v.length_scale)
-        audio = resample(audio, tts.sample_rate, int(round(SAMPLE_RATE * v.pitch)))  # played at 16 kHz
+        # resampled to 16 kHz / pitch and played at 16 kHz: `pitch` times higher, 1 / pitch as long
+        audio = resample(audio, tts.sample_rate, int(round(SAMPLE_RATE / v.pitch)))
         scale = 1.0 / v.pitch
         return audio, [(s * scale, e * scale, w) for s, e, w in words]
 

@@ -57,8 +57,8 @@ class Settings(BaseModel):
 
     # director
     tick_hz: float = Field(5.0, gt=0, le=60)
-    vision_hz: float = Field(0.0, ge=0, description="people/face analysis rate per camera; 0 = every tick. "
-                                                    "`aiobs direct` on a CPU uses 1.0 unless set")
+    vision_hz: float = Field(0.0, ge=0, description="people/face analysis rate per camera; 0 = auto: every tick "
+                                                    "on a GPU, 1 Hz on a CPU (direct and live alike)")
     keywords: list[str] = Field(default_factory=lambda: ["goal", "applause", "breaking", "welcome", "question"])
     policy: PolicyConfig = Field(default_factory=PolicyConfig,
                                  description="the switching policy (ranker/policy.py PolicyConfig); YAML `policy:` "

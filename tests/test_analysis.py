@@ -136,7 +136,7 @@ def test_vad_separates_speech_from_silence_and_noise(speech):
 def test_engine_five_cameras_feature_rows_staleness_and_degradation(bikes, speech, data_dir):
     settings = load_settings(env={}, data_dir=data_dir)
     cams = [f"cam{i}" for i in range(5)]
-    engine = AnalysisEngine.from_settings(cams, settings, asr_sync=True)
+    engine = AnalysisEngine.from_settings(cams, settings, asr_sync=True, vision_every=1)  # vision every tick
     assert engine.degraded_models == {"vlm": "no VLM configured"}
 
     class BrokenFaces:  # a face model that raises at inference: its features degrade, nothing else does

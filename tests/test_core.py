@@ -139,3 +139,12 @@ def test_a_ranker_returning_nan_never_wins_and_never_breaks_the_policy():
 
     r = DirectorCore("s3", rankers=Broken()).tick(0.0, [CameraTick("a", feats()), CameraTick("b", feats())])
     assert r.decision.program == "b"
+
+
+def test_non_finite_timing_is_refused_before_any_state_moves():
+    core = DirectorCore("s4")
+    with pytest.raises(ValueError, match="quiet_at"):
+        CameraTick("a", feats(), quiet_at=float("nan"))
+    with pytest.raises(ValueError, match="session clock"):
+        core.tick(float("inf"), [CameraTick("a", feats())])
+    assert core.tick(0.0, [CameraTick("a", feats())]).decision.reason == "start"

@@ -42,7 +42,7 @@ def parse_edl(text: str) -> list[dict]:
         m = re.match(r"^(\d{3})\s+(\S+)\s+(V|B|A)\s+(C|D\s+\d{3})\s+(\S+) (\S+) (\S+) (\S+)$", line)
         if m:
             events.append({"reel": m.group(2), "channel": m.group(3), "transition": m.group(4)[0],
-                           "rec_in": m.group(7), "rec_out": m.group(8)})
+                           "src_in": m.group(5), "src_out": m.group(6), "rec_in": m.group(7), "rec_out": m.group(8)})
     return events
 
 
@@ -92,6 +92,8 @@ def test_edl_and_otio_agree_with_the_report(directed):
         assert tc_seconds(e["rec_in"]) == pytest.approx(s["start"], abs=0.041)
         assert tc_seconds(e["rec_out"]) == pytest.approx(s["end"], abs=0.041)
         assert e["transition"] == ("D" if s["transition"] == "dissolve" else "C")
+        assert tc_seconds(e["src_out"]) - tc_seconds(e["src_in"]) == \
+            pytest.approx(tc_seconds(e["rec_out"]) - tc_seconds(e["rec_in"]))  # same frame count both sides
     tl = otio.adapters.read_from_file(str(out / "cuts.otio"))
     clips = list(tl.video_tracks()[0].find_clips())
     assert len(list(tl.audio_tracks()[0].find_clips())) == len(shots)  # program audio follows the picture
@@ -195,6 +197,13 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, data_dir):
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 1 and "aiobs direct: none of the inputs is a readable video" in p.stderr
     assert "Traceback" not in p.stderr
+    p = subprocess.run([sys.executable, "-m", "runtime.cli", "--data-dir", str(data_dir), "direct",
+                        str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "o"), "--truth", str(tmp_path / "gt.json")],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1 and "cannot use ground truth" in p.stderr and "Traceback" not in p.stderr
+    p = subprocess.run([sys.executable, "-m", "runtime.cli", "--data-dir", str(data_dir), "direct", "a.mp4", "b.mp4",
+                        "--out", str(tmp_path / "o"), "--offsets", "0,1,2"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "one per input (2)" in p.stderr
 
 
 def test_compositor_cut_dissolve_and_overlays():

@@ -39,7 +39,7 @@ def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
 
 
-def test_platform_writes_only_under_its_store_and_leaves_mlflow_global_state_alone(tmp_path, monkeypatch):
+def test_platform_writes_only_under_its_store_and_leaves_mlflow_global_state_alone(tmp_path, monkeypatch, caplog):
     import mlflow
     from mlflow.models import Model
 
@@ -114,6 +114,21 @@ def test_platform_writes_only_under_its_store_and_leaves_mlflow_global_state_alo
                      reference=METRICS, reference_name="itself", params={"copy": True}, gate=Gate(margin=1.0))
     assert not again.promoted and policy_config_of(uri, again.version) is None
     assert policy_config_of(uri, "champion") == POLICY
+
+    # the runtime never mixes configurations silently: a warning names both
+    import logging
+
+    from ranker.policy import PolicyConfig
+    from runtime.model_manager import ModelManager
+
+    with caplog.at_level(logging.WARNING, logger="runtime.model_manager"):
+        ModelManager(uri, policy=PolicyConfig(**{**POLICY, "min_hold_s": 3.0})).refresh()
+    warned = [r.getMessage() for r in caplog.records if "evaluated under policy" in r.getMessage()]
+    assert warned and '"min_hold_s": 2.0' in warned[0] and '"min_hold_s":3.0' in warned[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="runtime.model_manager"):
+        ModelManager(uri, policy=PolicyConfig(**POLICY)).refresh()  # the same configuration: quiet
+    assert not [r for r in caplog.records if "evaluated under policy" in r.getMessage()]
 
     # tuning runs: one per trial, timed from the trial's start to its completion
     tuning = client.get_experiment_by_name("aiobs-ranker-tuning")

@@ -176,3 +176,13 @@ def test_policy_configuration_is_validated():
         PolicyConfig.from_mapping({"min_hold": 2})
     cfg = PolicyConfig(delta=0.3, wide_camera="w")
     assert PolicyConfig.from_mapping(json.loads(cfg.to_json())) == cfg
+
+
+def test_several_overrides_in_one_tick_decide_where_the_program_ends_up():
+    p = SwitchingPolicy(PolicyConfig())
+    p.step(0.0, {"a": 0.9, "b": 0.1})
+    d = p.step(5.0, {"a": 0.9, "b": 0.1}, overrides=[Override("lock", "b"), Override("release")])
+    assert d.cut and (d.from_camera, d.to_camera, d.program) == ("a", "b", "b") and p.s.program == "b"
+    assert d.reason == "override_lock" and "released" in d.detail
+    d = p.step(5.2, {"a": 0.9, "b": 0.1}, overrides=[Override("take", "a"), Override("take", "b")])
+    assert not d.cut and d.program == "b" == p.s.program  # there and back within the tick: no cut on air

@@ -99,6 +99,9 @@ def test_malformed_payloads_get_clear_4xx_errors(service):
                      ({"speech_prob": "loud"}, "speech_prob")]:
         code, body = post(base + "/tick", {"session_id": "s3", "t": 0.0, "cameras": [cam("a", **bad), cam("b")]})
         assert code == 400 and why in body, body
+    bad_timing = {**cam("a"), "quiet_at": float("nan")}
+    code, body = post(base + "/tick", {"session_id": "s3", "t": 0.0, "cameras": [bad_timing, cam("b")]})
+    assert code == 400 and "quiet_at" in body, body
     code, r = post(base + "/tick", {"session_id": "s3", "t": 0.2, "cameras": [cam("a", 0.9), cam("b")]})
     assert code == 200 and r["decision"]["reason"] == "start", r
     code, body = post(base + "/tick", {"session_id": "x" * 500, "t": 0.0, "cameras": [cam("a")]})

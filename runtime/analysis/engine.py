@@ -190,8 +190,11 @@ class AnalysisEngine:
             vlm = load("vlm", lambda: VlmAnalyzer.from_settings(settings, camera_ids))
         else:
             degraded["vlm"] = "no VLM configured"
-        if settings.vision_hz and "vision_every" not in kwargs:
-            kwargs["vision_every"] = max(1, round(settings.tick_hz / settings.vision_hz))
+        if "vision_every" not in kwargs:  # people/faces rate per camera; on a CPU 1 Hz unless configured
+            from .people import resolve_device
+
+            hz = settings.vision_hz or (1.0 if resolve_device(settings.device) == "cpu" else 0.0)
+            kwargs["vision_every"] = max(1, round(settings.tick_hz / hz)) if hz else 1
         return cls(camera_ids, detector=detector, face_detector=faces, vad=vad, recognizer=recognizer, vlm=vlm,
                    keywords=settings.keywords, tick_hz=settings.tick_hz, asr_sync=asr_sync, degraded=degraded,
                    **kwargs)
