@@ -1,7 +1,7 @@
-"""Feature extraction: `CameraObservation` -> the contract's camera_ticks row and the ranker's input vector.
+"""Feature extraction: `CameraObservation` -> the ranker's input vector (the contract's scene features).
 
-Training reads the logged rows; the runtime scores `scene_vector`s built here from the same observation, so the two
-can never drift apart.
+The director core (ranker/core.py) scores these vectors and logs exactly them as the camera_ticks row, so training
+reads what the runtime scored.
 """
 
 from __future__ import annotations
@@ -65,19 +65,3 @@ def scene_matrix(observations: list[CameraObservation]) -> np.ndarray:
     for i, o in enumerate(observations):
         scene_vector(o, m[i], top)
     return m
-
-
-def camera_tick_row(obs: CameraObservation, *, session_id: str, tick: int, ts: float, room: str = "",
-                    loudest_dbfs: float | None = None,
-                    on_program: bool = False, since_on_program_s: float = 0.0, score: float | None = None,
-                    model_version: str = "", ab_variant: str = "", synthetic: bool = False) -> dict:
-    """One camera_ticks row (validated by the spool on write)."""
-    row = scene_features(obs, loudest_dbfs)
-    row.update(
-        session_id=session_id, room=room, synthetic=synthetic, ts=ts, tick=tick, camera_id=obs.camera_id,
-        speaking=bool(obs.speaking), safe_cut_wait_s=float(max(0.0, obs.next_safe_cut(obs.t) - obs.t)),
-        on_program=on_program, since_on_program_s=float(since_on_program_s),
-        score=None if score is None or not np.isfinite(score) else float(score),
-        model_version=model_version, ab_variant=ab_variant, stale=obs.stale, degraded=dict(obs.degraded),
-    )
-    return row
