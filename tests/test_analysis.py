@@ -8,9 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from features.extract import SCENE_FEATURES, camera_tick_row, scene_vector
+from features.extract import SCENE_FEATURES, scene_matrix, scene_vector
 from features.observations import Detections
-from features.schema import CAMERA_TICKS
 from runtime.analysis.asr import AsrStream, SpeechRecognizer
 from runtime.analysis.audio import VoiceActivity, dbfs
 from runtime.analysis.engine import AnalysisEngine
@@ -172,12 +171,26 @@ def test_engine_five_cameras_feature_rows_staleness_and_degradation(bikes, speec
     assert sum(len(o["cam1"].people) for o in observations) > 0
     assert any(o["cam0"].keyword_hits or o["cam0"].asr_words_per_s for o in observations)
 
+    from features.schema import TABLES
+    from ranker.core import CameraTick, DirectorCore
+
+    class Validating:  # every observation becomes a valid contract row through the director core
+        rows = 0
+
+        def append(self, table, row):
+            TABLES[table].validate(row)
+            self.rows += table == "camera_ticks"
+
+    sink = Validating()
+    core = DirectorCore("s", sink=sink)
     for k, obs_by_cam in enumerate(observations):
-        for obs in obs_by_cam.values():
-            row = camera_tick_row(obs, session_id="s", tick=k, ts=1_795_000_000 + k * tick_s)
-            CAMERA_TICKS.validate(row)  # every observation is a valid contract row
+        ordered = list(obs_by_cam.values())
+        core.tick(k * tick_s, [CameraTick.from_observation(o, r) for o, r in zip(ordered, scene_matrix(ordered))],
+                  ts=1_795_000_000 + k * tick_s)
+        for obs in ordered:
             v = scene_vector(obs)
             assert v.shape == (len(SCENE_FEATURES),) and v.dtype == np.float32
+    assert sink.rows == sum(len(o) for o in observations)
     lat = engine.latency_summary()
     assert {"detect_track", "motion", "audio", "vad", "asr", "tick"} <= set(lat)  # faces raised: no timing
 
