@@ -20,7 +20,10 @@ PYTHON="${AIOBS_PYTHON:-python3.11}"
 UV_VERSION="0.13.8"
 LIVEKIT_MODULE="github.com/livekit/livekit-server"
 LIVEKIT_VERSION="v1.13.5"   # newest tag whose go.mod has no replace directives (go install refuses those)
-APT_PACKAGES=(libgl1 libglib2.0-0 espeak-ng)   # opencv-python dlopens the first two; espeak-ng voices benchmark speakers
+APT_PACKAGES=(libgl1 libglib2.0-0 espeak-ng chromium)   # opencv-python dlopens the first two; espeak-ng voices
+                                                         # benchmark speakers; chromium runs the control page's test
+LIVEKIT_CLIENT_VERSION="2.23.0"   # the LiveKit JS client the control page loads (npm registry, fetched here only)
+LIVEKIT_CLIENT_INTEGRITY="sha512-j9Kg86nJjBjNFUD+ukp2jwMCGa0k+YD5gU//RzAM+ZY3pbG631QCte7fQjwqWMmtBzhDJL9nKYuOLMv/9IbAxg=="
 
 # Telemetry off and no model hubs, for everything started from here (each library has its own switch).
 export YOLO_OFFLINE=1 YOLO_AUTOINSTALL=false YOLO_CONFIG_DIR="$ROOT/.cache/ultralytics"
@@ -39,6 +42,7 @@ setup_apt() {
     ldconfig -p 2>/dev/null | grep -q "$lib" || missing+=("$lib")
   done
   command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "system libraries missing (${missing[*]}): apt-get install ${APT_PACKAGES[*]}"
   local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
@@ -62,7 +66,9 @@ setup_venv() {
   if [ "$want" = "$have" ] && [ -x .venv/bin/aiobs ]; then return 0; fi
   log "syncing .venv with requirements.lock (first run downloads ~3 GB of wheels; later runs use uv's cache)"
   [ -x .venv/bin/python ] || "$UV" venv -q --python "$PYTHON" .venv
-  VIRTUAL_ENV="$ROOT/.venv" "$UV" pip sync -q requirements.lock
+  # bytecode compiled once here: every `aiobs` start imports torch and friends, and a shell with
+  # PYTHONDONTWRITEBYTECODE would otherwise recompile them on every run (seconds each time)
+  VIRTUAL_ENV="$ROOT/.venv" "$UV" pip sync -q --compile-bytecode requirements.lock
   VIRTUAL_ENV="$ROOT/.venv" "$UV" pip install -q --no-deps -e .
   echo "$want" > .venv/.aiobs-lock
 }
@@ -77,11 +83,35 @@ setup_livekit() {
   mv -f "$ROOT/.bin/server" "$exe"
 }
 
+# The control page's LiveKit JS client: livekit-client from the npm registry, at set-up time only (the service serves
+# it from bento/control/vendor/, ignored by git, packed into the Bento by bento/bentofile.yaml). The tarball must match
+# the pinned integrity; only its browser bundle (dist/livekit-client.umd.js) is kept.
+setup_control() {
+  local vendor="$ROOT/bento/control/vendor" js="livekit-client.umd.js" dir="$ROOT/.cache/npm"
+  local tgz="$dir/livekit-client-$LIVEKIT_CLIENT_VERSION.tgz"
+  if [ -f "$vendor/$js" ] && [ "$(cat "$vendor/VERSION" 2>/dev/null)" = "$LIVEKIT_CLIENT_VERSION" ]; then return 0; fi
+  need npm "install Node.js and npm (the control page's LiveKit JS client comes from the npm registry)"
+  log "fetching livekit-client $LIVEKIT_CLIENT_VERSION from the npm registry (npm pack)"
+  mkdir -p "$dir" "$vendor"
+  [ -f "$tgz" ] || (cd "$dir" && npm pack --silent "livekit-client@$LIVEKIT_CLIENT_VERSION" >/dev/null)
+  local got
+  got="$(node -e 'const c = require("crypto"), fs = require("fs");
+    process.stdout.write("sha512-" + c.createHash("sha512").update(fs.readFileSync(process.argv[1])).digest("base64"))' "$tgz")"
+  if [ "$got" != "$LIVEKIT_CLIENT_INTEGRITY" ]; then
+    rm -f "$tgz"; log "livekit-client $LIVEKIT_CLIENT_VERSION: integrity mismatch ($got)"; exit 1
+  fi
+  tar -xzf "$tgz" -C "$dir" "package/dist/$js"
+  mv -f "$dir/package/dist/$js" "$vendor/$js" && touch "$vendor/$js"   # npm tarballs date every file 1985
+  rm -rf "$dir/package"
+  echo "$LIVEKIT_CLIENT_VERSION" > "$vendor/VERSION"
+}
+
 setup() {
   setup_apt
   setup_uv
   setup_venv
   setup_livekit
+  setup_control
 }
 
 cmd="${1:-}"; shift || true

@@ -143,6 +143,7 @@ class CameraObservation:
     keyword_hits: int = 0
     asr_words_per_s: float = 0.0
     recent_words: tuple[Word, ...] = ()
+    new_words: tuple[Word, ...] = ()  # words the ASR recognised since the last tick (they may lie seconds back)
     vlm: VlmRead | None = None
     stale: bool = False
     degraded: dict[str, str] = field(default_factory=dict)

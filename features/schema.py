@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Mapping
 
-SCHEMA_VERSION = 2  # v2: the director core's exact inputs (session clock, pause position, policy config)
+SCHEMA_VERSION = 3  # v2: the director core's exact inputs (session clock, pause position, policy config)
+#                    v3: the ASR's word times (cuts never land inside a recognised word)
 
 ROLES = ("key", "feature", "state", "output", "meta")
 
@@ -163,8 +164,8 @@ class Table:
             if v is None:
                 if c.nullable:
                     out.append(None)
-                elif c.default is not None:
-                    out.append(c.default)
+                elif c.default is not None:  # a fresh container: rows never share a mutable default
+                    out.append(type(c.default)(c.default) if isinstance(c.default, (list, dict)) else c.default)
                 else:
                     raise SchemaViolation(f"{self.name}.{c.name}: required column is missing")
             else:
@@ -217,6 +218,13 @@ def _check_value(table: str, c: Column, v: Any) -> Any:
             raise SchemaViolation(f"{table}.{c.name}: expected a str->str mapping, got {v!r}")
         return dict(v)
     if k == "array":
+        if c.base_type.startswith("Array(Float"):
+            if hasattr(v, "tolist"):
+                v = v.tolist()  # a numpy array read back from ClickHouse
+            if not isinstance(v, (list, tuple)) or not all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v):
+                raise SchemaViolation(f"{table}.{c.name}: expected a list of finite numbers, got {v!r}")
+            return [float(x) for x in v]
         if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
             raise SchemaViolation(f"{table}.{c.name}: expected a list of strings, got {v!r}")
         return list(v)
@@ -304,6 +312,9 @@ CAMERA_TICKS = Table(
                "the word boundaries the director core places cuts on", since=2, default=0),
         Column("quiet_at", "Nullable(Float64)", "meta", "session time inside a pause of this camera's audio during the "
                "last tick, where a cut may be placed; NULL = no pause", since=2),
+        Column("asr_word_spans", "Array(Float64)", "meta", "words the ASR recognised on this camera's audio since the "
+               "last tick, as session-time pairs start0, end0, start1, end1, ... (empty without ASR): the director "
+               "core never places a cut inside one, even where the VAD heard a pause", since=3, default=[]),
         # program state (logged, never a scene-ranker input)
         Column("on_program", "Bool", "state", "camera is on program at this tick", default=False),
         Column("since_on_program_s", "Float32", "state", "seconds since the camera was last on program",

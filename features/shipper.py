@@ -66,6 +66,8 @@ class SegmentShipper:
             d = self.root / t.name
             if d.is_dir():
                 out.extend(sorted(d.glob("*" + SEALED_SUFFIX)))
+            # the service's live rooms spool beside it, one folder each (one writer per spool folder)
+            out.extend(sorted(self.root.glob(f"rooms/*/{t.name}/*" + SEALED_SUFFIX)))
         return out
 
     def ship_once(self) -> ShipReport:

@@ -18,7 +18,12 @@ from features.shipper import SegmentShipper
 from .resources import ClickHouseResource, DirectorResource, MLflowResource, TrainingResource
 
 DAILY = DailyPartitionsDefinition(start_date="2026-01-01")
-NULLABLE_OK = {"vlm_interest": 0.95, "vlm_age_s": 0.95}  # a missing VLM is normal; anything else should be present
+# NULLs a row explains (its `degraded` map names the feature's stage, e.g. degraded["vlm"] = "no VLM configured") are
+# expected and never counted. Limits on the UNEXPLAINED null rate, among the rows whose stage claims to have run: a VLM
+# read is asynchronous and logs from before per-row reasons (and the simulator) leave some reads NULL without one;
+# every other feature should always be present.
+UNEXPLAINED_NULL_LIMIT = {"vlm_interest": 0.5, "vlm_age_s": 0.5}
+DEFAULT_NULL_LIMIT = 0.01
 
 
 @asset(partitions_def=DAILY, group_name="feature_log", description="Ship spooled feature-log segments into "
@@ -42,7 +47,8 @@ class DatasetConfig(Config):
 
 
 @asset(group_name="ranker", deps=[feature_log_ingest], description="Ticks x cameras joined with the human's "
-       "choice (ASOF join on overrides), split by session into train / held-out.")
+       "choice (ASOF join on overrides: a take while its camera is on program and the session supervised, a lock until "
+       "its timeout, nothing after a release; see ranker.dataset), split by session into train / held-out.")
 def training_dataset(context: AssetExecutionContext, config: DatasetConfig, clickhouse: ClickHouseResource):
     from ranker.dataset import load_ranking_data, split_by_session
 
@@ -63,14 +69,26 @@ def dataset_row_counts(training_dataset) -> AssetCheckResult:
                                                        "cut_points": int(d.cut_points.sum())})
 
 
-@asset_check(asset=training_dataset, blocking=True, description="feature null (NaN) rates within limits")
+@asset_check(asset=training_dataset, blocking=True, description="feature NULLs (NaN) only where the rows say the "
+             "feature's stage was off or degraded (the `degraded` map); unexplained NULL rates within limits")
 def dataset_null_rates(training_dataset) -> AssetCheckResult:
     d = training_dataset["all"]
-    rates = {f: float(np.isnan(d.X[:, i]).mean()) if len(d.X) else 0.0 for i, f in enumerate(SCENE_FEATURES)}
-    bad = {f: r for f, r in rates.items() if r > NULLABLE_OK.get(f, 0.01)}
+    rates, expected, unexplained = {}, {}, {}
+    for i, f in enumerate(SCENE_FEATURES):
+        null = np.isnan(d.X[:, i])
+        off = d.expected_null(f)  # the row says this feature's stage was off: NULL is what it should be
+        ran = ~off
+        rates[f] = float(null.mean()) if len(null) else 0.0
+        expected[f] = float((null & off).mean()) if len(null) else 0.0
+        unexplained[f] = float((null & ran).sum() / ran.sum()) if ran.any() else 0.0
+    bad = {f: round(r, 4) for f, r in unexplained.items() if r > UNEXPLAINED_NULL_LIMIT.get(f, DEFAULT_NULL_LIMIT)}
     return AssetCheckResult(passed=not bad, severity=AssetCheckSeverity.ERROR,
                             metadata={"over_limit": MetadataValue.json(bad),
-                                      "null_rates": MetadataValue.json({k: round(v, 4) for k, v in rates.items()})})
+                                      "null_rates": MetadataValue.json({k: round(v, 4) for k, v in rates.items()}),
+                                      "expected_null_rates": MetadataValue.json(
+                                          {k: round(v, 4) for k, v in expected.items()}),
+                                      "unexplained_null_rates": MetadataValue.json(
+                                          {k: round(v, 4) for k, v in unexplained.items()})})
 
 
 @asset_check(asset=training_dataset, blocking=True, description="rows were written under this feature contract")
@@ -147,7 +165,6 @@ class EvalConfig(Config):
 def ranker_evaluation(context: AssetExecutionContext, config: EvalConfig, training_dataset, ranker_model,
                       training: TrainingResource, mlflow: MLflowResource, director: DirectorResource):
     from ranker.baseline import WeightedBaselineRanker
-    from ranker.base import RankerError
     from ranker.evaluate import evaluate, plots
     from ranker.registry import champion_uri, has_alias
     from ranker.xgb import XGBoostRanker
@@ -160,11 +177,20 @@ def ranker_evaluation(context: AssetExecutionContext, config: EvalConfig, traini
 
     learned = XGBoostRanker.load(ranker_model["path"])
     results = {"learned": run(learned), "baseline": run(WeightedBaselineRanker())}
-    if has_alias(mlflow.tracking_uri, "champion"):
+    # a champion that exists but cannot be evaluated blocks promotion (ranker_registration): never fall back to
+    # judging the new model against the baseline alone
+    champion_error = None
+    try:
+        exists = has_alias(mlflow.tracking_uri, "champion")
+    except Exception as e:  # noqa: BLE001 - the registry cannot say whether a champion exists
+        exists, champion_error = False, f"cannot tell whether a champion exists: {_first_line(e)}"
+    if exists:
         try:
             results["champion"] = run(XGBoostRanker.load(champion_uri(), tracking_uri=mlflow.tracking_uri))
-        except RankerError as e:
-            context.log.warning(f"champion could not be evaluated: {e}")
+        except Exception as e:  # noqa: BLE001 - RankerError (artifact, feature contract) or a failing evaluation
+            champion_error = _first_line(e)
+    if champion_error:
+        context.log.warning(f"champion could not be evaluated, promotion is blocked: {champion_error}")
     paths = plots(learned.booster, learned, held, Path(training.work_dir) / f"plots-{ranker_model['version']}") \
         if config.plots else {}
     meta = {f"{who}_{k}": float(v) for who, r in results.items() for k, v in r.items()
@@ -174,34 +200,47 @@ def ranker_evaluation(context: AssetExecutionContext, config: EvalConfig, traini
         meta[f"plot_{name}"] = MetadataValue.path(p)
     meta["comparison"] = MetadataValue.md(_table(results))
     meta["policy_config"] = MetadataValue.json(json.loads(director.policy_json))
-    return Output({"results": results, "plots": paths}, metadata=meta)
+    if champion_error:
+        meta["champion_error"] = champion_error
+    return Output({"results": results, "plots": paths, "champion_error": champion_error}, metadata=meta)
 
 
 class RegistrationConfig(Config):
-    margin: float = 0.02
+    margin: float = 0.02  # required cut-point top-1 gain, capped at headroom_share * (1 - reference): see Gate
+    headroom_share: float = 0.5
     max_agreement_drop: float = 0.0
 
 
 @asset(group_name="ranker", description="Register in MLflow (signature, feature-schema version, metrics), alias "
-       "challenger, and promote to champion only if the gate passes; the reason is recorded.")
+       "challenger, and promote to champion only if the gate passes (a champion that could not be evaluated blocks "
+       "promotion); the reason is recorded.")
 def ranker_registration(context: AssetExecutionContext, config: RegistrationConfig, ranker_model, ranker_evaluation,
                         ranker_study, training_dataset, mlflow: MLflowResource, director: DirectorResource):
     from ranker.registry import Gate, register
     from ranker.xgb import XGBoostRanker
 
     res = ranker_evaluation["results"]
+    champion_error = ranker_evaluation.get("champion_error")
     reference_name = "champion" if "champion" in res else "baseline"
     reg = register(XGBoostRanker.load(ranker_model["path"]).booster, tracking_uri=mlflow.tracking_uri,
                    artifacts_dir=mlflow.artifacts_dir, metrics=res["learned"], reference=res[reference_name],
                    reference_name=reference_name, params={**ranker_study["params"], "rounds": ranker_study["rounds"]},
                    plots=ranker_evaluation["plots"],
                    policy_config={**json.loads(director.policy_json), "tick_s": director.tick_s},
-                   gate=Gate(margin=config.margin, max_agreement_drop=config.max_agreement_drop),
+                   gate=Gate(margin=config.margin, headroom_share=config.headroom_share,
+                             max_agreement_drop=config.max_agreement_drop),
+                   champion_error=champion_error,
                    data_info={"train_sessions": len(training_dataset["train"].sessions()),
                               "heldout_sessions": len(training_dataset["heldout"].sessions())})
     return Output({"version": reg.version, "promoted": reg.promoted, "reason": reg.reason, "uri": reg.model_uri},
                   metadata={"model_version": reg.version, "promoted": reg.promoted, "gate": reg.reason,
-                            "mlflow_run_id": reg.run_id, "model_uri": reg.model_uri})
+                            "mlflow_run_id": reg.run_id, "model_uri": reg.model_uri,
+                            **({"champion_error": champion_error} if champion_error else {})})
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:300] if text else ''}"
 
 
 def _table(results: dict) -> str:

@@ -9,7 +9,8 @@ Updated once per tick by the director core from logged columns only (the session
   "yeah" inside someone's turn, is shorter and never takes the floor); in overlapping speech the holder keeps it
   until the other has talked for `takeover_s`.
 - Pauses are the stretches where the mics on both sides of a cut carry no voice: the only places where switching
-  the program audio chops no word.
+  the program audio chops no word. With ASR, a recognised word (`asr_word_spans`) is voice even where the VAD heard a
+  pause: when the two disagree, the director does not cut.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 
 MASK_BINS = 8
+WORD_PAD_S = 0.03  # keep this clear of a recognised word's edges (ASR word times are approximate)
 
 
 @dataclass
@@ -37,13 +39,17 @@ class Conversation:
         self.speakers: set[str] = set()  # every camera that has held the floor: its voice is never cut into
         self.holder_since: float | None = None
         self._bins: deque[tuple[float, float, frozenset]] = deque()  # (start, end, mics with voice) per mask bin
+        self._words: list[tuple[float, float, str]] = []  # (start, end, mic) of the words the ASR recognised
 
     def update(self, t: float, tick_s: float, own_masks: dict[str, int], masks: dict[str, int],
-               can_hold: set[str] | None = None) -> None:
+               can_hold: set[str] | None = None, words: dict[str, tuple[tuple[float, float], ...]] | None = None
+               ) -> None:
         """One tick: `own_masks` = camera -> speech mask of its OWN speech over [t - tick_s, t] (0 = none); `masks`
         = camera -> voice at speaking level on its mic (what its audio would put on the program; a word heard only
         as faint bleed is not chopped audibly);
-        `can_hold` = the cameras that may take the floor now (None = all)."""
+        `can_hold` = the cameras that may take the floor now (None = all); `words` = camera -> (start, end) of the
+        words its ASR recognised since the last tick (they may lie seconds back: a pause is only a pause where the
+        VAD and the ASR agree)."""
         w = tick_s / MASK_BINS
         for b in range(MASK_BINS):
             lo = t - tick_s + b * w
@@ -56,6 +62,9 @@ class Conversation:
             self._bins.append((lo, lo + w, frozenset(c for c, m in masks.items() if m >> b & 1)))
         while self._bins and self._bins[0][1] < t - self.keep:
             self._bins.popleft()
+        for cam, spans in (words or {}).items():
+            self._words.extend((a, b, cam) for a, b in spans)
+        self._words = [w for w in self._words if w[1] >= t - self.keep]
         self._pass_floor(t, can_hold)
 
     def talking(self, cam: str, t: float) -> bool:
@@ -102,4 +111,8 @@ class Conversation:
                 run = (run[0] if run is not None else max(b0, lo), min(b1, hi))
         if run is not None:
             out.append(run)
+        for a, b, mic in self._words:  # a recognised word on one of these mics is no pause, whatever the VAD heard
+            if mic in mics and b > lo and a < hi:
+                out = [piece for p in out for piece in ((p[0], min(p[1], a - WORD_PAD_S)),
+                                                         (max(p[0], b + WORD_PAD_S), p[1])) if piece[1] > piece[0]]
         return [p for p in out if p[1] - p[0] >= min_s - 1e-9]

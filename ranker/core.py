@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
+from prometheus_client import Counter, Gauge
 
 from features.extract import SCENE_FEATURES
 from features.schema import CAMERA_TICKS
@@ -33,6 +34,16 @@ _SPEECH = SCENE_FEATURES.index("speech_prob")
 _DBFS = SCENE_FEATURES.index("audio_dbfs")
 _SUBJECT = SCENE_FEATURES.index("subject_motion")
 _PERSON = SCENE_FEATURES.index("largest_person_area")
+# Prometheus series of every production session (a core with a sink); scraped from the service's /metrics and
+# `aiobs live --metrics-port`; runtime/metrics.py lists them beside the runtime's own
+TICKS = Counter("aiobs_director_ticks_total", "Director ticks decided", ["room", "variant"])
+CUTS = Counter("aiobs_director_cuts_total", "Program cuts by the rule that made them", ["room", "reason"])
+OVERRIDES = Counter("aiobs_director_overrides_total", "Operator overrides by outcome (obeyed; live also counts "
+                    "unauthorised and malformed)", ["room", "outcome"])
+MODEL_IN_USE = Gauge("aiobs_director_model_info", "1 for the ranker version a room's session is directed with",
+                     ["room", "variant", "model_version"], multiprocess_mode="livemax")
+
+MAX_WORDS_PER_TICK = 64  # a tick of ASR output never carries more (a few seconds of speech, re-transcribed)
 # a feature that is not nullable and arrives missing (NaN) is scored and logged as its contract default
 _DEFAULTS = np.array([np.nan if CAMERA_TICKS[f].nullable else float(CAMERA_TICKS[f].default) for f in SCENE_FEATURES],
                      dtype=np.float32)
@@ -57,6 +68,7 @@ class CameraTick:
     quiet_at: float | None = None  # session time inside a pause of this camera's audio during the last tick
     stale: bool = False  # no frames: never cut to it
     degraded: Mapping[str, str] = field(default_factory=dict)
+    words: tuple[tuple[float, float], ...] = ()  # (start, end) of words the ASR recognised since the last tick
 
     def __post_init__(self) -> None:
         x = np.asarray(self.x, dtype=np.float32).reshape(-1)
@@ -77,13 +89,28 @@ class CameraTick:
         object.__setattr__(self, "stale", bool(self.stale))
         if self.quiet_at is not None:
             object.__setattr__(self, "quiet_at", float(self.quiet_at))
+        words = tuple(self.words)
+        if len(words) > MAX_WORDS_PER_TICK:
+            raise ValueError(f"camera {self.camera_id}: {len(words)} words in one tick (at most {MAX_WORDS_PER_TICK})")
+        clean = []
+        for w in words:
+            try:
+                a, b = (float(v) for v in w)
+            except (TypeError, ValueError):
+                raise ValueError(f"camera {self.camera_id}: a word is a (start, end) pair, not {w!r}") from None
+            if not (math.isfinite(a) and math.isfinite(b) and a <= b and abs(a) <= 1e9 and abs(b) <= 1e9):
+                raise ValueError(f"camera {self.camera_id}: a word's start and end must be finite, start <= end "
+                                 f"(got {w!r})")
+            clean.append((a, b))
+        object.__setattr__(self, "words", tuple(clean))
 
     @classmethod
     def from_observation(cls, obs, x: np.ndarray) -> "CameraTick":
         """From an analysis `CameraObservation` and its row of `features.extract.scene_matrix`."""
         return cls(obs.camera_id, x, speaking=obs.speaking, speech_mask=obs.speech_mask,
                    safe_cut_wait_s=max(0.0, obs.next_safe_cut(obs.t) - obs.t), quiet_at=obs.quiet_at,
-                   stale=obs.stale, degraded=dict(obs.degraded))
+                   stale=obs.stale, degraded=dict(obs.degraded),
+                   words=tuple((w.start, w.end) for w in obs.new_words)[-MAX_WORDS_PER_TICK:])
 
     @classmethod
     def from_features(cls, camera_id: str, features: Mapping[str, Any], **timing) -> "CameraTick":
@@ -113,10 +140,12 @@ class CameraTick:
         """From a logged camera_ticks row (dict of contract columns)."""
         x = np.array([np.nan if _missing(row.get(f)) else row[f] for f in SCENE_FEATURES], dtype=np.float32)
         q = row.get("quiet_at")
+        spans = row.get("asr_word_spans")
+        spans = [] if spans is None or (not hasattr(spans, "__len__") and _missing(spans)) else list(spans)
         return cls(str(row["camera_id"]), x, speaking=bool(row.get("speaking", False)),
                    speech_mask=int(row.get("speech_mask") or 0), safe_cut_wait_s=float(row.get("safe_cut_wait_s") or 0.0),
                    quiet_at=None if _missing(q) else float(q), stale=bool(row.get("stale", False)),
-                   degraded=dict(row.get("degraded") or {}))
+                   degraded=dict(row.get("degraded") or {}), words=tuple(zip(spans[0::2], spans[1::2])))
 
 
 def _missing(v) -> bool:
@@ -234,6 +263,7 @@ class DirectorCore:
         self.k = 0
         self.program = ""
         self._last_on: dict[str, float] = {}
+        self._model_label: tuple[str, str, str] | None = None
         self.config_json = json.dumps({**asdict(self.config), "tick_s": self.tick_s}, sort_keys=True,
                                       separators=(",", ":"))
 
@@ -263,7 +293,8 @@ class DirectorCore:
         can_hold = {c.camera_id for c in cams if own[c.camera_id] and c.x[_PERSON] > 0.05
                     and c.x[_SPEECH] >= self.config.floor_min_speech_prob}
         self.talk.update(t, self.tick_s, {c.camera_id: c.speech_mask if own[c.camera_id] else 0 for c in cams},
-                         {c.camera_id: c.speech_mask for c in cams if level_is_own(c, self.config)}, can_hold)
+                         {c.camera_id: c.speech_mask for c in cams if level_is_own(c, self.config)}, can_hold,
+                         words={c.camera_id: c.words for c in cams if c.words})
         ctx = policy_contexts(t, cams, self.config, self.talk, own)
         lookahead = self.config.lookahead_s
 
@@ -279,11 +310,25 @@ class DirectorCore:
         result = TickResult(self.k, t, d, score_map, ctx, variant, version, ovs)
         if d.program:
             self._last_on[d.program] = t
-        if self.sink is not None:
+        if self.sink is not None:  # a production session (not a replay): rows and Prometheus series
             self._log(result, cams, time.time() if ts is None else ts)
+            self._count(result)
         self.program = d.program
         self.k += 1
         return result
+
+    def _count(self, r: TickResult) -> None:
+        TICKS.labels(self.room, r.variant).inc()
+        if r.decision.cut:
+            CUTS.labels(self.room, r.decision.reason).inc()
+        if r.overrides:
+            OVERRIDES.labels(self.room, "obeyed").inc(len(r.overrides))
+        label = (self.room, r.variant, r.model_version or "rules")
+        if label != self._model_label:  # a hot swap: the old version is no longer in use here
+            if self._model_label is not None:
+                MODEL_IN_USE.labels(*self._model_label).set(0)
+            MODEL_IN_USE.labels(*label).set(1)
+            self._model_label = label
 
     # -- the feature-log rows ----------------------------------------------------------------------------------------
     def _log(self, r: TickResult, cams: Sequence[CameraTick], ts: float) -> None:
@@ -293,7 +338,7 @@ class DirectorCore:
             row = {name: (None if np.isnan(v) else (int(v) if _INTEGER[i] else float(v)))
                    for i, (name, v) in enumerate(zip(SCENE_FEATURES, c.x.tolist()))}
             row.update(key, t=r.t, camera_id=c.camera_id, speaking=c.speaking, speech_mask=c.speech_mask,
-                       safe_cut_wait_s=c.safe_cut_wait_s,
+                       safe_cut_wait_s=c.safe_cut_wait_s, asr_word_spans=[v for w in c.words for v in w],
                        quiet_at=c.quiet_at, on_program=d.program == c.camera_id,
                        since_on_program_s=r.t - self._last_on.get(c.camera_id, 0.0), score=r.scores[c.camera_id],
                        model_version=r.model_version, ab_variant=r.variant, stale=c.stale, degraded=dict(c.degraded))
@@ -319,6 +364,10 @@ def policy_from_log(policy_config: str) -> tuple[PolicyConfig, float]:
     """(PolicyConfig, tick_s) from a logged `decisions.policy_config`."""
     values = json.loads(policy_config)
     tick_s = float(values.pop("tick_s", 0.2))
+    # settings added since: a log from before them replays under the behaviour it was decided with
+    values.setdefault("onset_lead_s", 2 * float(values.get("min_pause_s", 0.05)))
+    values.setdefault("turn_hold_s", float(values.get("min_hold_s", 2.0)))
+    values.setdefault("delta_at_onset", False)
     return PolicyConfig.from_mapping(values), tick_s
 
 

@@ -1,9 +1,28 @@
 """Training data for the learned ranker: one group per tick (all cameras), the human's choice as the relevant item.
 
-Labels come from humans: the camera of the latest manual `take`/`lock` override at or before each tick (an ASOF
-join in ClickHouse), i.e. the program a human director chose. Only SCENE features are inputs (program-state columns
-would teach a model to "stay where you are"). Groups are split by session, so no session leaks between train and
-evaluation. Rows stream from ClickHouse as Arrow batches.
+Labels come from humans, the `overrides` events of a session, and only where the human's choice is known. Each tick
+takes the session's latest human action at or before it (an ASOF join in ClickHouse on `ts`, `release` included):
+
+- `take` (camera c): c is the label from the take on, until the next human action, while c is still on program
+  (the tick's logged `decisions.program_camera`; the auto director cutting away ends it: whether the human agreed
+  with that cut is unknown), and not after the session's supervision ended: the later of its last `supervised`
+  decision and its last human action (after that nobody was known to be watching). The runtime marks a decision
+  `supervised` when a human action arrived on that tick, so in live sessions the last take labels only until that
+  tick; the simulator marks a watched session supervised throughout.
+- `lock` (camera c, `timeout_s`): c is the label from the lock until the next human action, while c is on program,
+  and only until the lock's timeout, `timeout_s`, or when NULL the session's logged policy `lock_timeout_s`, or
+  `PolicyConfig().lock_timeout_s`; after it, unlabelled (the auto director resumed).
+- `release`: unlabelled until the next human action.
+- before a session's first human action: unlabelled.
+
+Where a tick has no logged decision, the program check is skipped (the override's own scope decides). Unlabelled
+ticks are dropped; `prev_human` is the previous labelled tick's label within the session. Several human actions
+with the same `ts` are ambiguous (the ASOF join picks one).
+
+Only SCENE features are inputs (program-state columns would teach a model to "stay where you are"). `stage_off`
+says, per row, which analysis stages the row's `degraded` map names (`STAGES`): a NULL feature whose stage is named
+there was expected (`FEATURE_STAGES`), anywhere else it is a data problem (the dataset checks). Groups are split by
+session, so no session leaks between train and evaluation. Rows stream from ClickHouse as Arrow batches.
 """
 
 from __future__ import annotations
@@ -16,7 +35,12 @@ import numpy as np
 from features.extract import SCENE_FEATURES
 
 # the director core's speech-timing inputs (replay rebuilds its contexts from them)
-CONTEXT_COLUMNS = ("speaking", "speech_mask", "safe_cut_wait_s", "quiet_at", "stale")
+CONTEXT_COLUMNS = ("speaking", "speech_mask", "safe_cut_wait_s", "quiet_at", "stale", "asr_word_spans")
+
+# NULL-able scene feature -> the analysis stage (its key in camera_ticks.degraded) that produces it: a row whose
+# `degraded` map names the stage (off, not configured, no read yet, failed) is expected to have the feature NULL
+FEATURE_STAGES: dict[str, str] = {"vlm_interest": "vlm", "vlm_age_s": "vlm"}
+STAGES: tuple[str, ...] = tuple(sorted(set(FEATURE_STAGES.values())))
 
 
 @dataclass
@@ -31,6 +55,7 @@ class RankingData:
     safe_cut_wait_s: np.ndarray
     quiet_at: np.ndarray  # (rows,) float64 session time, NaN = no pause
     stale: np.ndarray
+    word_spans: np.ndarray  # (rows,) object: each a flat [start0, end0, ...] of the ASR words since the last tick
     group_sizes: np.ndarray  # (groups,)
     session: np.ndarray  # (groups,)
     tick: np.ndarray  # (groups,)
@@ -39,6 +64,14 @@ class RankingData:
     human: np.ndarray  # (groups,) camera the human has on program
     prev_human: np.ndarray  # (groups,) camera on program just before (== human except at cut points)
     schema_versions: set
+    stage_off: np.ndarray  # (rows, len(STAGES)) bool: the row's `degraded` map names the stage
+
+    def expected_null(self, feature: str) -> np.ndarray:
+        """(rows,) bool: rows where `feature` may be NULL because the row says its stage was off/degraded."""
+        stage = FEATURE_STAGES.get(feature)
+        if stage is None:
+            return np.zeros(len(self.y), bool)
+        return self.stage_off[:, STAGES.index(stage)]
 
     @property
     def n_groups(self) -> int:
@@ -59,9 +92,9 @@ class RankingData:
             else np.zeros(0, int)
         return RankingData(self.X[rows], self.y[rows], self.camera[rows], self.speaking[rows],
                            self.speech_mask[rows], self.safe_cut_wait_s[rows], self.quiet_at[rows], self.stale[rows],
-                           self.group_sizes[mask],
+                           self.word_spans[rows], self.group_sizes[mask],
                            self.session[mask], self.tick[mask], self.ts[mask], self.t[mask], self.human[mask],
-                           self.prev_human[mask], self.schema_versions)
+                           self.prev_human[mask], self.schema_versions, self.stage_off[rows])
 
     def sessions(self) -> list[str]:
         return sorted(set(self.session.tolist()))
@@ -72,19 +105,49 @@ def is_eval_session(session_id: str, eval_percent: int = 20) -> bool:
     return zlib.crc32(session_id.encode()) % 100 < eval_percent
 
 
-def _query(window_sql: str) -> str:
+def _query(window_sql: str, side_sql: str = "") -> str:
+    """The labelled-ticks query (the label rule is the module docstring's). `window_sql` filters camera_ticks (alias
+    t); `side_sql` the same sessions in the overrides/decisions subqueries (no alias)."""
+    from .policy import PolicyConfig
+
     feats = ", ".join(f"t.`{f}`" for f in SCENE_FEATURES)
     ctx = ", ".join(f"t.`{c}`" for c in CONTEXT_COLUMNS)
+    stages = ", ".join(f"mapContains(t.degraded, '{s}') AS `stage_off_{s}`" for s in STAGES)
+    side_and = f"AND {side_sql}" if side_sql else ""
+    side_where = f"WHERE {side_sql}" if side_sql else ""
+    default_lock_ms = int(round(PolicyConfig().lock_timeout_s * 1000))
     return f"""
         SELECT t.session_id AS session_id, t.tick AS tick, toUnixTimestamp64Milli(t.ts) AS ts_ms,
                -- rows from before schema v2 have no session clock: the wall clock stands in for it
                if(t.schema_version >= 2, t.t, toUnixTimestamp64Milli(t.ts) / 1000.0) AS t_s,
-               t.camera_id AS camera_id, t.schema_version AS schema_version, {feats}, {ctx},
-               o.camera_id AS human_camera
+               t.camera_id AS camera_id, t.schema_version AS schema_version, {feats}, {ctx}, {stages},
+               if(o.camera_id != ''
+                  AND (d.logged = 0 OR d.program = o.camera_id)
+                  AND multiIf(
+                      o.action = 'take', toUnixTimestamp64Milli(t.ts) <= s.supervised_until_ms,
+                      o.action = 'lock', toUnixTimestamp64Milli(t.ts) < toUnixTimestamp64Milli(o.ts)
+                          + toInt64(round(1000 * coalesce(o.timeout_s, s.lock_timeout_s, {default_lock_ms} / 1000))),
+                      0),
+                  o.camera_id, '') AS human_camera
         FROM camera_ticks AS t
         ASOF LEFT JOIN (
-            SELECT session_id, ts, camera_id FROM overrides WHERE action IN ('take', 'lock')
+            SELECT session_id, ts, action, camera_id, timeout_s FROM overrides {side_where}
         ) AS o ON t.session_id = o.session_id AND t.ts >= o.ts
+        LEFT JOIN (
+            -- supervision ends at the later of the last supervised decision and the last human action
+            SELECT session_id, max(ms) AS supervised_until_ms, max(lock_s) AS lock_timeout_s FROM (
+                SELECT session_id, if(supervised, toUnixTimestamp64Milli(ts), 0) AS ms,
+                       JSONExtract(policy_config, 'lock_timeout_s', 'Nullable(Float64)') AS lock_s
+                FROM decisions WHERE (supervised OR policy_config != '') {side_and}
+                UNION ALL
+                SELECT session_id, toUnixTimestamp64Milli(ts) AS ms, CAST(NULL AS Nullable(Float64)) AS lock_s
+                FROM overrides {side_where}
+            ) GROUP BY session_id
+        ) AS s ON t.session_id = s.session_id
+        LEFT JOIN (
+            SELECT session_id, tick, any(program_camera) AS program, toUInt8(1) AS logged
+            FROM decisions {side_where} GROUP BY session_id, tick
+        ) AS d ON t.session_id = d.session_id AND t.tick = d.tick
         {window_sql}
         ORDER BY session_id, tick, camera_id
     """
@@ -92,17 +155,18 @@ def _query(window_sql: str) -> str:
 
 def load_ranking_data(store, sessions: list[str] | None = None, synthetic: bool | None = None) -> RankingData:
     """Stream labelled ticks from ClickHouse into a RankingData (ticks without a human label are skipped)."""
-    clauses, params = [], {}
+    clauses, params, side = [], {}, ""
     if sessions is not None:
         clauses.append("t.session_id IN {sessions:Array(String)}")
+        side = "session_id IN {sessions:Array(String)}"
         params["sessions"] = list(sessions)
     if synthetic is not None:
         clauses.append("t.synthetic = {synthetic:Bool}")
         params["synthetic"] = synthetic
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     parts: dict[str, list] = {k: [] for k in ("X", "session", "tick", "ts", "t", "camera", "human", "speaking",
-                                              "mask", "safe", "quiet", "stale", "schema")}
-    with store.client.query_arrow_stream(_query(where), parameters=params) as stream:
+                                              "mask", "safe", "quiet", "stale", "words", "off", "schema")}
+    with store.client.query_arrow_stream(_query(where, side), parameters=params) as stream:
         for batch in stream:
             cols = {name: batch.column(i) for i, name in enumerate(batch.schema.names)}
             parts["X"].append(np.column_stack([cols[f].to_numpy(zero_copy_only=False).astype(np.float32)
@@ -118,6 +182,11 @@ def load_ranking_data(store, sessions: list[str] | None = None, synthetic: bool 
             parts["mask"].append(cols["speech_mask"].to_numpy(zero_copy_only=False).astype(np.uint8))
             parts["safe"].append(cols["safe_cut_wait_s"].to_numpy(zero_copy_only=False).astype(np.float32))
             parts["stale"].append(cols["stale"].to_numpy(zero_copy_only=False).astype(bool))
+            words = np.empty(len(batch), dtype=object)
+            words[:] = cols["asr_word_spans"].to_pylist()
+            parts["words"].append(words)
+            parts["off"].append(np.column_stack([cols[f"stage_off_{st}"].to_numpy(zero_copy_only=False).astype(bool)
+                                                 for st in STAGES]).reshape(len(batch), len(STAGES)))
             parts["schema"].append(np.unique(cols["schema_version"].to_numpy(zero_copy_only=False)))
     if not parts["X"]:
         return _empty()
@@ -125,7 +194,7 @@ def load_ranking_data(store, sessions: list[str] | None = None, synthetic: bool 
     cat = {k: np.concatenate(v) for k, v in parts.items()}
     labelled = cat["human"] != ""
     for k in ("X", "session", "tick", "ts", "t", "camera", "human", "speaking", "mask", "safe", "quiet",
-              "stale"):
+              "stale", "words", "off"):
         cat[k] = cat[k][labelled]
     n = len(cat["tick"])
     if n == 0:
@@ -141,18 +210,19 @@ def load_ranking_data(store, sessions: list[str] | None = None, synthetic: bool 
     return RankingData(
         X=cat["X"], y=(cat["camera"] == np.repeat(human, sizes)).astype(np.int8), camera=cat["camera"],
         speaking=cat["speaking"], speech_mask=cat["mask"], safe_cut_wait_s=cat["safe"], quiet_at=cat["quiet"],
-        stale=cat["stale"],
+        stale=cat["stale"], word_spans=cat["words"],
         group_sizes=sizes, session=session, tick=cat["tick"][starts], ts=cat["ts"][starts], t=cat["t"][starts],
         human=human, prev_human=prev,
-        schema_versions=schema_versions,
+        schema_versions=schema_versions, stage_off=cat["off"],
     )
 
 
 def _empty() -> RankingData:
     z = np.zeros(0)
     return RankingData(np.zeros((0, len(SCENE_FEATURES)), np.float32), z.astype(np.int8), z.astype(str),
-                       z.astype(bool), z.astype(np.uint8), z.astype(np.float32), z, z.astype(bool), z.astype(int), z.astype(str),
-                       z.astype(int), z, z, z.astype(str), z.astype(str), set())
+                       z.astype(bool), z.astype(np.uint8), z.astype(np.float32), z, z.astype(bool),
+                       np.empty(0, object), z.astype(int), z.astype(str),
+                       z.astype(int), z, z, z.astype(str), z.astype(str), set(), np.zeros((0, len(STAGES)), bool))
 
 
 def split_by_session(data: RankingData, eval_percent: int = 20) -> tuple[RankingData, RankingData]:

@@ -70,6 +70,12 @@ def _human_shots(data: RankingData, idx: np.ndarray, end: float) -> list[Shot]:
     return shots
 
 
+def _pairs(spans) -> tuple[tuple[float, float], ...]:
+    """A logged flat [start0, end0, start1, end1, ...] as (start, end) pairs."""
+    spans = list(spans) if spans is not None else []
+    return tuple(zip(spans[0::2], spans[1::2]))
+
+
 def replay(scores: np.ndarray, data: RankingData, config: PolicyConfig | None = None, tick_s: float = 0.2,
            match_window_s: float = 5.0) -> ReplayResult:
     off = data.offsets
@@ -84,7 +90,8 @@ def replay(scores: np.ndarray, data: RankingData, config: PolicyConfig | None = 
             a, b = off[g], off[g + 1]
             cams = [CameraTick(str(data.camera[i]), data.X[i], speaking=bool(data.speaking[i]),
                                speech_mask=int(data.speech_mask[i]), safe_cut_wait_s=float(data.safe_cut_wait_s[i]),
-                               quiet_at=quiet[i], stale=bool(data.stale[i])) for i in range(a, b)]
+                               quiet_at=quiet[i], stale=bool(data.stale[i]),
+                               words=_pairs(data.word_spans[i])) for i in range(a, b)]
             r = core.tick(float(data.t[g]), cams, scores=scores[a:b])
             in_speech += r.cut_inside_speech
             decisions.append(r.decision)

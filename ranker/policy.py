@@ -61,16 +61,24 @@ class PolicyConfig:
     floor_min_speech_prob: float = 0.6  # the floor passes only to a camera whose last second is this surely speech
     turn_window_s: float = 1.5  # a change of floor asks for a cut to the new speaker for this long, then it is over
     min_pause_s: float = 0.05  # the shortest pause a cut is placed in
+    # a cut to a new speaker is placed this long before their first word (in the pause, never before its middle): the
+    # first syllable is on picture even when their sound reaches the director a little later than their picture
+    onset_lead_s: float = 0.25
+    turn_hold_s: float = 1.0  # the minimum hold before a cut to a new speaker (quick exchanges are cut as they go)
+    delta_at_onset: bool = True  # a score cut to a camera that is talking is placed before its first word too
 
     def __post_init__(self) -> None:
         for name in ("min_hold_s", "opening_hold_s", "cooldown_s", "delta", "dwell_s", "pingpong_window_s", "speech_wait_max_s",
                      "wide_threshold", "max_shot_s", "lock_timeout_s", "own_speech_db", "lookahead_s", "min_turn_s",
-                     "takeover_s", "utterance_gap_s", "min_pause_s", "turn_window_s", "floor_min_speech_prob", "shared_audio_db", "visual_speaking_min"):
+                     "takeover_s", "utterance_gap_s", "min_pause_s", "turn_window_s", "floor_min_speech_prob", "shared_audio_db", "visual_speaking_min",
+                     "onset_lead_s", "turn_hold_s"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"policy {name} must be a finite number >= 0, not {v!r}")
         if not math.isfinite(self.audio_lead_s) or abs(self.audio_lead_s) > 2.0:
             raise ValueError(f"policy audio_lead_s must be within [-2, 2] s, not {self.audio_lead_s!r}")
+        if not isinstance(self.delta_at_onset, bool):
+            raise ValueError(f"policy delta_at_onset must be true or false, not {self.delta_at_onset!r}")
         if self.transition not in ("cut", "dissolve"):
             raise ValueError(f"policy transition must be cut or dissolve, not {self.transition!r}")
 
@@ -261,13 +269,14 @@ class SwitchingPolicy:
             s.lead, s.lead_since = want, t
         if reason == "delta" and t - s.lead_since < cfg.dwell_s - 1e-9:
             return self._hold(t, "dwell", f"{want} leads ({detail}) for {t - s.lead_since:.1f} s")
-        if shot_len < self._hold_s():
+        if shot_len < self._hold_s(reason == "turn"):
             return self._hold(t, "min_hold", f"wants {want} ({reason}); shot is {shot_len:.1f} s")
         if reason != "turn" and t - s.last_auto_cut < cfg.cooldown_s:
             return self._hold(t, "cooldown", f"wants {want} ({reason}); last cut {t - s.last_auto_cut:.1f} s ago")
         if cfg.lookahead_s > 0:  # a pause of everyone within the lookahead, else wait for one (bounded)
+            at_onset = reason == "turn" or (reason == "delta" and cfg.delta_at_onset and ctx[want].talking)
             placed = self._place(t, pauses([s.program, want]) if pauses else (),
-                                 ctx[want].onset if reason == "turn" else None)
+                                 ctx[want].onset if at_onset else None, turn=reason == "turn")
             if placed is not None:
                 where = f"; placed in the pause at {placed - cfg.audio_lead_s:.2f} s"
                 return self._cut(t, want, reason, detail + where, cfg.transition, auto=True, at=placed)
@@ -296,19 +305,22 @@ class SwitchingPolicy:
                 detail += f"; speech wait timed out after {waited:.1f} s"
         return self._cut(t, want, reason, detail, cfg.transition, auto=True, at=at)
 
-    def _hold_s(self) -> float:
-        """The current shot's minimum hold: shorter for the opening shot (no cut since the start)."""
+    def _hold_s(self, turn: bool = False) -> float:
+        """The current shot's minimum hold: shorter for the opening shot (no cut since the start), and before a cut
+        to a new speaker (`turn_hold_s`)."""
         c = self.config
-        return min(c.opening_hold_s, c.min_hold_s) if self.s.left_camera == "" else c.min_hold_s
+        hold = min(c.opening_hold_s, c.min_hold_s) if self.s.left_camera == "" else c.min_hold_s
+        return min(hold, c.turn_hold_s) if turn else hold
 
-    def _place(self, t: float, pauses: Sequence[tuple[float, float]], onset: float | None) -> float | None:
+    def _place(self, t: float, pauses: Sequence[tuple[float, float]], onset: float | None,
+               turn: bool = False) -> float | None:
         """The picture time of a cut placed in a pause within the lookahead (the audio switches `audio_lead_s`
         earlier, in the middle of the pause), or None when no pause fits. For a turn: the pause just before the new
         speaker's first word, else the first one after it; otherwise the latest pause."""
         cfg, s = self.config, self.s
         lead = cfg.audio_lead_s
         lo = max(t - cfg.lookahead_s, s.shot_start)  # not yet on air, after the current shot began
-        lo = max(lo, s.shot_start + self._hold_s() - lead)  # the picture respects the minimum hold
+        lo = max(lo, s.shot_start + self._hold_s(turn) - lead)  # the picture respects the minimum hold
         hi = min(t, t - lead)  # neither audio nor picture in the future
         fits = [(max(a, lo), min(b, hi)) for a, b in pauses]
         fits = [(a, b) for a, b in fits if b - a >= cfg.min_pause_s - 1e-9]
@@ -320,11 +332,14 @@ class SwitchingPolicy:
             before = [p for p in fits if p[0] <= onset + 1e-9 and p[1] >= onset - 2 * cfg.min_pause_s]
             after = [p for p in fits if p[0] > onset]
             if not (before or after):
-                return None  # the pause before the first word was not clean: wait for the next one
+                if turn:
+                    return None  # the pause before the first word was not clean: wait for the next one
+                a, b = fits[-1]  # a score cut to a talker: at least not inside anyone's word
+                return (a + b) / 2 + lead
             a, b = before[-1] if before else after[0]
             if before:  # just before the first word: onsets are sharp, the end of the last speaker's word is not
                 b = min(b, onset)
-                return max(a + (b - a) / 2, b - 2 * cfg.min_pause_s) + lead
+                return max(a + (b - a) / 2, b - cfg.onset_lead_s) + lead
         else:
             a, b = fits[-1]
         return (a + b) / 2 + lead

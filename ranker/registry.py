@@ -1,6 +1,19 @@
 """MLflow registry helpers: log and register a trained ranker, alias it `challenger`, and promote it to `champion`
-only when the gate passes (it beats the champion, or the rule baseline when there is none, on cut-point top-1 by a
-margin, and the replayed program does not regress). The gate's reason is recorded on the model version either way.
+only when the gate passes. The gate's reason is recorded on the model version (tag `gate` and its description) and
+on the run either way.
+
+The promotion rule (`Gate`):
+
+- the reference is the current champion, evaluated on the same held-out sessions under the same policy; the rule
+  baseline only when there is no champion at all;
+- a champion that exists but cannot be evaluated (its artifact does not load, its feature contract differs, its
+  evaluation raises) BLOCKS promotion: the new model stays `challenger`, with the reason, and is never compared with
+  the baseline instead;
+- cut-point top-1 must beat the reference by `min(margin, headroom_share * (1 - reference))`: the absolute margin
+  (0.02) while the reference leaves room for it, at most a share (half) of the reference's remaining headroom near
+  the top, so a better model can always win (after a 0.996 champion, 0.998 is needed: 0.999 is promoted, 0.996 is
+  not). With a positive margin a tie is never promoted;
+- the replayed program must not regress (frame agreement, ping-pong, cuts inside speech).
 """
 
 from __future__ import annotations
@@ -26,17 +39,28 @@ POLICY_TAG = "policy_config"  # model-version tag: the switching-policy configur
 
 @dataclass(frozen=True)
 class Gate:
-    margin: float = 0.02  # cut-point top-1 must beat the reference by this much
+    margin: float = 0.02  # cut-point top-1 must beat the reference by this much (capped by the headroom, below)
+    headroom_share: float = 0.5  # ... or by this share of the reference's headroom (1 - top-1), whichever is smaller
     max_agreement_drop: float = 0.0  # replay frame agreement may not fall below the reference's by more
     max_ping_pong_increase: int = 0
     max_cuts_in_speech_increase: int = 0  # replay cuts inside the outgoing camera's own speech
 
+    def required_gain(self, reference_top1: float) -> float:
+        """How much cut-point top-1 must improve on `reference_top1`: `margin`, capped at `headroom_share` of the
+        remaining headroom `1 - reference_top1`, so the requirement never exceeds what is left to gain."""
+        headroom = max(0.0, 1.0 - float(reference_top1))
+        return min(self.margin, self.headroom_share * headroom)
+
     def check(self, challenger: dict, reference: dict, reference_name: str) -> tuple[bool, str]:
         problems = []
-        need = reference["cut_top1"] + self.margin
-        if not challenger["cut_top1"] >= need:
-            problems.append(f"cut_top1 {challenger['cut_top1']:.3f} < {reference_name} "
-                            f"{reference['cut_top1']:.3f} + margin {self.margin:.3f}")
+        ref, new = reference["cut_top1"], challenger["cut_top1"]
+        gain = self.required_gain(ref) if np.isfinite(ref) else float("nan")
+        need = ref + gain
+        # with a positive margin the challenger must also be strictly better (a perfect champion is never replaced
+        # by a tie); NaN (no cut points) never passes
+        if not (new >= need and (self.margin <= 0 or new > ref)):
+            problems.append(f"cut_top1 {new:.4f} < {reference_name} {ref:.4f} + required gain {gain:.4f} "
+                            f"(margin {self.margin:.3f}, capped at {self.headroom_share:.2f} of the headroom)")
         if challenger["replay_frame_agreement"] < reference["replay_frame_agreement"] - self.max_agreement_drop:
             problems.append(f"replay agreement {challenger['replay_frame_agreement']:.3f} regresses from "
                             f"{reference_name}'s {reference['replay_frame_agreement']:.3f}")
@@ -48,9 +72,18 @@ class Gate:
                             f"{reference['replay_cuts_in_speech']}")
         if problems:
             return False, "stays challenger: " + "; ".join(problems)
-        return True, (f"promoted: cut_top1 {challenger['cut_top1']:.3f} vs {reference_name} "
-                      f"{reference['cut_top1']:.3f}, replay agreement {challenger['replay_frame_agreement']:.3f} vs "
+        return True, (f"promoted: cut_top1 {new:.4f} vs {reference_name} {ref:.4f} (+{gain:.4f} required), "
+                      f"replay agreement {challenger['replay_frame_agreement']:.3f} vs "
                       f"{reference['replay_frame_agreement']:.3f}")
+
+    def decide(self, challenger: dict, reference: dict, reference_name: str,
+               champion_error: str | None = None) -> tuple[bool, str]:
+        """`check`, except that a champion that exists but could not be evaluated blocks promotion outright."""
+        promoted, reason = self.check(challenger, reference, reference_name)
+        if champion_error:
+            return False, (f"stays challenger: the champion could not be evaluated ({champion_error}); no promotion "
+                           f"without a comparison with it [vs {reference_name}: {reason}]")
+        return promoted, reason
 
 
 @dataclass
@@ -160,11 +193,13 @@ def policy_config_of(tracking_uri: str, version: str | int, name: str = MODEL_NA
 def register(booster, *, tracking_uri: str, artifacts_dir: str | None, metrics: dict, reference: dict,
              reference_name: str, params: dict, plots: dict[str, str] | None = None, gate: Gate | None = None,
              data_info: dict | None = None, policy_config: dict | None = None,
-             name: str = MODEL_NAME) -> Registration:
+             champion_error: str | None = None, name: str = MODEL_NAME) -> Registration:
     """Log the booster with signature + contract + metrics, register it, alias it challenger, maybe champion.
 
     `policy_config` (the switching-policy configuration the model was evaluated under, a flat JSON-able dict) is
     logged as run params `policy.<key>` and recorded on the model version as tag `policy_config` (JSON).
+    `champion_error` (why an existing champion could not be evaluated) blocks promotion: the version is aliased
+    `challenger` only, and the reason is its `gate` tag, its description and the run's `gate` / `champion_error` tags.
     Everything goes through an explicit MlflowClient: MLflow's global tracking URI and active run are not touched.
     """
     import tempfile
@@ -180,7 +215,9 @@ def register(booster, *, tracking_uri: str, artifacts_dir: str | None, metrics: 
     client = client_for(tracking_uri)
     exp_id = ensure_experiment(client, EXPERIMENT, tracking_uri, artifacts_dir)
     gate = gate or Gate()
-    promoted, reason = gate.check(metrics, reference, reference_name)
+    promoted, reason = gate.decide(metrics, reference, reference_name, champion_error)
+    if champion_error:
+        log.warning("%s: %s", name, reason)
     policy_json = json.dumps(policy_config, sort_keys=True) if policy_config is not None else None
     example = pd.DataFrame(np.zeros((5, len(SCENE_FEATURES)), np.float32), columns=list(SCENE_FEATURES))
     signature = infer_signature(example, np.zeros(5, np.float32))
@@ -190,6 +227,8 @@ def register(booster, *, tracking_uri: str, artifacts_dir: str | None, metrics: 
     try:
         log_batch(client, run_id, params=run_params,
                   tags={"feature_schema_version": str(SCHEMA_VERSION), "gate": reason, "reference": reference_name,
+                        "promoted": str(promoted).lower(),
+                        **({"champion_error": champion_error[:5000]} if champion_error else {}),
                         **{f"data.{k}": str(v) for k, v in (data_info or {}).items()}})
         for path in (plots or {}).values():
             client.log_artifact(run_id, path, artifact_path="plots")
@@ -227,9 +266,10 @@ def register(booster, *, tracking_uri: str, artifacts_dir: str | None, metrics: 
         # registry resolve it through the *global* tracking URI)
         tags = {"feature_schema_version": str(SCHEMA_VERSION), "features": json.dumps(list(SCENE_FEATURES)),
                 "gate": reason, "metrics": json.dumps({k: _round(v) for k, v in metrics.items()}),
-                **({POLICY_TAG: policy_json} if policy_json is not None else {})}
+                **({POLICY_TAG: policy_json} if policy_json is not None else {}),
+                **({"champion_error": champion_error[:5000]} if champion_error else {})}
         mv = client.create_model_version(name, source=model.artifact_location, run_id=run_id, tags=tags,
-                                         model_id=model.model_id)
+                                         description=reason, model_id=model.model_id)
         version = str(mv.version)
         client.set_logged_model_tags(model.model_id, {MLFLOW_MODEL_VERSIONS: json.dumps(
             [{"name": name, "version": version}])})

@@ -55,6 +55,20 @@ def cmd_ingest(args) -> int:
         return 1 if report.error else 0
 
 
+def cmd_import(args) -> int:
+    from .importer import ImportFileError, import_file
+
+    s = _settings(args)
+    try:
+        summary = import_file(args.file, s, dry_run=args.dry_run)
+    except ImportFileError as e:
+        print(f"aiobs import: {e}", file=sys.stderr)
+        return 1
+    verb = "checked (dry run, nothing written)" if args.dry_run else "imported"
+    print(f"import: {args.file} {verb}: {summary.line()}")
+    return 0
+
+
 def cmd_tables(args) -> int:
     from features.schema import TABLES
     from features.store import FeatureStore, describe_dsn
@@ -149,6 +163,20 @@ def cmd_live(args) -> int:
     from .model_manager import ModelManager
 
     s = _settings(args)
+    try:
+        if args.delay is not None:
+            s.program_delay_s = args.delay
+        if args.program_audio:
+            s.program_audio = args.program_audio
+        if args.asr:
+            s.live_asr = True
+    except ValueError as e:
+        print(f"aiobs live: {str(e).splitlines()[0]}: {str(e).splitlines()[-1].strip()}", file=sys.stderr)
+        return 2
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr="127.0.0.1")
     models = ModelManager(s.mlflow_tracking_uri, challenger_share=s.challenger_share, policy=s.policy)
     models.refresh()  # champion / challenger from the registry; the rule baseline if it has none
     stop_polling = threading.Event()
@@ -166,7 +194,22 @@ def cmd_live(args) -> int:
         stop_polling.set()
     print(f"live: {report.ticks} ticks ({report.missed_ticks} skipped, {report.failed_ticks} failed), cameras "
           f"{sorted(report.cameras)}, {len(report.cuts)} cuts, {report.overrides} overrides "
-          f"({report.rejected_overrides} rejected), {report.program_frames} program frames")
+          f"({report.rejected_overrides} malformed, {report.unauthorised_overrides} not from an operator), "
+          f"{report.program_frames} program frames, {report.program_audio_s:.0f} s of program sound, "
+          f"{report.late_cuts} late cuts")
+    return 0
+
+
+def cmd_token(args) -> int:
+    """Print a least-privilege LiveKit access token (JWT) for one participant role."""
+    from .tokens import TokenError, mint
+
+    s = load_settings(args.config)  # no data dirs are created: minting needs only the LiveKit key and secret
+    try:
+        print(mint(s, args.role, args.identity, args.room, ttl_s=args.ttl))
+    except TokenError as e:
+        print(f"aiobs token: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -214,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     lv.add_argument("--room", help="room name (default AIOBS_LIVEKIT_ROOM)")
     lv.add_argument("--duration", type=float, help="seconds to run (default: until interrupted)")
     lv.add_argument("--size", default="1280x720", help="program size WxH")
+    lv.add_argument("--delay", type=float, help="broadcast delay in seconds: cuts are placed on word boundaries "
+                                                "inside it (default AIOBS_PROGRAM_DELAY_S, 0)")
+    lv.add_argument("--program-audio", choices=("follow", "mix", "off"),
+                    help="program sound: the program camera's mic, every mic mixed, or none (default follow)")
+    lv.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (127.0.0.1)")
+    lv.add_argument("--asr", action="store_true", help="run Whisper on every mic (keywords, word times); "
+                                                       "costly on a CPU")
     lv.set_defaults(fn=cmd_live)
 
     si = sub.add_parser("simulate", help="write synthetic directed sessions (marked synthetic) into ClickHouse")
@@ -222,6 +272,20 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--duration", type=float, default=300.0, help="seconds per session")
     si.add_argument("--seed", type=int, default=0)
     si.set_defaults(fn=cmd_simulate)
+
+    tk = sub.add_parser("token", help="print a LiveKit access token for one role: camera (publish only), viewer "
+                                      "(subscribe only), operator (subscribe + overrides), director")
+    tk.add_argument("--role", required=True, choices=["camera", "viewer", "operator", "director"])
+    tk.add_argument("--identity", required=True, help="the participant identity (a camera id, an operator's name)")
+    tk.add_argument("--room", help="room name (default AIOBS_LIVEKIT_ROOM)")
+    tk.add_argument("--ttl", type=float, default=3600.0, help="seconds the token may be used to join (default 3600)")
+    tk.set_defaults(fn=cmd_token)
+
+    im = sub.add_parser("import", help="load labelled sessions from a parquet file (column contract: "
+                                       "runtime/importer.py) into the feature log, through the director core")
+    im.add_argument("file")
+    im.add_argument("--dry-run", action="store_true", help="check the file and summarise it; write nothing")
+    im.set_defaults(fn=cmd_import)
 
     t = sub.add_parser("tables", help="create/migrate the feature-log tables and print their row counts")
     t.set_defaults(fn=cmd_tables)

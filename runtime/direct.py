@@ -170,7 +170,7 @@ def direct(paths: list[str | Path], out_dir: str | Path, settings, *, offsets: d
                "stage_ms": {k: round(v["mean"], 2) for k, v in engine.latency_summary().items()}}
     result = DirectResult(out, session_id, duration, shots, metrics, warnings, timings)
     write_report(out, result, cams, ticks, score_rows, decisions, lines, model_version, asdict(policy_cfg))
-    ship = _ship_if_embedded(settings)
+    ship = ship_if_embedded(settings)
     if ship:
         warnings.append(ship)
     return result
@@ -180,7 +180,7 @@ def _even(size: tuple[int, int]) -> tuple[int, int]:
     return (size[0] // 2 * 2, size[1] // 2 * 2)
 
 
-def _ship_if_embedded(settings) -> str | None:
+def ship_if_embedded(settings) -> str | None:
     """In embedded mode the job owns the chDB path for a moment: ship the spool so the rows land in ClickHouse."""
     from features.shipper import SegmentShipper
     from features.store import FeatureStore

@@ -185,6 +185,28 @@ def check_gpu() -> tuple[str, str]:
     return OFF, f"no CUDA device (torch {torch.__version__}); analysis runs on CPU"
 
 
+def check_live_budget(s: Settings) -> tuple[str, str]:
+    """What live mode will ask of this machine with these settings, and whether a CPU can hold the tick clock."""
+    import torch
+
+    gpu = s.device == "cuda" or (s.device == "auto" and torch.cuda.is_available())
+    from .analysis.engine import CPU_VISION_BUDGET_FPS, CPU_VISION_HZ
+
+    vision = s.vision_hz or (s.tick_hz if gpu else CPU_VISION_HZ)
+    budget = "" if gpu or s.vision_hz else f", {CPU_VISION_BUDGET_FPS:g} frames/s across cameras"
+    detail = (f"{s.tick_hz:g} Hz ticks, vision {vision:g} Hz per camera{budget} ({'GPU' if gpu else 'CPU'}), ASR "
+              f"{'on' if s.live_asr else 'off'}, program delay {s.program_delay_s:g} s, program sound "
+              f"{s.program_audio}")
+    if gpu:
+        return OK, detail
+    heavy = [why for bad, why in ((s.live_asr, "ASR on every mic (AIOBS_LIVE_ASR)"),
+                                  (vision > 2, f"vision at {vision:g} Hz (AIOBS_VISION_HZ)"),
+                                  (s.tick_hz > 5, f"{s.tick_hz:g} Hz ticks (AIOBS_TICK_HZ)")) if bad]
+    if heavy:
+        return WARN, detail + f"; on a CPU, 5 cameras will miss ticks with {' and '.join(heavy)}"
+    return OK, detail + " (the CPU defaults)"
+
+
 def run_checks(s: Settings) -> list[Check]:
     return [
         _timed("packages", check_packages),
@@ -199,12 +221,15 @@ def run_checks(s: Settings) -> list[Check]:
         _timed("vlm", lambda: check_vlm(s)),
         _timed("encoder", check_encoder),
         _timed("gpu", check_gpu),
+        _timed("live-budget", lambda: check_live_budget(s)),
     ]
 
 
 def doctor(s: Settings, mode: str = "files", out=print) -> int:
     """Print the report; return the exit code (1 when a component required by `mode` failed)."""
-    required = REQUIRED[mode]
+    required = set(REQUIRED[mode])
+    if mode == "live" and not s.live_asr:  # live runs Whisper only when asked to
+        required.discard("whisper")
     checks = run_checks(s)
     broken = []
     for c in checks:

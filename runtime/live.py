@@ -1,7 +1,15 @@
-"""Live mode: direct a LiveKit room. The director joins as a hidden participant, subscribes to every camera
-(video + audio), runs the same analysis -> features -> ranker -> policy core as `aiobs direct` on a tick clock, and
-publishes the composited program as the `program` video track. Human overrides arrive as data packets on the topic
-`aiobs.override` ({"action": "take"|"lock"|"release", "camera": "...", "timeout_s": 30, "operator": "..."}).
+"""Live mode: direct a LiveKit room. The director joins the room, subscribes to every camera (video + audio), runs
+the same director core as `aiobs direct` on a tick clock, and publishes the composited program: the `program` video
+track and, unless `program_audio` is off, the `program` audio track (the program camera's mic, or a mix).
+
+The program airs `program_delay_s` after the cameras (the broadcast delay; 0 = none). Received frames and sound wait
+in per-camera delay lines; the director decides on the analysis timeline, and with a delay its cuts are placed at the
+best word boundary inside it (the core's lookahead is the delay), exactly as `aiobs direct` places them on files.
+Picture and sound leave the delay lines on one clock, so they stay in sync.
+
+Human overrides arrive as data packets on the topic `aiobs.override` ({"action": "take"|"lock"|"release", "camera":
+"...", "timeout_s": 30, "operator": "..."}); only participants whose token grants the operator role (`aiobs token
+--role operator`) are obeyed, and every field is validated before it reaches the policy.
 """
 
 from __future__ import annotations
@@ -10,7 +18,9 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -23,12 +33,18 @@ from ranker.policy import Override, PolicyConfig
 
 from .analysis.engine import AnalysisEngine
 from .compositor import Compositor, CompositorConfig
+from . import metrics
 from .media import SAMPLE_RATE
+from .tokens import role_of
 
 log = logging.getLogger(__name__)
 
 OVERRIDE_TOPIC = "aiobs.override"
 ANALYSIS_SIZE = (640, 360)
+PROGRAM_AUDIO_RATE = 48_000
+AUDIO_CHUNK = PROGRAM_AUDIO_RATE // 100  # 10 ms frames, as WebRTC sends them
+AUDIO_MARGIN_S = 0.03  # the program sound is read this far behind the picture: the newest packets are still arriving
+AUDIO_FADE = PROGRAM_AUDIO_RATE // 100  # 10 ms crossfade where the program sound changes mic
 
 
 class LiveError(RuntimeError):
@@ -36,14 +52,12 @@ class LiveError(RuntimeError):
 
 
 def director_token(settings, room: str, identity: str = "aiobs-director") -> str:
-    from livekit import api
+    from .tokens import TokenError, director_token as mint_director
 
-    if not (settings.livekit_api_key and settings.livekit_api_secret):
-        raise LiveError("live mode needs AIOBS_LIVEKIT_API_KEY and AIOBS_LIVEKIT_API_SECRET")
-    # not hidden: a hidden participant's tracks are not announced, and the room must see the program track
-    grants = api.VideoGrants(room_join=True, room=room, can_publish=True, can_subscribe=True, can_publish_data=True)
-    return api.AccessToken(settings.livekit_api_key, settings.livekit_api_secret).with_identity(identity) \
-        .with_name("AI-OBS director").with_grants(grants).to_jwt()
+    try:
+        return mint_director(settings, room, identity)
+    except TokenError as e:
+        raise LiveError(f"live mode: {e}") from None
 
 
 @dataclass
@@ -51,12 +65,86 @@ class LiveReport:
     session_id: str
     ticks: int = 0
     cameras: set[str] = field(default_factory=set)
-    cuts: list[tuple[float, str, str]] = field(default_factory=list)  # (t, to, reason)
+    cuts: list[tuple[float, str, str]] = field(default_factory=list)  # (decision t, to, reason), as decided
+    aired_cuts: list[tuple[float, str]] = field(default_factory=list)  # (program time, camera) as the picture cut
     overrides: int = 0
-    rejected_overrides: int = 0
+    rejected_overrides: int = 0  # malformed packets
+    unauthorised_overrides: int = 0  # well-formed, from a participant without the operator role
     failed_ticks: int = 0
     missed_ticks: int = 0  # ticks skipped because the one before ran late
+    late_cuts: int = 0  # cuts decided after their placed time had already aired (aired at once instead)
     program_frames: int = 0
+    program_audio_s: float = 0.0
+    first_program_frame_s: float | None = None  # from joining to the first program frame showing a camera
+
+
+class ArrivalClock:
+    """Session times of a continuous stream (one track's audio) from the times its frames reach us. A busy event
+    loop only ever delivers late, so the earliest-arriving explanation wins: a frame starts where the one before
+    ended unless it arrived earlier than that (the clock was late: it moves back) or more than `gap_s` later (the
+    stream paused: it re-anchors)."""
+
+    def __init__(self, gap_s: float = 0.25):
+        self.gap_s = gap_s
+        self.next: float | None = None
+
+    def start_of(self, arrived: float, duration: float) -> float:
+        est = arrived - duration
+        t = est if self.next is None or est < self.next or est > self.next + self.gap_s else self.next
+        self.next = t + duration
+        return t
+
+
+class FrameRing:
+    """One camera's received frames over the last `keep_s` seconds of the session clock: the picture's delay line.
+    Frames are kept as LiveKit delivered them (no conversion until one goes on air)."""
+
+    def __init__(self, keep_s: float):
+        self.keep_s = keep_s
+        self.frames: deque = deque()  # (t, frame), oldest first
+
+    def push(self, t: float, frame) -> None:
+        self.frames.append((t, frame))
+        while len(self.frames) > 1 and self.frames[1][0] <= t - self.keep_s:
+            self.frames.popleft()
+
+    def at(self, t: float):
+        """The newest frame received at or before session time t; None before the first."""
+        for ft, f in reversed(self.frames):
+            if ft <= t + 1e-6:
+                return f
+        return None
+
+
+class AudioRing:
+    """One camera's received sound over the last `keep_s` seconds, addressed by absolute sample number on the
+    session clock: the sound's delay line. Consecutive frames are laid end to end (arrival jitter does not move
+    them); a gap or drift beyond 100 ms re-anchors on the clock. Samples never received read as silence."""
+
+    def __init__(self, keep_s: float, rate: int = PROGRAM_AUDIO_RATE):
+        n = max(int(keep_s * rate), rate // 10)
+        self.rate = rate
+        self.buf = np.zeros(n, np.float32)
+        self.idx = np.full(n, -1, np.int64)  # which absolute sample each slot holds
+        self.next: int | None = None
+
+    def push(self, t_start: float, samples: np.ndarray) -> None:
+        s0 = int(round(t_start * self.rate))
+        if self.next is not None and abs(s0 - self.next) < self.rate // 10:
+            s0 = self.next
+        n = samples.size
+        if n > self.buf.size:
+            samples, s0, n = samples[-self.buf.size:], s0 + n - self.buf.size, self.buf.size
+        want = s0 + np.arange(n)
+        pos = want % self.buf.size
+        self.buf[pos] = samples
+        self.idx[pos] = want
+        self.next = s0 + n
+
+    def read(self, s0: int, n: int) -> np.ndarray:
+        want = s0 + np.arange(n)
+        pos = want % self.buf.size
+        return np.where(self.idx[pos] == want, self.buf[pos], 0.0).astype(np.float32)
 
 
 class LiveDirector:
@@ -71,19 +159,41 @@ class LiveDirector:
         self.room_name = room or settings.livekit_room
         self.rankers = models if models is not None else ranker  # None = the rule baseline
         self.hz = settings.tick_hz
-        self.policy = policy or settings.policy
+        self.delay = float(settings.program_delay_s)
+        # the lookahead is the delay, less one tick for the decision itself: a placed cut has not aired yet
+        self.policy = replace(policy or settings.policy, lookahead_s=max(0.0, self.delay - 1.0 / self.hz))
         self.program_size = program_size
         self.program_fps = program_fps
+        self.audio_mode = settings.program_audio
         self.report = LiveReport(session_id or f"live-{time.strftime('%Y%m%d-%H%M%S')}")
-        # Threads: the event loop owns the media readers, the compositor, `latest`, the pending overrides and the
-        # report; the executor thread owns the director core and the feature log (one tick at a time). The analysis
-        # engine is the hand-over point: submit_* (loop) and tick() (executor) are safe to call concurrently.
-        self.engine = AnalysisEngine.from_settings([], settings)
+        # Threads: the event loop owns the delay lines, the compositor, the cut lists, the pending overrides and the
+        # report; the executor thread owns the director core and the feature log (one tick at a time); the
+        # `convert` thread turns frames into analysis images and the `program` thread composes program frames from
+        # frames the loop hands it. The analysis engine is the hand-over point: submit_* and tick() are thread-safe.
+        self.engine = AnalysisEngine.from_settings([], settings, asr=settings.live_asr)
+        log.info("live: models warmed up in %.1f s", self.engine.warm_up(ANALYSIS_SIZE))  # before joining the room
         self.compositor = Compositor(CompositorConfig(size=program_size, fps=program_fps))
-        self.latest: dict[str, np.ndarray] = {}  # newest full frame per camera, for the program
+        keep = self.delay + 1.0
+        self.video: dict[str, FrameRing] = {}
+        self.audio: dict[str, AudioRing] = {}
+        self._keep_s = keep
+        self._cuts: list[tuple[float, str, str, str]] = []  # (cut time, camera, transition, reason), decided order
+        self._picture_i = 0  # cuts the picture has taken
+        self._sound_i = 0  # cuts the sound has taken
+        self._sound_cam: str | None = None
+        self._sound_prev: str | None = None
+        self._sound_cut_s = -(10 ** 12)  # sample where the sound last changed mic
+        self._converting: set[str] = set()
+        self._next_analysis: dict[str, float] = {}
+        self._convert_pool = ThreadPoolExecutor(1, thread_name_prefix="convert")
+        self._program_pool = ThreadPoolExecutor(1, thread_name_prefix="program")
         self._pending_overrides: list[Override] = []
         self._t0 = 0.0
         self._tasks: list[asyncio.Task] = []
+        self.tracks: dict[tuple[str, str], object] = {}  # (camera, "video"|"audio") -> subscribed remote track
+        self.last: TickResult | None = None  # the newest tick, for status()
+        self._last_features: dict[str, np.ndarray] = {}
+        self.link = "connecting"  # connecting | connected | reconnecting | disconnected
 
     def now(self) -> float:
         return time.monotonic() - self._t0
@@ -93,24 +203,55 @@ class LiveDirector:
         from livekit import rtc
 
         stream = rtc.VideoStream(track)
+        loop = asyncio.get_running_loop()
+        ring = self.video.setdefault(cam, FrameRing(self._keep_s))
         try:
             async for ev in stream:
-                f = ev.frame.convert(rtc.VideoBufferType.RGB24)
-                rgb = np.frombuffer(f.data, np.uint8).reshape(f.height, f.width, 3)
-                self.latest[cam] = rgb
-                small = rgb if (f.width, f.height) == ANALYSIS_SIZE else cv2.resize(rgb, ANALYSIS_SIZE)
-                self.engine.submit_frame(cam, self.now(), small)
+                t = self.now()
+                ring.push(t, ev.frame)
+                # analysis needs a frame per tick, not every frame; it is converted and resized off the loop
+                if t >= self._next_analysis.get(cam, 0.0) and cam not in self._converting:
+                    self._next_analysis[cam] = t + 0.5 / self.hz
+                    self._converting.add(cam)
+                    fut = loop.run_in_executor(self._convert_pool, self._submit_analysis_frame, cam, t, ev.frame)
+                    fut.add_done_callback(lambda f, c=cam: self._converted(c, f))
         finally:
             await stream.aclose()
 
+    def _submit_analysis_frame(self, cam: str, t: float, frame) -> None:
+        """Convert thread: a received frame -> the engine's analysis image."""
+        self.engine.submit_frame(cam, t, _rgb(frame, ANALYSIS_SIZE))
+
+    def _converted(self, cam: str, fut) -> None:
+        self._converting.discard(cam)
+        if fut.exception() is not None:
+            log.warning("live: a frame of %s could not be converted: %s", cam, fut.exception())
+
     async def _read_audio(self, track, cam: str) -> None:
+        """The analysis feed: 16 kHz mono, stamped on arrival."""
         from livekit import rtc
 
         stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
+        clock = ArrivalClock()
         try:
             async for ev in stream:
                 pcm = np.frombuffer(ev.frame.data, np.int16).astype(np.float32) / 32768.0
-                self.engine.submit_audio(cam, self.now() - pcm.size / SAMPLE_RATE, pcm)
+                t = clock.start_of(self.now(), pcm.size / SAMPLE_RATE)
+                self.engine.submit_audio(cam, t, pcm)
+        finally:
+            await stream.aclose()
+
+    async def _read_program_audio(self, track, cam: str) -> None:
+        """The program feed of the same track: 48 kHz mono into the camera's sound delay line."""
+        from livekit import rtc
+
+        stream = rtc.AudioStream(track, sample_rate=PROGRAM_AUDIO_RATE, num_channels=1)
+        ring = self.audio.setdefault(cam, AudioRing(self._keep_s))
+        clock = ArrivalClock()
+        try:
+            async for ev in stream:
+                pcm = np.frombuffer(ev.frame.data, np.int16).astype(np.float32) / 32768.0
+                ring.push(clock.start_of(self.now(), pcm.size / PROGRAM_AUDIO_RATE), pcm)
         finally:
             await stream.aclose()
 
@@ -122,14 +263,25 @@ class LiveDirector:
             return
         self.engine.add_camera(cam)
         self.report.cameras.add(cam)
-        reader = self._read_video if track.kind == rtc.TrackKind.KIND_VIDEO else self._read_audio
-        self._tasks.append(asyncio.ensure_future(reader(track, cam)))
+        self.tracks[(cam, "video" if track.kind == rtc.TrackKind.KIND_VIDEO else "audio")] = track
+        if track.kind == rtc.TrackKind.KIND_VIDEO:
+            self._tasks.append(asyncio.ensure_future(self._read_video(track, cam)))
+        else:
+            self._tasks.append(asyncio.ensure_future(self._read_audio(track, cam)))
+            if self.audio_mode != "off":
+                self._tasks.append(asyncio.ensure_future(self._read_program_audio(track, cam)))
         log.info("live: subscribed to %s (%s)", cam, "video" if track.kind == rtc.TrackKind.KIND_VIDEO else "audio")
 
     def _on_data(self, packet) -> None:
         if getattr(packet, "topic", "") != OVERRIDE_TOPIC:
             return
-        who = getattr(getattr(packet, "participant", None), "identity", "?")
+        sender = getattr(packet, "participant", None)
+        who = getattr(sender, "identity", "?")
+        if sender is None or role_of(sender) != "operator":  # a sender that already left is no operator either
+            log.warning("live: ignored an override from %s: the participant's token has no operator role", who)
+            self.report.unauthorised_overrides += 1
+            metrics.OVERRIDES.labels(self.room_name, "unauthorised").inc()
+            return
         try:
             msg = json.loads(bytes(packet.data).decode())
             if not isinstance(msg, dict):
@@ -138,10 +290,53 @@ class LiveDirector:
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
             log.warning("live: rejected an override packet from %s: %s", who, e)
             self.report.rejected_overrides += 1
+            metrics.OVERRIDES.labels(self.room_name, "malformed").inc()
             return
+        if ov.camera and ov.camera not in self.report.cameras:
+            log.warning("live: rejected an override from %s: no camera %r in the room", who, ov.camera)
+            self.report.rejected_overrides += 1
+            metrics.OVERRIDES.labels(self.room_name, "malformed").inc()
+            return
+        if not ov.operator:
+            ov = replace(ov, operator=str(who))  # the log names who directed
         self._pending_overrides.append(ov)
 
-    # -- the tick and the program ----------------------------------------------------------------------------------
+    def _link(self, state: str, reconnected: bool = False) -> None:
+        if state != self.link:
+            log.info("live: LiveKit link %s -> %s", self.link, state)
+        self.link = state
+        metrics.CONNECTED.labels(self.room_name).set(1 if state == "connected" else 0)
+        if reconnected:
+            metrics.RECONNECTS.labels(self.room_name).inc()
+
+    def status(self, recent: int = 10) -> dict:
+        """A snapshot for operators (the service's live status API, the control page): the link, the program, every
+        camera's score and features at the last tick, the recent decisions with their reasons, the ranker in use,
+        and the tick health. Safe to call from the event loop at any time."""
+        from features.extract import SCENE_FEATURES
+
+        r, rep = self.last, self.report
+        cams = {}
+        if r is not None:
+            for cid, score in r.scores.items():
+                ctx = r.contexts.get(cid)
+                cams[cid] = {"score": score, "talking": bool(ctx and ctx.talking), "floor": bool(ctx and ctx.floor),
+                             "stale": bool(ctx and ctx.stale)}
+        for cid, x in (self._last_features or {}).items():
+            cams.setdefault(cid, {})["features"] = {f: (None if np.isnan(v) else float(v))
+                                                    for f, v in zip(SCENE_FEATURES, x.tolist())}
+        return {"session_id": rep.session_id, "room": self.room_name, "link": self.link,
+                "t": None if r is None else r.t, "program": self.compositor.program,
+                "decision": None if r is None else {"reason": r.decision.reason, "detail": r.decision.detail},
+                "cameras": cams, "recent_cuts": [{"t": t, "to": to, "reason": why} for t, to, why in rep.cuts[-recent:]],
+                "variant": None if r is None else r.variant, "model_version": None if r is None else r.model_version,
+                "program_delay_s": self.delay,
+                "health": {"ticks": rep.ticks, "missed_ticks": rep.missed_ticks, "failed_ticks": rep.failed_ticks,
+                           "late_cuts": rep.late_cuts, "program_frames": rep.program_frames,
+                           "overrides": rep.overrides, "rejected_overrides": rep.rejected_overrides,
+                           "unauthorised_overrides": rep.unauthorised_overrides}}
+
+    # -- the tick --------------------------------------------------------------------------------------------------
     def _tick(self, core: DirectorCore, flog: FeatureLog, t: float, overrides: list[Override]) -> TickResult | None:
         """Executor thread: analysis -> the director core (scores, policy, rows)."""
         obs = self.engine.tick(t)
@@ -149,6 +344,7 @@ class LiveDirector:
             return None
         ordered = list(obs.values())
         x = scene_matrix(ordered)
+        self._last_features = {o.camera_id: row for o, row in zip(ordered, x)}
         r = core.tick(t, [CameraTick.from_observation(o, row) for o, row in zip(ordered, x)], overrides)
         flog.maybe_rotate()
         return r
@@ -166,13 +362,16 @@ class LiveDirector:
             except Exception:  # noqa: BLE001 - one bad tick must not end directing: log it, go on
                 log.exception("live: tick %d failed; directing goes on", k)
                 self.report.failed_ticks += 1
+                metrics.TICKS_FAILED.labels(self.room_name).inc()
                 r = None
+            metrics.TICK_SECONDS.labels(self.room_name).observe(self.now() - start)
             if r is None:
                 self._pending_overrides[:0] = ovs  # no camera yet: the overrides wait for the next tick
             else:
+                self.last = r
                 d = r.decision
-                if d.cut:  # the compositor belongs to the loop
-                    self.compositor.cut_to(d.to_camera, d.cut_time, d.transition)
+                if d.cut:  # the program follows when its clock (the delay behind) reaches the cut
+                    self._cuts.append((d.cut_time, d.to_camera, d.transition or "cut", d.reason))
                     self.report.cuts.append((r.t, d.to_camera, d.reason))
                 self.report.overrides += len(r.overrides)
                 self.report.ticks += 1
@@ -180,22 +379,104 @@ class LiveDirector:
             behind = int(self.now() * self.hz) - k
             if behind > 0:  # a slow tick never makes up for lost time in a burst: skip to the present
                 self.report.missed_ticks += behind
+                metrics.TICKS_MISSED.labels(self.room_name).inc(behind)
                 k += behind
                 log.warning("live: %d tick(s) skipped: a tick took %.2f s", behind, self.now() - start)
             await asyncio.sleep(max(0.0, k / self.hz - self.now()))
 
-    async def _program(self, source, stop: asyncio.Event) -> None:
+    # -- the program: picture and sound leave the delay lines on one clock -----------------------------------------
+    def _take_picture_cuts(self, pt: float) -> None:
+        while self._picture_i < len(self._cuts) and self._cuts[self._picture_i][0] <= pt + 1e-9:
+            ct, cam, transition, _ = self._cuts[self._picture_i]
+            if ct < pt - 1.5 / self.program_fps:  # decided after its placed time aired: cut now instead
+                if self.delay > 0:  # (with no delay every cut airs as soon as it is decided)
+                    self.report.late_cuts += 1
+                    metrics.LATE_CUTS.labels(self.room_name).inc()
+                ct = pt
+            first = self._picture_i == 0 and not self.compositor.program
+            if cam != self.compositor.program:
+                self.compositor.cut_to(cam, ct, "cut" if first else transition)
+                self.report.aired_cuts.append((ct, cam))
+            self._picture_i += 1
+        if not self.compositor.program:  # before the first decision: the first camera with a picture, not black
+            ready = sorted(c for c, ring in self.video.items() if ring.at(pt) is not None)
+            if ready:
+                self.compositor.cut_to(ready[0], pt)
+                self.report.aired_cuts.append((pt, ready[0]))
+
+    async def _program_video(self, source, stop: asyncio.Event) -> None:
         from livekit import rtc
 
+        loop = asyncio.get_running_loop()
         w, h = self.program_size
         i = 0
         while not stop.is_set():
-            frame = self.compositor.compose(self.now(), self.latest)
-            rgba = cv2.cvtColor(frame, cv2.COLOR_RGB2RGBA)
+            pt = self.now() - self.delay
+            self._take_picture_cuts(pt)
+            comp = self.compositor
+            need = {comp.program}
+            if comp.transition == "dissolve" and pt - comp.cut_t < comp.config.dissolve_s:
+                need.add(comp.previous)
+            frames = {cam: self.video[cam].at(pt) for cam in need if cam in self.video}
+            rgba = await loop.run_in_executor(self._program_pool, self._compose, pt, frames)
             source.capture_frame(rtc.VideoFrame(w, h, rtc.VideoBufferType.RGBA, rgba.tobytes()))
             self.report.program_frames += 1
+            metrics.PROGRAM_FRAMES.labels(self.room_name).inc()
+            if self.report.first_program_frame_s is None and frames.get(comp.program) is not None:
+                self.report.first_program_frame_s = self.now()
             i += 1
+            late = self.now() * self.program_fps - i
+            if late > 2:  # never a burst of stale frames after a stall: go on from the present
+                i += int(late)
             await asyncio.sleep(max(0.0, i / self.program_fps - self.now()))
+
+    def _compose(self, pt: float, frames: dict) -> np.ndarray:
+        """Program thread: convert the frames on air and composite one program frame (RGBA)."""
+        rgb = {cam: None if f is None else _rgb(f, self.program_size) for cam, f in frames.items()}
+        return cv2.cvtColor(self.compositor.compose(pt, rgb), cv2.COLOR_RGB2RGBA)
+
+    def _program_samples(self, s0: int, n: int) -> np.ndarray:
+        """The program sound for samples [s0, s0 + n) of the session clock: the mic of the camera on program (the
+        cut's audio switches `audio_lead_s` before the picture: J-cut), crossfaded over 10 ms; or every mic mixed."""
+        if self.audio_mode == "mix":
+            if not self.audio:
+                return np.zeros(n, np.float32)
+            mix = sum(ring.read(s0, n) for ring in self.audio.values())
+            return np.clip(mix / np.sqrt(len(self.audio)), -1.0, 1.0).astype(np.float32)
+        lead = self.policy.audio_lead_s
+        end_t = (s0 + n) / PROGRAM_AUDIO_RATE
+        while self._sound_i < len(self._cuts) and self._cuts[self._sound_i][0] - lead <= end_t:
+            ct, cam, _, _ = self._cuts[self._sound_i]
+            if cam != self._sound_cam:
+                self._sound_prev, self._sound_cam = self._sound_cam, cam
+                self._sound_cut_s = max(s0, int(round((ct - lead) * PROGRAM_AUDIO_RATE)))
+            self._sound_i += 1
+        if self._sound_cam is None and self.compositor.program:  # the picture's first camera until the first cut
+            self._sound_cam = self.compositor.program
+        out = self._ring_read(self._sound_cam, s0, n)
+        if self._sound_prev is not None and s0 < self._sound_cut_s + AUDIO_FADE:
+            r = np.clip((np.arange(s0, s0 + n) - self._sound_cut_s) / AUDIO_FADE, 0.0, 1.0).astype(np.float32)
+            out = out * r + self._ring_read(self._sound_prev, s0, n) * (1.0 - r)
+        return out
+
+    def _ring_read(self, cam: str | None, s0: int, n: int) -> np.ndarray:
+        ring = self.audio.get(cam) if cam else None
+        return ring.read(s0, n) if ring is not None else np.zeros(n, np.float32)
+
+    async def _program_audio(self, source, stop: asyncio.Event) -> None:
+        from livekit import rtc
+
+        s_next: int | None = None
+        while not stop.is_set():
+            s_end = int((self.now() - self.delay - AUDIO_MARGIN_S) * PROGRAM_AUDIO_RATE)
+            if s_next is None or s_end - s_next > PROGRAM_AUDIO_RATE // 5:  # after a stall: back to the present
+                s_next = s_end - AUDIO_CHUNK
+            while s_next + AUDIO_CHUNK <= s_end:
+                pcm = (np.clip(self._program_samples(s_next, AUDIO_CHUNK), -1, 1) * 32767).astype(np.int16)
+                await source.capture_frame(rtc.AudioFrame(pcm.tobytes(), PROGRAM_AUDIO_RATE, 1, AUDIO_CHUNK))
+                s_next += AUDIO_CHUNK
+                self.report.program_audio_s += AUDIO_CHUNK / PROGRAM_AUDIO_RATE
+            await asyncio.sleep(AUDIO_CHUNK / PROGRAM_AUDIO_RATE)
 
     # -- run -------------------------------------------------------------------------------------------------------
     async def run(self, duration_s: float | None = None, stop: asyncio.Event | None = None) -> LiveReport:
@@ -205,32 +486,69 @@ class LiveDirector:
         room = rtc.Room()
         room.on("track_subscribed", self._on_track)
         room.on("data_received", self._on_data)
+        room.on("reconnecting", lambda: self._link("reconnecting"))
+        room.on("reconnected", lambda: self._link("connected", reconnected=True))
+        room.on("disconnected", lambda *_: self._link("disconnected"))
         try:
             await room.connect(self.settings.livekit_url, director_token(self.settings, self.room_name))
+        except LiveError:
+            self.close()
+            raise
         except Exception as e:  # noqa: BLE001 - unreachable server, bad key: say so, do not crash with a trace
+            self.close()
             raise LiveError(f"cannot join LiveKit room {self.room_name!r} at {self.settings.livekit_url}: {e}") \
                 from e
-        source = rtc.VideoSource(*self.program_size)
-        track = rtc.LocalVideoTrack.create_video_track("program", source)
-        await room.local_participant.publish_track(track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA))
         self._t0 = time.monotonic()
-        with FeatureLog(self.settings.spool_dir, [CAMERA_TICKS, DECISIONS, OVERRIDES]) as flog:
-            workers = [asyncio.ensure_future(self._ticks(flog, stop)),
-                       asyncio.ensure_future(self._program(source, stop))]
-            try:
-                if duration_s is not None:
-                    try:
-                        await asyncio.wait_for(stop.wait(), duration_s)
-                    except asyncio.TimeoutError:
-                        pass
-                else:
-                    await stop.wait()
-            finally:
-                stop.set()  # a tick in flight finishes and is applied: the log and the program agree
-                await asyncio.wait(workers, timeout=10)
-                for task in workers + self._tasks:
-                    task.cancel()
-                await asyncio.gather(*workers, *self._tasks, return_exceptions=True)
-                await room.disconnect()
-                self.engine.close()
+        self._link("connected")
+        try:
+            source = rtc.VideoSource(*self.program_size)
+            track = rtc.LocalVideoTrack.create_video_track("program", source)
+            await room.local_participant.publish_track(
+                track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA))
+            sound = None
+            if self.audio_mode != "off":
+                # a short queue: sound queued while nobody consumes it yet would stay behind the picture for good
+                sound = rtc.AudioSource(PROGRAM_AUDIO_RATE, 1, queue_size_ms=100)
+                await room.local_participant.publish_track(
+                    rtc.LocalAudioTrack.create_audio_track("program", sound),
+                    rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+            with FeatureLog(self.settings.spool_dir, [CAMERA_TICKS, DECISIONS, OVERRIDES]) as flog:
+                workers = [asyncio.ensure_future(self._ticks(flog, stop)),
+                           asyncio.ensure_future(self._program_video(source, stop))]
+                if sound is not None:
+                    workers.append(asyncio.ensure_future(self._program_audio(sound, stop)))
+                try:
+                    if duration_s is not None:
+                        try:
+                            await asyncio.wait_for(stop.wait(), duration_s)
+                        except asyncio.TimeoutError:
+                            pass
+                    else:
+                        await stop.wait()
+                finally:
+                    stop.set()  # a tick in flight finishes and is applied: the log and the program agree
+                    await asyncio.wait(workers, timeout=10)
+                    for task in workers + self._tasks:
+                        task.cancel()
+                    await asyncio.gather(*workers, *self._tasks, return_exceptions=True)
+        finally:  # whatever failed after joining: leave the room and free the models and threads
+            await room.disconnect()
+            self._link("disconnected")
+            self.close()
         return self.report
+
+
+    def close(self) -> None:
+        """Free the models and threads (run() calls it; also for a director that was built but never run)."""
+        self.engine.close()
+        self._convert_pool.shutdown(wait=False, cancel_futures=True)
+        self._program_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _rgb(frame, size: tuple[int, int]) -> np.ndarray:
+    """A LiveKit video frame as an RGB array of `size` (width, height)."""
+    from livekit import rtc
+
+    f = frame.convert(rtc.VideoBufferType.RGB24)
+    rgb = np.frombuffer(f.data, np.uint8).reshape(f.height, f.width, 3)
+    return rgb if (f.width, f.height) == tuple(size) else cv2.resize(rgb, tuple(size), interpolation=cv2.INTER_AREA)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -9,6 +12,14 @@ from typing import Iterator
 import numpy as np
 
 SAMPLE_RATE = 16_000  # analysis audio: mono float32 at 16 kHz (what VAD and Whisper take)
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 class MediaError(RuntimeError):
@@ -109,7 +120,8 @@ class Mp4Writer:
     """H.264 + AAC writer (PyAV). Video frames are RGB uint8; audio is mono float32 pushed in any chunk size."""
 
     def __init__(self, path: str | Path, size: tuple[int, int], fps: int = 25, sample_rate: int | None = SAMPLE_RATE,
-                 crf: int = 26, preset: str = "superfast"):
+                 crf: int = 26, preset: str = "superfast", threads: int = 0):
+        """`threads`: x264 threads (0 = one per core, its default); a writer beside other work may want fewer."""
         import av
 
         self.path = Path(path)
@@ -117,7 +129,7 @@ class Mp4Writer:
         self.video = self.container.add_stream("libx264", rate=fps)
         self.video.width, self.video.height = size
         self.video.pix_fmt = "yuv420p"
-        self.video.options = {"crf": str(crf), "preset": preset}
+        self.video.options = {"crf": str(crf), "preset": preset, **({"threads": str(threads)} if threads else {})}
         self.audio = None
         if sample_rate:
             self.audio = self.container.add_stream("aac", rate=sample_rate)
@@ -168,43 +180,108 @@ class Mp4Writer:
         self.close()
 
 
+class _Decoder:
+    """Decodes one video stream ahead of its reader on its own thread (FFmpeg demuxes, decodes and converts without
+    the GIL), at most `depth` frames ahead, so a reader that also analyses or encodes never waits on the decoder.
+
+    `get()` returns the next (t, av frame) in file order, or None at the end (or after a decoding error, kept in
+    `error`). The thread holds the container until `stop()`; nothing else may touch it meanwhile."""
+
+    def __init__(self, container, stream, name: str, depth: int):
+        import av
+
+        self._cv = threading.Condition()
+        self._q: deque = deque()
+        self._depth = max(1, depth)
+        self._stop = False
+        self._done = False
+        self.error: str | None = None
+        self._av_error = av.error.FFmpegError
+        self._thread = threading.Thread(target=self._run, args=(container, stream, name), name=f"decode-{name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, container, stream, name: str) -> None:
+        try:
+            for f in container.decode(stream):
+                if f.pts is None:
+                    continue
+                item = (float(f.pts * f.time_base), f)
+                with self._cv:
+                    while len(self._q) >= self._depth and not self._stop:
+                        self._cv.wait()
+                    if self._stop:
+                        return
+                    self._q.append(item)
+                    self._cv.notify_all()
+        except self._av_error as e:  # corrupt mid-way: the camera ends here, with the reason kept
+            self.error = f"{name}: decoding failed ({e})"
+        except Exception as e:  # noqa: BLE001 - the reader sees the end of the file, with the reason
+            self.error = f"{name}: decoding failed ({type(e).__name__}: {e})"
+        finally:
+            with self._cv:
+                self._done = True
+                self._cv.notify_all()
+
+    def get(self):
+        with self._cv:
+            while not self._q and not self._done:
+                self._cv.wait()
+            if not self._q:
+                return None
+            item = self._q.popleft()
+            self._cv.notify_all()
+            return item
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._q.clear()
+            self._cv.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+
+PREFETCH_BYTES = 8 << 20  # decoded frames a cursor may hold ahead of its reader (per cursor)
+
+
 class FrameCursor:
     """Random-forward access to a video file: `frame_at(t)` is the RGB frame showing at file time t.
 
-    Decodes sequentially and converts to RGB only the frames asked for, so a camera that is not on program costs only
-    its decode. Returns None before the first frame and after the end of the file (a camera that stopped).
+    Decodes sequentially, on a thread of its own a few frames ahead of the reader, and converts to RGB only the
+    frames asked for, so a camera that is not on program costs only its decode. Returns None before the first frame
+    and after the end of the file (a camera that stopped).
     """
 
     def __init__(self, path: str | Path, size: tuple[int, int] | None = None):
-        import av
-
         self.path = Path(path)
         self.size = size
         self._container = _open(path)
         if not self._container.streams.video:
+            self._container.close()
             raise MediaError(f"{path}: has no video stream")
         stream = self._container.streams.video[0]
-        stream.thread_type = "AUTO"
-        self._frames = self._container.decode(stream)
-        self._av_error = av.error.FFmpegError
+        cc = stream.codec_context
+        if (cc.width or 0) * (cc.height or 0) <= 1280 * 720:
+            # the cursor's own thread decodes already: FFmpeg's frame threads would only add latency and overhead
+            cc.thread_count = 1
+        else:  # big frames: let FFmpeg spread the decoding too
+            stream.thread_type = "AUTO"
+        frame_bytes = max(1, (cc.width or 640) * (cc.height or 360) * 3 // 2)
+        self._decoder = _Decoder(self._container, stream, self.path.name, min(16, max(2, PREFETCH_BYTES // frame_bytes)))
         self._cur = None  # (t, av frame)
         self._next = None
         self._cache: tuple[float, np.ndarray] | None = None
         self.ended = False
         self.end_t = float("inf")
-        self.error: str | None = None
+        self._closed = False
+
+    @property
+    def error(self) -> str | None:
+        return self._decoder.error
 
     def _pull(self):
-        try:
-            while True:
-                f = next(self._frames)
-                if f.pts is not None:
-                    return float(f.pts * f.time_base), f
-        except StopIteration:
-            return None
-        except self._av_error as e:  # corrupt mid-way: the camera ends here, with the reason kept
-            self.error = f"{self.path.name}: decoding failed ({e})"
-            return None
+        return self._decoder.get()
 
     def frame_at(self, t: float) -> np.ndarray | None:
         if self.ended and (self._cur is None or t > self.end_t):
@@ -226,4 +303,15 @@ class FrameCursor:
         return self._cache[1]
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._decoder.stop()
+        self._cur = self._next = None
         self._container.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass

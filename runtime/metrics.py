@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 STAGE_SECONDS = Histogram(
     "aiobs_analysis_stage_seconds", "Time per analysis stage (per frame for vision stages, per tick for `tick`)",
@@ -11,3 +11,18 @@ DEGRADED = Counter("aiobs_analysis_degraded_total", "Feature groups degraded by 
                    ["stage", "camera"])
 FRAMES_DROPPED = Counter("aiobs_frames_dropped_total", "Frames replaced in a latest-frame slot before analysis",
                          ["camera"])
+
+# -- the director core's own series (ranker/core.py counts them for every production session: live, the service,
+# `aiobs direct`; never replay or evaluation)
+from ranker.core import CUTS, MODEL_IN_USE, OVERRIDES, TICKS  # noqa: E402,F401
+
+# -- live mode ---------------------------------------------------------------------------------------------------------
+TICKS_MISSED = Counter("aiobs_live_ticks_missed_total", "Ticks skipped because the one before ran late", ["room"])
+TICKS_FAILED = Counter("aiobs_live_ticks_failed_total", "Ticks that raised (directing went on)", ["room"])
+LATE_CUTS = Counter("aiobs_live_late_cuts_total", "Cuts decided after their placed time had aired", ["room"])
+PROGRAM_FRAMES = Counter("aiobs_live_program_frames_total", "Program video frames published", ["room"])
+RECONNECTS = Counter("aiobs_live_reconnects_total", "LiveKit link losses the room recovered from", ["room"])
+CONNECTED = Gauge("aiobs_live_connected", "1 while the room's LiveKit link is up", ["room"],
+                  multiprocess_mode="livemax")  # `bentoml serve`: the live worker's value, no stale pid series
+TICK_SECONDS = Histogram("aiobs_live_tick_seconds", "Wall time of one live tick (analysis + director core)", ["room"],
+                         buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .compositor import Compositor
-from .media import SAMPLE_RATE, FrameCursor, Mp4Writer
+from .media import SAMPLE_RATE, FrameCursor, Mp4Writer, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,9 @@ def render_program(cams: list["Camera"], timeline: Timeline, duration: float, pa
     audio_cam = prev_audio_cam = None
     audio_cut_j = -(10 ** 9)
     try:
-        with Mp4Writer(path, comp.config.size, fps) as w:
+        # x264 beside the analysis: one encoding thread per 4 cores (x264's one-per-core frame threads only add
+        # overhead when analysis has the other cores busy; superfast at 720p is far above real time on one)
+        with Mp4Writer(path, comp.config.size, fps, threads=max(1, usable_cores() // 4)) as w:
             for i in range(n_frames):
                 t = i / fps
                 timeline.wait_for(t + max(0.0, lead))

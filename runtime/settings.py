@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from ranker.policy import PolicyConfig
 
@@ -44,6 +44,14 @@ class Settings(BaseModel):
     livekit_api_key: str = ""
     livekit_api_secret: str = ""
     livekit_room: str = "aiobs"
+    program_delay_s: float = Field(0.0, ge=0, le=10, description="live broadcast delay: the program (picture and "
+                                   "sound) airs this long after the cameras, so every cut is placed at the best "
+                                   "word boundary inside the delay, as `aiobs direct` does on files; 0 = no delay")
+    live_asr: bool = Field(False, description="live mode runs Whisper on every mic (keywords, word times); off by "
+                                              "default: on a CPU it cannot keep up with 5 mics beside the 5 Hz tick")
+    program_audio: Literal["follow", "mix", "off"] = Field("follow", description="live program sound: the program "
+                                                                                 "camera's mic (follow), every mic "
+                                                                                 "mixed (mix), or none (off)")
 
     # models: a hub id / file name for users with internet, with packaged offline fallbacks (runtime/models.py)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -58,13 +66,37 @@ class Settings(BaseModel):
     # director
     tick_hz: float = Field(5.0, gt=0, le=60)
     vision_hz: float = Field(0.0, ge=0, description="people/face analysis rate per camera; 0 = auto: every tick "
-                                                    "on a GPU, 1 Hz on a CPU (direct and live alike)")
+                                                    "on a GPU; on a CPU at most 1 Hz per camera and 3 frames/s "
+                                                    "across all cameras (direct and live alike)")
     keywords: list[str] = Field(default_factory=lambda: ["goal", "applause", "breaking", "welcome", "question"])
     policy: PolicyConfig = Field(default_factory=PolicyConfig,
                                  description="the switching policy (ranker/policy.py PolicyConfig); YAML `policy:` "
                                              "mapping or AIOBS_POLICY_<FIELD>, e.g. AIOBS_POLICY_MIN_HOLD_S=3")
     challenger_share: float = Field(0.0, ge=0, le=1, description="share of sessions (0..1) the registry's "
                                                                  "challenger directs (A/B); the rest get the champion")
+
+    # the HTTP service (bento/service.py): who may direct, and how much one client may ask of it
+    service_token: SecretStr = Field(SecretStr(""), description="bearer token every mutating service API (/tick) "
+                                                                "requires (Authorization: Bearer <token>); empty = "
+                                                                "the service refuses to start unless "
+                                                                "service_allow_anonymous")
+    service_allow_anonymous: bool = Field(False, description="let `bentoml serve` start without service_token, "
+                                                             "every caller may direct (a trusted loopback dev box "
+                                                             "only)")
+    service_max_body_bytes: int = Field(1 << 20, ge=1024, le=64 << 20, description="largest request body the "
+                                                                                 "service reads (413 above)")
+    service_session_idle_s: float = Field(600.0, gt=0, description="a session with no tick for this long is "
+                                                                   "forgotten (its next tick starts it afresh)")
+    service_max_sessions: int = Field(256, ge=1, le=100_000, description="live sessions kept at most; a new "
+                                                                         "session beyond this evicts the one idle "
+                                                                         "longest")
+    service_max_rooms: int = Field(4, ge=1, le=64, description="LiveKit rooms the service directs at once "
+                                                               "(live_start); a failed room counts until live_stop "
+                                                               "clears it")
+    service_livekit_browser_url: str = Field("", pattern=r"^(wss?://[^\s]+)?$",
+                                             description="the LiveKit URL the control page's browser joins (ws:// "
+                                                         "or wss://, as browsers reach the server); empty = "
+                                                         "livekit_url")
 
     @model_validator(mode="after")
     def _fill_paths(self) -> "Settings":

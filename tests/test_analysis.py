@@ -170,6 +170,8 @@ def test_engine_five_cameras_feature_rows_staleness_and_degradation(bikes, speec
     assert "audio" in last["cam3"].degraded  # no audio track: said, not fatal
     assert sum(len(o["cam1"].people) for o in observations) > 0
     assert any(o["cam0"].keyword_hits or o["cam0"].asr_words_per_s for o in observations)
+    heard = [w for o in observations for w in o["cam0"].new_words]  # each recognition reaches one tick's row
+    assert heard and all(0 <= w.start <= w.end <= 20 * tick_s + 0.5 for w in heard)
 
     from features.schema import TABLES
     from ranker.core import CameraTick, DirectorCore
@@ -177,9 +179,12 @@ def test_engine_five_cameras_feature_rows_staleness_and_degradation(bikes, speec
     class Validating:  # every observation becomes a valid contract row through the director core
         rows = 0
 
+        words = 0
+
         def append(self, table, row):
             TABLES[table].validate(row)
             self.rows += table == "camera_ticks"
+            self.words += len(row.get("asr_word_spans", ())) // 2
 
     sink = Validating()
     core = DirectorCore("s", sink=sink)
@@ -191,6 +196,7 @@ def test_engine_five_cameras_feature_rows_staleness_and_degradation(bikes, speec
             v = scene_vector(obs)
             assert v.shape == (len(SCENE_FEATURES),) and v.dtype == np.float32
     assert sink.rows == sum(len(o) for o in observations)
+    assert sink.words == sum(len(o[c].new_words) for o in observations for c in o)
     lat = engine.latency_summary()
     assert {"detect_track", "motion", "audio", "vad", "asr", "tick"} <= set(lat)  # faces raised: no timing
 

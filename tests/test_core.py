@@ -148,3 +148,48 @@ def test_non_finite_timing_is_refused_before_any_state_moves():
     with pytest.raises(ValueError, match="session clock"):
         core.tick(float("inf"), [CameraTick("a", feats())])
     assert core.tick(0.0, [CameraTick("a", feats())]).decision.reason == "start"
+
+
+def _turns_session(core, words_on_a=()):
+    """a talks until 4.6 s (by its VAD: its last word trails off softly), b from 5.2 s to 10 s with a clean pause
+    at 7.6-8.0 s. `words_on_a`: what the ASR recognised on a's mic, reported a second after it was said."""
+    out = []
+    for k in range(1, 51):
+        t = k * core.tick_s
+        lo = t - core.tick_s
+        talk_a = lo < 4.6 - 1e-9
+        talk_b = 5.2 - 1e-9 <= lo and not 7.6 - 1e-9 <= lo < 8.0 - 1e-9
+        cams = []
+        for cid, talking in (("a", talk_a), ("b", talk_b), ("c", False)):
+            x = feats(speech_prob=0.9 if talking else 0.0, audio_rel_db=0.0 if talking else -20.0,
+                      largest_person_area=0.2, largest_face_area=0.05, people_count=1)
+            words = tuple(w for w in words_on_a if cid == "a" and lo <= w[1] + 1.0 < t)
+            cams.append(CameraTick(cid, x, speaking=talking, speech_mask=255 if talking else 0, words=words))
+        out.append(core.tick(t, cams, ts=1_800_000_000 + t))
+    return out
+
+
+def test_a_recognised_word_vetoes_a_pause_the_vad_heard():
+    cfg = PolicyConfig(lookahead_s=3.0)
+    last_word = (4.45, 5.15)  # the ASR hears a's last word to its end; the VAD lost it at 4.6
+    plain = [r.decision for r in _turns_session(DirectorCore("s", policy=cfg, tick_s=0.2))]
+    cuts = [d for d in plain if d.cut and d.to_camera == "b"]
+    assert cuts and last_word[0] < cuts[0].cut_time < last_word[1]  # VAD alone cuts into it: the test can fail
+    sink = RowSink()
+    heard = [r.decision for r in _turns_session(DirectorCore("s", policy=cfg, tick_s=0.2, sink=sink),
+                                                words_on_a=[(3.9, 4.4), last_word])]
+    cuts = [d for d in heard if d.cut and d.to_camera == "b"]
+    assert cuts and not any(a <= cuts[0].cut_time <= b for a, b in [(3.9, 4.4), last_word]), cuts[0]
+    f = sink.frames()
+    logged = [list(s) for s in f["camera_ticks"]["asr_word_spans"] if len(s)]
+    assert logged == [[3.9, 4.4], [4.45, 5.15]]
+    assert cut_list(replay_logged(f["camera_ticks"], f["decisions"])) == cut_list(heard)
+
+
+def test_word_times_are_validated():
+    with pytest.raises(ValueError, match="start <= end"):
+        CameraTick("a", feats(), words=((2.0, 1.0),))
+    with pytest.raises(ValueError, match="finite"):
+        CameraTick("a", feats(), words=((float("nan"), 1.0),))
+    with pytest.raises(ValueError, match="pair"):
+        CameraTick("a", feats(), words=((1.0,),))

@@ -13,7 +13,7 @@ from runtime.models import ModelUnavailable, resolve_vlm, resolve_whisper, resol
 from runtime.settings import load_settings
 
 COMPONENTS = {"packages", "clickhouse", "mlflow", "livekit", "livekit-server", "yolo", "whisper", "vad", "tts", "vlm",
-              "encoder", "gpu"}
+              "encoder", "gpu", "live-budget"}
 
 
 def run(settings, mode):
@@ -34,6 +34,13 @@ def test_every_component_reported_and_files_mode_ready(data_dir):
     tts = next(line for line in lines if line.split()[1] == "tts")
     assert tts.startswith("ok") and "Piper voice" in tts
     assert check_tts(load_settings(env={}, data_dir=data_dir, tts_backend="none")) == ("off", "narration disabled")
+    from runtime.doctor import check_live_budget
+
+    budget = next(line for line in lines if line.split()[1] == "live-budget")
+    assert "5 Hz ticks" in budget and "ASR off" in budget
+    if "CPU" in budget:  # what would make a CPU miss ticks is named
+        status, why = check_live_budget(load_settings(env={}, data_dir=data_dir, live_asr=True, device="cpu"))
+        assert status == "warn" and "AIOBS_LIVE_ASR" in why
 
 
 def test_unreachable_clickhouse_fails_the_modes_that_need_it(data_dir):

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import cv2
 import numpy as np
 import pytest
 
+from runtime import rig
 from runtime.live import OVERRIDE_TOPIC, LiveDirector, LiveError
 from runtime.media import SAMPLE_RATE, iter_frames
 from runtime.models import sample_video
@@ -50,30 +52,41 @@ async def publish_camera(server, name, frames, speech=None, stop=None):
     await room.disconnect()
 
 
-async def watch_program(server, counts, stop, override_after=None):
+def role_token(server, role, identity, room="studio"):
+    return rig.token(server, role, identity, room)
+
+
+async def watch_program(server, counts, stop, override_after, levels):
+    """Watch the program as an operator: count its frames, take its sound's levels, send one lock override; an
+    intruder with a viewer's token sends one first (it must be ignored)."""
     from livekit import rtc
 
     room = rtc.Room()
-    got = asyncio.get_running_loop().create_future()
-
-    @room.on("track_subscribed")
-    def on_track(track, publication, participant):
-        if publication.name == "program" and not got.done():
-            got.set_result(track)
-
-    await room.connect(server["url"], token(server, "viewer"))
-    track = await asyncio.wait_for(got, 20)
+    loop = asyncio.get_running_loop()
+    got = {("program", kind): loop.create_future() for kind in ("video", "audio")}
+    await rig.subscribe(room, got)
+    await room.connect(server["url"], role_token(server, "operator", "ann"))
+    track = await asyncio.wait_for(got["program", "video"], 20)
+    ear = asyncio.ensure_future(rig.read_levels(await asyncio.wait_for(got["program", "audio"], 20), levels, stop))
     stream = rtc.VideoStream(track)
     sent = False
     async for ev in stream:
         counts.append((ev.frame.width, ev.frame.height))
         if override_after and len(counts) >= override_after and not sent:
-            await room.local_participant.publish_data(json.dumps({"action": "lock", "camera": "wide",
-                                                                  "operator": "ann"}), topic=OVERRIDE_TOPIC)
+            intruder = rtc.Room()  # a plain room token (no operator role) cannot direct: the packet is dropped
+            await intruder.connect(server["url"], token(server, "mallory"))
+            await intruder.local_participant.publish_data(json.dumps({"action": "lock", "camera": "host"}),
+                                                          topic=OVERRIDE_TOPIC)
+            await asyncio.sleep(0.5)
+            await intruder.disconnect()
+            await room.local_participant.publish_data(json.dumps({"action": "lock", "camera": "wide"}),
+                                                      topic=OVERRIDE_TOPIC)
             sent = True
         if stop.is_set():
             break
     await stream.aclose()
+    ear.cancel()
+    await asyncio.gather(ear, return_exceptions=True)
     await room.disconnect()
 
 
@@ -93,12 +106,14 @@ def test_live_director_in_a_real_room(livekit_server, data_dir):
     models.refresh()
     director = LiveDirector(settings, models=models, program_size=(640, 360), program_fps=10)
     program: list = []
+    levels: list = []
 
     async def scenario():
         stop = asyncio.Event()
         cams = [asyncio.ensure_future(publish_camera(livekit_server, "wide", wide, stop=stop)),
                 asyncio.ensure_future(publish_camera(livekit_server, "host", host, speech=speech, stop=stop))]
-        viewer = asyncio.ensure_future(watch_program(livekit_server, program, stop, override_after=110))
+        viewer = asyncio.ensure_future(watch_program(livekit_server, program, stop, override_after=110,
+                                                     levels=levels))
         report = await director.run(duration_s=16.0)
         stop.set()
         await asyncio.gather(*cams, viewer, return_exceptions=True)
@@ -111,6 +126,22 @@ def test_live_director_in_a_real_room(livekit_server, data_dir):
     assert report.cuts and report.cuts[0][2] == "start"
     assert any(to == "host" for _, to, _ in report.cuts)  # the speaker gets the program
     assert report.overrides == 1 and report.cuts[-1][1:] == ("wide", "override_lock")
+    assert report.unauthorised_overrides == 1  # mallory's lock never reached the policy
+    status = director.status()
+    assert status["link"] == "disconnected" and status["program"] == "wide"
+    assert set(status["cameras"]) == {"wide", "host"} and "speech_prob" in status["cameras"]["host"]["features"]
+    assert status["recent_cuts"][-1]["reason"] == "override_lock" and status["health"]["ticks"] == report.ticks
+    from prometheus_client import REGISTRY
+
+    def sample(name, **labels):
+        return REGISTRY.get_sample_value(name, {"room": "studio", **labels}) or 0.0
+
+    assert sample("aiobs_director_cuts_total", reason="override_lock") >= 1
+    assert sample("aiobs_director_overrides_total", outcome="unauthorised") >= 1
+    assert sample("aiobs_live_program_frames_total") >= report.program_frames
+    assert report.first_program_frame_s is not None and report.first_program_frame_s < 10
+    # the program's sound: the host's voice while the host is on, silence from the (mute) wide shot
+    assert report.program_audio_s > 10 and len(levels) > 500 and max(peak for _, peak in levels) > 0.05
     from features.shipper import SegmentShipper
     from features.store import FeatureStore
 
@@ -121,7 +152,7 @@ def test_live_director_in_a_real_room(livekit_server, data_dir):
         rows = store.frame("camera_ticks", sessions=[report.session_id])
         decisions = store.frame("decisions", sessions=[report.session_id])
         overrides = store.frame("overrides", sessions=[report.session_id])
-    assert len(overrides) == 1 and overrides["operator"].iloc[0] == "ann"
+    assert len(overrides) == 1 and overrides["operator"].iloc[0] == "ann"  # named by the sender's identity
     assert set(rows["camera_id"]) == {"wide", "host"} and set(rows["ab_variant"]) == {"baseline"}
     assert len(decisions) == report.ticks
     # replaying the logged rows through the director core reproduces the live session's cuts exactly
@@ -152,3 +183,143 @@ def test_live_mode_fails_clearly_without_a_server(data_dir):
                              livekit_api_secret="s" * 32)
     with pytest.raises(LiveError, match="cannot join LiveKit room"):
         asyncio.run(asyncio.wait_for(LiveDirector(settings).run(duration_s=1), 60))
+
+
+def test_with_a_broadcast_delay_the_program_cuts_to_the_new_speaker_before_their_first_word(livekit_server,
+                                                                                          data_dir):
+    """Two people talk in turns. With `program_delay_s` the director sees each turn change a second late, like any
+    director, but the cut it places airs in the pause before the new speaker's first word: read back from the
+    stamped frames on the received program track."""
+    tts = PiperTTS()
+    lines = {"host": ["Good evening and welcome to the studio, tonight we talk about the final.",
+                      "And the second half, what changed in the second half?"],
+             "guest": ["Thank you, it was a remarkable game from start to finish, really.",
+                       "They pressed higher and the goalkeeper kept them in the match."]}
+    clips = {who: [resample(tts.synthesize(x), tts.sample_rate, SAMPLE_RATE) for x in xs] for who, xs in lines.items()}
+    # the script on the shared clock: host, guest, host, guest, with a 0.9 s pause at every turn change
+    turns, at = [], 3.0
+    for k in range(2):
+        for who in ("host", "guest"):
+            clip = clips[who][k]
+            voiced = np.flatnonzero(np.abs(clip) > 0.02)
+            turns.append((who, at + voiced[0] / SAMPLE_RATE, at + voiced[-1] / SAMPLE_RATE, clip, at))
+            at += voiced[-1] / SAMPLE_RATE + 0.9 - voiced[0] / SAMPLE_RATE
+    sound = {who: np.zeros(int((at + 2) * SAMPLE_RATE), np.float32) for who in lines}
+    for who, _, _, clip, start in turns:
+        j = int(start * SAMPLE_RATE)
+        sound[who][j:j + clip.size] += clip
+    face = [f for _, f in iter_frames(sample_video("carphone_pristine.mp4"), 15, (640, 360))]
+    settings = load_settings(env={}, data_dir=data_dir, livekit_url=livekit_server["url"],
+                             livekit_api_key=livekit_server["api_key"],
+                             livekit_api_secret=livekit_server["api_secret"], livekit_room="studio",
+                             program_delay_s=3.0, program_audio="off")
+    director = LiveDirector(settings, program_size=(640, 360), program_fps=15)
+    tags = {"host": (255, 0, 0), "guest": (0, 0, 255)}
+    seen: list = []
+
+    async def scenario():
+        from livekit import rtc
+
+        stop = asyncio.Event()
+        t0 = time.monotonic() + 1.0  # the script's clock; the director joins meanwhile
+        cams = [asyncio.ensure_future(rig.ScriptedCamera(who, face, tags[who], sound[who]).run(
+            livekit_server, "studio", t0, stop)) for who in lines]
+        viewer = rtc.Room()
+        program = asyncio.get_running_loop().create_future()
+        await rig.subscribe(viewer, {("program", "video"): program})
+        await viewer.connect(livekit_server["url"], rig.token(livekit_server, "viewer", "audience", "studio"))
+        directing = asyncio.ensure_future(director.run(duration_s=at + 1.0 + settings.program_delay_s + 1.0))
+        watching = asyncio.ensure_future(rig.read_stamps(await asyncio.wait_for(program, 30), seen, stop))
+        report = await directing
+        stop.set()
+        await asyncio.gather(*cams, watching, return_exceptions=True)
+        await viewer.disconnect()
+        return report
+
+    report = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert report.cameras == {"host", "guest"} and report.late_cuts == 0
+
+    shown = [(n / 15, rig.nearest_tag(tags, tag)) for _, n, tag in seen]  # (moment on the cameras' clock, who)
+    changes = [(t, cam) for (_, a), (t, cam) in zip(shown, shown[1:]) if cam != a]
+    assert len(seen) > 200
+    # every turn change after the first turn airs in the pause before the new speaker's first word
+    for prev, turn in zip(turns, turns[1:]):
+        cam, start = turn[0], turn[1]
+        cut = [t for t, c in changes if c == cam and prev[2] - 0.5 < t < start + 1.5]
+        assert cut, (f"no cut to {cam} around its turn at {start:.2f} s", changes, turns)
+        assert prev[2] - 0.1 <= cut[0] <= start + 0.1, (f"the cut to {cam} aired at {cut[0]:.2f} s: the pause is "
+                                                        f"{prev[2]:.2f}-{start:.2f} s", changes)
+    # and nowhere else: the program never leaves a speaker mid-turn
+    for t, cam in changes:
+        assert not any(w != cam and s + 0.3 < t < e - 0.3 for w, s, e, _, _ in turns), (t, cam, turns)
+
+
+def test_a_camera_that_leaves_and_rejoins_and_a_server_restart_keep_the_program_going(tmp_path, data_dir):
+    """A camera drops out and comes back; then livekit-server itself restarts on the same ports. The director marks
+    the missing camera stale, takes it back when it returns, rides out the restart (reconnecting -> connected),
+    and keeps ticking and publishing the program throughout."""
+    from runtime.settings import PROJECT_ROOT
+
+    exe = PROJECT_ROOT / ".bin" / "livekit-server"
+    frames = [f for _, f in iter_frames(sample_video("carphone_pristine.mp4"), 10, (320, 180))][:40]
+    timeline: list = []
+
+    async def scenario():
+        first = rig.livekit_server(exe, tmp_path / "lk")
+        server = first.__enter__()
+        settings = load_settings(env={}, data_dir=data_dir, livekit_url=server["url"], livekit_room="studio",
+                                 livekit_api_key=server["api_key"], livekit_api_secret=server["api_secret"],
+                                 yolo_model="yolo11n.yaml", program_audio="off")
+        director = LiveDirector(settings, program_size=(320, 180), program_fps=10)
+        stop_all, stop_b = asyncio.Event(), asyncio.Event()
+        t0 = time.monotonic()
+        cam_a = rig.ScriptedCamera("cam_a", frames, (255, 0, 0), fps=10, size=(320, 180))
+        cam_b = rig.ScriptedCamera("cam_b", frames, (0, 0, 255), fps=10, size=(320, 180))
+        tasks = [asyncio.ensure_future(cam_a.run(server, "studio", t0, stop_all)),
+                 asyncio.ensure_future(cam_b.run(server, "studio", t0, stop_b))]
+        directing = asyncio.ensure_future(director.run(stop=stop_all))
+
+        async def until(cond, timeout, what):
+            deadline = time.monotonic() + timeout
+            while not cond():
+                assert time.monotonic() < deadline, f"timed out waiting for {what}: {director.status()}"
+                await asyncio.sleep(0.2)
+            timeline.append((round(time.monotonic() - t0, 1), what, director.report.ticks))
+
+        def cam(name):
+            return director.status()["cameras"].get(name, {})
+
+        try:
+            await until(lambda: cam("cam_b").get("stale") is False, 40, "cam_b analysed")
+            stop_b.set()  # cam_b leaves
+            await tasks[1]
+            await until(lambda: cam("cam_b").get("stale"), 15, "cam_b stale while away")
+            stop_b.clear()
+            tasks[1] = asyncio.ensure_future(cam_b.run(server, "studio", t0, stop_b))  # and rejoins
+            await until(lambda: cam("cam_b").get("stale") is False, 20, "cam_b back")
+            ticks, frames_out = director.report.ticks, director.report.program_frames
+            await asyncio.to_thread(first.__exit__, None, None, None)  # the server goes away...
+            await until(lambda: director.link != "connected", 20, "link lost")
+            second = rig.livekit_server(exe, tmp_path / "lk", ports=server["ports"])
+            await asyncio.to_thread(second.__enter__)  # ...and comes back where it was (off the loop: it waits)
+            try:
+                await until(lambda: director.link == "connected", 60, "link back")
+                await until(lambda: cam("cam_a").get("stale") is False and director.report.ticks > ticks + 10, 60,
+                            "ticking on fresh frames after the restart")
+                assert director.report.program_frames > frames_out + 20
+            finally:
+                stop_all.set()
+                stop_b.set()
+                await asyncio.gather(directing, *tasks, return_exceptions=True)
+                await asyncio.to_thread(second.__exit__, None, None, None)
+        finally:
+            stop_all.set()
+            stop_b.set()
+        return directing.result()
+
+    report = asyncio.run(asyncio.wait_for(scenario(), 240))
+    assert report.failed_ticks == 0 and {"cam_a", "cam_b"} <= report.cameras, (report, timeline)
+    assert report.ticks > 0.7 * (report.ticks + report.missed_ticks), (report, timeline)  # the loop never stalled
+    from prometheus_client import REGISTRY
+
+    assert (REGISTRY.get_sample_value("aiobs_live_reconnects_total", {"room": "studio"}) or 0) >= 1, timeline

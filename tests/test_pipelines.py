@@ -279,3 +279,167 @@ def test_model_manager_serves_champion_ab_challenger_and_hot_swaps(platform):
     down = ModelManager("http://127.0.0.1:1", poll_s=0.1)
     assert down.refresh() == {CHAMPION: None, CHALLENGER: None}
     assert down.ranker_for("s")[0] == "baseline"  # an unreachable registry never stops the director
+
+
+# -- labels from real logs: take / lock(timeout) / release -----------------------------------------------------------
+T0 = 1_795_000_000.0
+PROGRAM = "aa" + "bbbbb" + "cc" + "aaaaa" + "ccc" + "ccc" + "bbbbb" + "aaaaa"  # camera on program per tick (30 s)
+
+
+def _labelled_session(store, session: str, supervised_throughout: bool, policy_config: str = "") -> None:
+    """Three cameras, 30 ticks 1 s apart. Human actions: take b @2 (the auto director cuts to c @7), lock a for 3 s
+    @9, take c @14, release @17, lock b without timeout @20 (the session's policy lock_timeout_s decides), take a
+    @25. The runtime marks a decision supervised only where a human action arrived; the simulator throughout."""
+    import pandas as pd
+
+    n, cams = len(PROGRAM), ["cam-a", "cam-b", "cam-c"]
+    ticks = pd.DataFrame({"session_id": session, "ts": np.repeat(T0 + np.arange(n), 3),
+                          "tick": np.repeat(np.arange(n), 3), "t": np.repeat(np.arange(n, dtype=float), 3),
+                          "camera_id": cams * n, "speech_prob": 0.5})
+    actions = {2: ("take", "cam-b", None), 9: ("lock", "cam-a", 3.0), 14: ("take", "cam-c", None),
+               17: ("release", "", None), 20: ("lock", "cam-b", None), 25: ("take", "cam-a", None)}
+    decisions = pd.DataFrame({"session_id": session, "ts": T0 + np.arange(n), "tick": np.arange(n),
+                              "t": np.arange(n, dtype=float), "program_camera": [f"cam-{p}" for p in PROGRAM],
+                              "reason": "hold", "policy_config": policy_config,
+                              "supervised": [supervised_throughout or k in actions for k in range(n)]})
+    overrides = pd.DataFrame({"session_id": session, "ts": [T0 + k for k in actions], "tick": list(actions),
+                              "t": [float(k) for k in actions], "action": [a for a, _, _ in actions.values()],
+                              "camera_id": [c for _, c, _ in actions.values()],
+                              "timeout_s": [np.nan if s is None else s for _, _, s in actions.values()]})
+    store.insert_frame("camera_ticks", ticks)
+    store.insert_frame("decisions", decisions)
+    store.insert_frame("overrides", overrides)
+
+
+def test_labels_honour_take_lock_timeouts_and_release(tmp_path):
+    import json
+
+    with FeatureStore(f"chdb://{tmp_path / 'ch'}") as store:
+        store.ensure_schema()
+        # live-style: supervised only on the ticks of human actions; the session's policy locks for 4 s by default
+        _labelled_session(store, "live", supervised_throughout=False, policy_config=json.dumps({"lock_timeout_s": 4}))
+        # simulator-style: supervised throughout; no policy config logged (PolicyConfig's default lock timeout)
+        _labelled_session(store, "watched", supervised_throughout=True)
+        live = load_ranking_data(store, sessions=["live"])
+        watched = load_ranking_data(store, sessions=["watched"])
+        both = load_ranking_data(store)
+
+    def labels(d):
+        return {int(k): str(h)[-1] for k, h in zip(d.tick, d.human)}
+
+    common = {**{k: "b" for k in range(2, 7)},  # take b until the auto director cut away @7 (c was never taken)
+              **{k: "a" for k in (9, 10, 11)},  # lock a for 3 s: @12 the lock had timed out
+              **{k: "c" for k in (14, 15, 16)}}  # take c until the release @17; 17-19 unlabelled
+    assert labels(live) == {**common, **{k: "b" for k in (20, 21, 22, 23)},  # lock b for the session's 4 s
+                            25: "a"}  # the last take: supervision ended with that action
+    assert labels(watched) == {**common, **{k: "b" for k in range(20, 25)},  # PolicyConfig's 60 s, until the take
+                               **{k: "a" for k in range(25, 30)}}  # supervised to the end
+    assert both.n_groups == live.n_groups + watched.n_groups
+    assert (np.add.reduceat(both.y, both.offsets[:-1]) == 1).all()  # exactly one human choice per labelled tick
+    cuts = watched.tick[watched.cut_points].tolist()
+    assert cuts == [9, 14, 20, 25]  # changes of the human's choice between labelled ticks
+
+
+# -- the promotion gate ------------------------------------------------------------------------------------------
+def _m(top1, agreement=0.9):
+    return {"cut_top1": top1, "replay_frame_agreement": agreement, "replay_ping_pong": 0, "replay_cuts_in_speech": 0}
+
+
+def test_gate_margin_is_relative_to_the_headroom():
+    gate = Gate()  # margin 0.02, capped at half the champion's headroom
+    assert gate.check(_m(0.999), _m(0.996), "champion")[0]  # a better model can still win near the top
+    ok, why = gate.check(_m(0.996), _m(0.996), "champion")
+    assert not ok and "required gain 0.0020" in why
+    assert not gate.check(_m(0.997), _m(0.996), "champion")[0]  # less than half the remaining misses fixed
+    assert gate.check(_m(0.998), _m(0.996), "champion")[0]
+    assert not gate.check(_m(1.0), _m(1.0), "champion")[0]  # a tie never replaces a perfect champion
+    # away from the top the absolute margin rules, as before
+    assert not gate.check(_m(0.71), _m(0.70), "champion")[0] and gate.check(_m(0.72), _m(0.70), "champion")[0]
+    assert not gate.check(_m(float("nan")), _m(0.5), "baseline")[0]
+    assert not gate.check(_m(0.9), _m(float("nan")), "champion")[0]
+    assert not gate.check(_m(0.999, agreement=0.8), _m(0.996), "champion")[0]  # the replay still may not regress
+    assert Gate(margin=0.0).check(_m(0.5), _m(0.5), "itself")[0]
+    ok, why = gate.decide(_m(0.999), _m(0.5), "baseline", champion_error="RankerError: crowd_roar")
+    assert not ok and why.startswith("stays challenger: the champion could not be evaluated") and "crowd_roar" in why
+
+
+# -- dataset checks: NULLs are expected where the row says the stage was off -------------------------------------
+class _NoVlm:
+    """A store proxy: camera_ticks rows written as by a runtime without a VLM (or with a VLM that silently wrote
+    nothing when `reason` is None)."""
+
+    def __init__(self, store, reason: str | None):
+        self.store, self.reason = store, reason
+
+    def ensure_schema(self):
+        return self.store.ensure_schema()
+
+    def insert_frame(self, table, df):
+        if table == "camera_ticks":
+            df = df.assign(vlm_interest=np.nan, vlm_age_s=np.nan,
+                           degraded=[{"vlm": self.reason} if self.reason else {}] * len(df))
+        return self.store.insert_frame(table, df)
+
+
+def test_checks_accept_a_vlm_that_was_off_and_the_retrain_runs(tmp_path):
+    settings = load_settings(env={}, data_dir=tmp_path)
+    settings.ensure_dirs()
+    with FeatureStore(settings.clickhouse_dsn) as store:
+        simulate(_NoVlm(store, "no VLM configured"), 6, SimConfig(duration_s=120), seed=4)
+        assert store.query_df("SELECT countIf(vlm_interest IS NOT NULL) AS n FROM camera_ticks")["n"].iloc[0] == 0
+    res = run_graph(settings, trials=2)
+    assert res.success
+    checks = {c.check_name: c for c in res.get_asset_check_evaluations()}
+    assert all(c.passed for c in checks.values()), {k: c.metadata for k, c in checks.items()}
+    meta = checks["dataset_null_rates"].metadata
+    assert meta["null_rates"].value["vlm_interest"] == meta["expected_null_rates"].value["vlm_interest"] == 1.0
+    assert meta["unexplained_null_rates"].value["vlm_interest"] == 0.0
+    assert res.output_for_node("ranker_registration")["version"] == "1"  # the retrain ran through registration
+
+    # the same NULLs where the rows claim the VLM ran: a data problem
+    with FeatureStore(settings.clickhouse_dsn) as store:
+        simulate(_NoVlm(store, None), 6, SimConfig(duration_s=120), seed=5, prefix="silent")
+    res = materialize([assets.training_dataset, *CHECKS], resources=default_resources(settings),
+                      instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    checks = {c.check_name: c for c in res.get_asset_check_evaluations()}
+    assert not checks["dataset_null_rates"].passed
+    assert set(checks["dataset_null_rates"].metadata["over_limit"].value) == {"vlm_interest", "vlm_age_s"}
+
+
+def test_an_unevaluable_champion_blocks_promotion(platform):
+    """A champion whose feature contract this code lacks cannot be evaluated: the new model stays challenger, with
+    the reason on its version (tag + description) and its run, and is never promoted on the baseline alone."""
+    import xgboost as xgb
+    from mlflow import MlflowClient
+
+    from ranker.xgb import stamp_booster
+
+    settings, _ = platform
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    champion = str(client.get_model_version_by_alias("aiobs-ranker", CHAMPION).version)
+    rng = np.random.default_rng(0)
+    feats = ["speech_prob", "crowd_roar"]
+    dm = xgb.DMatrix(rng.random((50, 2)).astype(np.float32), label=rng.random(50) > 0.8, feature_names=feats)
+    dm.set_group([5] * 10)
+    alien = stamp_booster(xgb.train({"objective": "rank:pairwise"}, dm, 2), feats, model_version="alien")
+    alien_version = register(alien, tracking_uri=settings.mlflow_tracking_uri, params={"alien": True},
+                             artifacts_dir=settings.mlflow_artifacts_dir, metrics=_m(0.0), reference=_m(0.0),
+                             reference_name="itself", gate=Gate(margin=1.0)).version
+    client.set_registered_model_alias("aiobs-ranker", CHAMPION, alien_version)
+    try:
+        res = run_graph(settings, trials=1)
+        ev = res.output_for_node("ranker_evaluation")
+        assert "champion" not in ev["results"] and "crowd_roar" in ev["champion_error"]
+        reg = res.output_for_node("ranker_registration")
+        assert not reg["promoted"], reg
+        assert reg["reason"].startswith("stays challenger: the champion could not be evaluated")
+        assert "crowd_roar" in reg["reason"] and "vs baseline" in reg["reason"]
+        assert str(client.get_model_version_by_alias("aiobs-ranker", CHAMPION).version) == alien_version
+        assert str(client.get_model_version_by_alias("aiobs-ranker", CHALLENGER).version) == reg["version"]
+        mv = client.get_model_version("aiobs-ranker", reg["version"])
+        assert mv.tags["gate"] == reg["reason"] == mv.description and "crowd_roar" in mv.tags["champion_error"]
+        run = client.get_run(mv.run_id)
+        assert run.data.tags["gate"] == reg["reason"] and run.data.tags["promoted"] == "false"
+        assert "crowd_roar" in run.data.tags["champion_error"]
+    finally:
+        client.set_registered_model_alias("aiobs-ranker", CHAMPION, champion)

@@ -72,6 +72,7 @@ class AsrStream:
         self._audio_t0 = 0.0  # session time of the first buffered sample
         self._audio_len = 0
         self.words: list[Word] = []
+        self._fresh: list[Word] = []  # recognised since the last take_fresh()
         self.last_run_t = -1e9
         self._lock = threading.Lock()
 
@@ -113,7 +114,14 @@ class AsrStream:
         with self._lock:
             # the newer transcript of [t0, end] replaces older guesses for that span (it has more context)
             self.words = [w for w in self.words if w.end <= t0 and w.end >= t - self.keep_s] + new
+            self._fresh.extend(new)
         return new
+
+    def take_fresh(self) -> tuple[Word, ...]:
+        """The words recognised since the last call (a re-transcription may repeat a word with new times)."""
+        with self._lock:
+            out, self._fresh = tuple(self._fresh), []
+        return out
 
     # reads ----------------------------------------------------------------------------------------------------------
     def recent(self, t: float, span_s: float) -> list[Word]:

@@ -19,10 +19,12 @@ and offline evaluation). Per-stage latency is kept for metrics and the benchmark
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
 from collections import defaultdict, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,6 +98,10 @@ def _quiet_at(p: np.ndarray, end_t: float, span_s: float, min_chunks: int = 2) -
 
 
 MASK_BINS = 8  # the speech mask splits a tick into this many bins
+CPU_VISION_HZ = 1.0  # auto on a CPU: people/faces at most once a second per camera...
+CPU_VISION_BUDGET_FPS = 3.0  # ...and at most 3 frames a second across all cameras (5 cameras: 0.6 Hz each)
+_PEOPLE = ("people", "track_continuity", "track_age_s", "person_speed")  # what person detection + tracking give
+_NOT_PEOPLE = ("faces", "motion_energy", "subject_motion")
 
 
 def _speech_mask(p: np.ndarray, span_s: float, bins: int = MASK_BINS, on: float = 0.5, off: float = 0.35) -> int:
@@ -129,7 +135,7 @@ class AnalysisEngine:
                  vad: VoiceActivity | None = None, recognizer: SpeechRecognizer | None = None, vlm=None,
                  keywords: list[str] = (), tick_hz: float = 5.0, stale_after_s: float = 2.0,
                  asr_sync: bool = False, degraded: dict[str, str] | None = None, face_every: int = 2,
-                 vision_every: int = 1):
+                 vision_every: int = 1, vision_budget_fps: float | None = None):
         self.detector = detector
         self.face_detector = face_detector
         self.vad = vad
@@ -142,6 +148,8 @@ class AnalysisEngine:
         # people + faces for each camera only every Nth tick (staggered across cameras); audio stays per tick.
         # 1 live/GPU; files on a CPU use settings.vision_hz to stay well above real time.
         self.vision_every = max(1, vision_every)
+        # on a CPU: people/face frames per second shared by all cameras (more cameras -> each one less often)
+        self.vision_budget_fps = vision_budget_fps
         self._ticks = 0
         self.degraded_models = dict(degraded or {})  # stage -> reason, for models that did not load
         self.keywords = list(keywords)
@@ -153,6 +161,11 @@ class AnalysisEngine:
         self._errors_logged: set[tuple[str, str]] = set()
         self._asr_q: queue.Queue | None = None
         self._asr_thread: threading.Thread | None = None
+        # person detection runs on its own thread, overlapped with the rest of the tick (torch releases the GIL):
+        # the frames a tick hands it are detected while that tick does faces, motion and audio, and their people
+        # join the next tick's observations (one tick later; vision runs every few ticks per camera anyway)
+        self._vision_pool = ThreadPoolExecutor(1, thread_name_prefix="vision") if detector is not None else None
+        self._pending_people = None  # (future, camera ids, frame times) submitted by the last tick
         if recognizer is not None and not asr_sync:
             self._asr_q = queue.Queue(maxsize=max(2, len(camera_ids)))  # bounded: a lagging ASR skips windows
             self._asr_thread = threading.Thread(target=self._asr_worker, name="asr", daemon=True)
@@ -177,6 +190,11 @@ class AnalysisEngine:
             resolve_yolo(settings.yolo_model, offline=settings.offline, search_dirs=(settings.models_dir,)),
             device=settings.device, imgsz=settings.detect_imgsz))
         faces = load("faces", lambda: make_face_detector(settings.face_backend, device=settings.device))
+        import cv2
+
+        from .people import cpu_share_threads
+
+        cv2.setNumThreads(cpu_share_threads())  # faces, motion: OpenCV shares the cores with the other stages
         vad = load("vad", VoiceActivity)
         recognizer = load("asr", lambda: SpeechRecognizer(
             resolve_whisper(settings.whisper_model, models_dir=settings.models_dir, offline=settings.offline),
@@ -190,11 +208,14 @@ class AnalysisEngine:
             vlm = load("vlm", lambda: VlmAnalyzer.from_settings(settings, camera_ids))
         else:
             degraded["vlm"] = "no VLM configured"
-        if "vision_every" not in kwargs:  # people/faces rate per camera; on a CPU 1 Hz unless configured
+        if "vision_every" not in kwargs:  # people/faces rate per camera: configured, or auto
             from .people import resolve_device
 
-            hz = settings.vision_hz or (1.0 if resolve_device(settings.device) == "cpu" else 0.0)
+            cpu = resolve_device(settings.device) == "cpu"
+            hz = settings.vision_hz or (CPU_VISION_HZ if cpu else 0.0)
             kwargs["vision_every"] = max(1, round(settings.tick_hz / hz)) if hz else 1
+            if cpu and not settings.vision_hz:
+                kwargs.setdefault("vision_budget_fps", CPU_VISION_BUDGET_FPS)
         return cls(camera_ids, detector=detector, face_detector=faces, vad=vad, recognizer=recognizer, vlm=vlm,
                    keywords=settings.keywords, tick_hz=settings.tick_hz, asr_sync=asr_sync, degraded=degraded,
                    **kwargs)
@@ -266,17 +287,21 @@ class AnalysisEngine:
             self._guard("audio", cid, out, lambda: self._take_audio(cameras[cid], chunks))
         # the heavy vision (people, faces) runs on a staggered subset when vision_every > 1
         order = {cid: k for k, cid in enumerate(cameras)}
-        vision = {cid: f for cid, f in delivered.items() if (self._ticks + order[cid]) % self.vision_every == 0
+        every = self.vision_every
+        if self.vision_budget_fps:  # each camera less often as cameras are added, within the CPU's budget
+            every = max(every, math.ceil(len(cameras) * self.tick_hz / self.vision_budget_fps - 1e-9))
+        vision = {cid: f for cid, f in delivered.items() if (self._ticks + order[cid]) % every == 0
                   or cameras[cid].last is None}
 
-        self._people(cameras, vision, out)
-        face_every = 1 if self.vision_every > 1 else self.face_every
+        people = self._people(cameras, vision, out)  # the cameras whose people were updated at this tick
+        face_every = 1 if every > 1 else self.face_every
         for cid, (ft, img) in delivered.items():
             cam, obs = cameras[cid], out[cid]
             cam.last_frame_t = ft
+            if cid not in people:
+                self._carry_visuals(cam, obs, t, keep=_PEOPLE)
             if cid not in vision:
-                self._carry_visuals(cam, obs, t, keep=("people", "track_continuity", "track_age_s", "person_speed",
-                                                       "faces"))
+                self._carry_visuals(cam, obs, t, keep=("faces",))
             elif (self._ticks + order[cid]) % face_every == 0 or cam.last is None:
                 self._guard("faces", cid, out, lambda: self._faces(img, obs))
             else:
@@ -285,7 +310,7 @@ class AnalysisEngine:
         for cid, cam in cameras.items():
             obs = out[cid]
             if cid not in delivered:
-                self._carry_visuals(cam, obs, t)
+                self._carry_visuals(cam, obs, t, keep=_NOT_PEOPLE if cid in people else self._VISUALS)
             self._guard("audio", cid, out, lambda: self._audio(cam, obs, t))
             if self.vlm is not None:
                 self._guard("vlm", cid, out, lambda: self.vlm.observe(cid, obs, delivered.get(cid), t))
@@ -295,25 +320,45 @@ class AnalysisEngine:
         self._record("tick", (time.perf_counter() - t_tick) * 1000)
         return out
 
-    def _people(self, cameras: dict[str, _Camera], fresh, out) -> None:
-        if self.detector is None or not fresh:
-            return
-        ids = list(fresh)
-        t0 = time.perf_counter()
+    def _people(self, cameras: dict[str, _Camera], fresh, out) -> set[str]:
+        """Hand this tick's `fresh` frames to the vision thread, then apply the people detected in the frames the
+        last tick handed it (waiting for them if need be): deterministic, one tick behind. Returns the cameras whose
+        people were updated."""
+        if self.detector is None:
+            return set()
+        done, self._pending_people = self._pending_people, None
+        if fresh:
+            ids = list(fresh)
+            self._pending_people = (self._vision_pool.submit(self._detect, [fresh[c][1] for c in ids]), ids,
+                                    [fresh[c][0] for c in ids])
+        if done is None:
+            return set()
+        fut, ids, times = done
         try:
-            results = self.detector.detect([fresh[c][1] for c in ids])
+            results = fut.result()
         except Exception as e:  # noqa: BLE001
             for c in ids:
-                self._degrade("people", c, out, e)
-            return
-        for c, r in zip(ids, results):
+                if c in out:
+                    self._degrade("people", c, out, e)
+            return set()
+        updated = set()
+        for c, r, ft in zip(ids, results, times):
+            if c not in out:
+                continue
             cam, obs = cameras[c], out[c]
             try:
-                obs.people, obs.track_continuity, obs.track_age_s, obs.person_speed = cam.tracker.update(
-                    r, fresh[c][0])
+                obs.people, obs.track_continuity, obs.track_age_s, obs.person_speed = cam.tracker.update(r, ft)
+                updated.add(c)
             except Exception as e:  # noqa: BLE001
                 self._degrade("people", c, out, e)
-        self._record("detect_track", (time.perf_counter() - t0) * 1000 / len(ids))
+        return updated
+
+    def _detect(self, images: list) -> list:
+        """Vision thread: one batch of person detections."""
+        t0 = time.perf_counter()
+        results = self.detector.detect(images)
+        self._record("detect_track", (time.perf_counter() - t0) * 1000 / max(1, len(images)))
+        return results
 
     def _faces(self, img, obs) -> None:
         if self.face_detector is None:
@@ -369,6 +414,7 @@ class AnalysisEngine:
             obs.keyword_hits = cam.asr.keyword_hits(t)
             obs.asr_words_per_s = cam.asr.words_per_s(t)
             obs.recent_words = tuple(cam.asr.recent(t, 2.0))
+            obs.new_words = cam.asr.take_fresh()
 
     # -- ASR: synchronous (deterministic) or on a worker, latest-only ------------------------------------------------
     def _asr(self, cameras: dict[str, _Camera], t: float, out) -> None:
@@ -411,6 +457,8 @@ class AnalysisEngine:
             time.sleep(0.02)
 
     def close(self) -> None:
+        if self._vision_pool is not None:
+            self._vision_pool.shutdown(wait=True, cancel_futures=True)
         if self._asr_q is not None:
             self._asr_q.put(None)
             self._asr_thread.join(timeout=30)
@@ -450,3 +498,19 @@ class AnalysisEngine:
                 out[stage] = {"p50": float(np.percentile(a, 50)), "p95": float(np.percentile(a, 95)),
                               "mean": float(a.mean()), "n": int(a.size)}
         return out
+
+    def warm_up(self, size: tuple[int, int] = (640, 360)) -> float:
+        """Run every loaded model once on a blank frame / silence, so the first real tick is not the one that pays
+        for lazy initialisation (seconds on a CPU). Returns the seconds it took; latency stats are left untouched."""
+        t0 = time.perf_counter()
+        img = np.zeros((size[1], size[0], 3), np.uint8)
+        for stage, fn in (("people", lambda: self.detector.detect([img]) if self.detector is not None else None),
+                          ("faces", lambda: self.face_detector.detect(img) if self.face_detector is not None
+                           else None),
+                          ("vad", lambda: self.vad.probabilities(np.zeros(SAMPLE_RATE // 2, np.float32))
+                           if self.vad is not None else None)):
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - a model that fails here degrades at its first real tick
+                log.warning("analysis: warming up %s failed: %s", stage, e)
+        return time.perf_counter() - t0

@@ -9,10 +9,12 @@ the oldest live track and the mean speed of tracked people.
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 
 from features.observations import Detections
+from runtime.media import usable_cores
 from runtime.models import ResolvedModel
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,13 @@ def resolve_device(device: str) -> str:
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
+def cpu_share_threads() -> int:
+    """Threads for one CPU-heavy library (torch, OpenCV) running beside the decoders, the other analysis stages and
+    the encoder: half the cores, 1 on a 2-core machine. A library taking every core spins its idle workers against
+    the threads that feed it and gets slower, not faster."""
+    return max(1, usable_cores() // 2)
+
+
 class PersonDetector:
     def __init__(self, model: ResolvedModel, device: str = "auto", imgsz: int = 0, conf: float = 0.25):
         from ultralytics import YOLO
@@ -34,6 +43,12 @@ class PersonDetector:
         self.model = YOLO(model.target, task="detect")
         self.device = resolve_device(device)
         self.precision = 16 if self.device.startswith("cuda") else 32  # fp16 on CUDA
+        if self.device == "cpu" and not os.environ.get("OMP_NUM_THREADS"):
+            import torch
+
+            # process-wide: on a CPU the detector shares the cores with decoding, audio and encoding (a 2-core box:
+            # one thread, as fast per frame as two and without their spinning)
+            torch.set_num_threads(min(torch.get_num_threads(), cpu_share_threads()))
         self.imgsz = imgsz or (640 if self.device.startswith("cuda") else 320)  # CPU: 320 keeps a 5-camera tick
         self.conf = conf
         names = self.model.names  # {id: name}

@@ -1,0 +1,241 @@
+"""`aiobs import FILE.parquet`: labelled sessions from elsewhere into the feature log, through the director core.
+
+The column contract (one row per camera per tick; any order):
+
+| column | type | |
+|---|---|---|
+| `session_id` | string | required; one directed show |
+| `t` | number | required; the session clock of the tick, seconds (finite, >= 0) |
+| `camera_id` | string | required |
+| `human_camera` | string | the camera the human director had on program at this tick (the same on every row of the tick; empty or null = unlabelled). Or: |
+| `on_program` | bool | true on the row of the camera the human had on program (at most one per tick) |
+| any scene feature | number | `features.extract.SCENE_FEATURES` by name (`speech_prob`, `audio_rel_db`, `largest_face_area`, ...); missing = the contract default (NULL for the VLM ones) |
+| `speaking`, `speech_mask`, `quiet_at` | bool, 0-255, number | optional speech timing (what the runtime's VAD gives) |
+| `room` | string | optional; default `import:<file name>` |
+
+Every tick goes through `ranker.core.DirectorCore` (the rule baseline scores it, the default policy decides), so the
+rows are exactly what a live session logs; the human's program becomes operator actions: a `lock` on the human's
+camera for as long as the human kept it (the label `ranker/dataset.py` reads), a `release` where the file has no
+label. Unknown columns, missing required ones, non-finite numbers, duplicate (session, tick, camera) rows and a human
+camera that is not in its tick are errors that name the row; `--dry-run` checks and summarises without writing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from features.extract import SCENE_FEATURES
+
+REQUIRED = ("session_id", "t", "camera_id")
+TIMING = ("speaking", "speech_mask", "quiet_at")
+OPTIONAL = ("human_camera", "on_program", "room") + TIMING
+MAX_ROWS = 20_000_000
+MAX_ID_LEN = 128
+
+
+class ImportFileError(ValueError):
+    """The file does not follow the column contract; the message names the first problem (and its row)."""
+
+
+@dataclass
+class ImportSummary:
+    sessions: int = 0
+    ticks: int = 0
+    rows: int = 0
+    cameras: set[str] = field(default_factory=set)
+    labelled_ticks: int = 0
+    human_cuts: int = 0
+    features_present: list[str] = field(default_factory=list)
+    features_missing: list[str] = field(default_factory=list)
+    written: bool = False
+
+    def line(self) -> str:
+        share = self.labelled_ticks / self.ticks if self.ticks else 0.0
+        return (f"{self.sessions} session(s), {self.ticks:,} ticks, {self.rows:,} rows, {len(self.cameras)} camera(s); "
+                f"{share:.0%} of ticks labelled, {self.human_cuts} human cut(s); features present "
+                f"{len(self.features_present)}/{len(SCENE_FEATURES)}"
+                + (f" (missing take their defaults: {', '.join(self.features_missing)})"
+                   if self.features_missing else ""))
+
+
+def read_table(path: Path):
+    """The file as a pandas frame (parquet, or csv for small hand-made files)."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise ImportFileError(f"{path}: no such file")
+    try:
+        if path.suffix.lower() == ".csv":
+            return pd.read_csv(path)
+        import pyarrow.parquet as pq
+
+        meta = pq.ParquetFile(path).metadata
+        if meta.num_rows > MAX_ROWS:
+            raise ImportFileError(f"{path}: {meta.num_rows:,} rows; import at most {MAX_ROWS:,} per file (split it)")
+        return pq.read_table(path).to_pandas()
+    except ImportFileError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a corrupt or foreign file: say so in one line
+        raise ImportFileError(f"{path}: not a readable parquet/csv file ({type(e).__name__}: {e})") from None
+
+
+def validate(df) -> ImportSummary:
+    """Check the column contract; ImportFileError names the first problem."""
+    cols = list(df.columns)
+    missing = [c for c in REQUIRED if c not in cols]
+    if missing:
+        raise ImportFileError(f"missing required column(s) {missing}; the contract: {list(REQUIRED)} + scene features "
+                           f"+ human_camera or on_program")
+    unknown = sorted(set(cols) - set(REQUIRED) - set(OPTIONAL) - set(SCENE_FEATURES))
+    if unknown:
+        raise ImportFileError(f"unknown column(s) {unknown}; scene features are {list(SCENE_FEATURES)}")
+    if "human_camera" not in cols and "on_program" not in cols:
+        raise ImportFileError("no label: give `human_camera` (the camera on the human's program at each tick) or "
+                           "`on_program` (true on that camera's row)")
+    if len(df) == 0:
+        raise ImportFileError("the file has no rows")
+    for c in ("session_id", "camera_id"):
+        bad = df[c].isna() | (df[c].astype(str).str.len() == 0) | (df[c].astype(str).str.len() > MAX_ID_LEN)
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ImportFileError(f"row {i}: {c} must be a non-empty string of at most {MAX_ID_LEN} characters, "
+                               f"not {df[c].iloc[i]!r}")
+    t = df["t"]
+    try:
+        tv = t.astype(float).to_numpy()
+    except (TypeError, ValueError):
+        raise ImportFileError("column t must be numbers (seconds)") from None
+    bad = ~np.isfinite(tv) | (tv < 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ImportFileError(f"row {i}: t must be a finite number of seconds >= 0, not {t.iloc[i]!r}")
+    for f in [c for c in cols if c in SCENE_FEATURES]:
+        try:
+            v = df[f].astype(float).to_numpy()
+        except (TypeError, ValueError):
+            raise ImportFileError(f"column {f} must be numbers") from None
+        bad = np.isinf(v) | (np.isnan(v) & ~df[f].isna().to_numpy())
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ImportFileError(f"row {i}: feature {f} is not finite ({df[f].iloc[i]!r})")
+    dup = df.duplicated(["session_id", "t", "camera_id"])
+    if dup.any():
+        i = int(np.flatnonzero(dup.to_numpy())[0])
+        raise ImportFileError(f"row {i}: a second row for session {df['session_id'].iloc[i]!r}, t {tv[i]}, camera "
+                           f"{df['camera_id'].iloc[i]!r}")
+    s = ImportSummary(sessions=int(df["session_id"].nunique()), rows=len(df),
+                      cameras=set(df["camera_id"].astype(str)),
+                      features_present=[f for f in SCENE_FEATURES if f in cols],
+                      features_missing=[f for f in SCENE_FEATURES if f not in cols])
+    return s
+
+
+def _given(v) -> bool:
+    """Not None, NaN or pandas' NA."""
+    return not (v is None or (isinstance(v, float) and math.isnan(v)) or type(v).__name__ == "NAType")
+
+
+def _labels(g) -> dict[float, str]:
+    """t -> the human's camera at that tick ("" = unlabelled) for one session's rows."""
+    out: dict[float, str] = {}
+    if "human_camera" in g.columns:
+        for t, tick in g.groupby("t", sort=True):
+            vals = {str(v) for v in tick["human_camera"] if isinstance(v, str) and v}
+            if len(vals) > 1:
+                raise ImportFileError(f"session {tick['session_id'].iloc[0]!r}, t {t}: rows disagree on human_camera "
+                                   f"{sorted(vals)}")
+            cam = vals.pop() if vals else ""
+            if cam and cam not in set(tick["camera_id"].astype(str)):
+                raise ImportFileError(f"session {tick['session_id'].iloc[0]!r}, t {t}: human_camera {cam!r} has no row "
+                                   f"in that tick")
+            out[float(t)] = cam
+    else:
+        for t, tick in g.groupby("t", sort=True):
+            on = tick.loc[tick["on_program"].fillna(False).astype(bool), "camera_id"].astype(str).tolist()
+            if len(on) > 1:
+                raise ImportFileError(f"session {tick['session_id'].iloc[0]!r}, t {t}: on_program is true for "
+                                   f"{on}; at most one camera is on the human's program")
+            out[float(t)] = on[0] if on else ""
+    return out
+
+
+def import_file(path: str | Path, settings, *, dry_run: bool = False, policy=None) -> ImportSummary:
+    """Validate `path` and (unless `dry_run`) write its sessions to the feature log (spool, then ClickHouse in
+    embedded mode). Raises ImportFileError for a file that breaks the contract; nothing is written then."""
+    from features.schema import CAMERA_TICKS, DECISIONS, OVERRIDES
+    from features.spool import FeatureLog
+    from ranker.core import CameraTick, DirectorCore
+    from ranker.policy import Override
+
+    path = Path(path)
+    df = read_table(path)
+    summary = validate(df)
+    df = df.sort_values(["session_id", "t", "camera_id"], kind="stable").reset_index(drop=True)
+    plans = []  # (session, room, [(t, [CameraTick], [Override])]) -- every tick built before anything is written
+    features = [f for f in SCENE_FEATURES if f in df.columns]
+    for sid, g in df.groupby("session_id", sort=True):
+        labels = _labels(g)
+        times = sorted(labels)
+        tick_s = float(np.median(np.diff(times))) if len(times) > 1 else 0.2
+        if not math.isfinite(tick_s) or tick_s <= 0:
+            raise ImportFileError(f"session {sid!r}: ticks must have distinct times")
+        room = str(g["room"].iloc[0]) if "room" in g.columns and isinstance(g["room"].iloc[0], str) \
+            else f"import:{path.name}"
+        ticks, held = [], ""
+        # the human's shots: a lock per shot, for as long as the human kept that camera
+        shot_end: dict[float, float] = {}
+        k = 0
+        while k < len(times):
+            j = k
+            while j + 1 < len(times) and labels[times[j + 1]] == labels[times[k]]:
+                j += 1
+            shot_end[times[k]] = times[j] + tick_s
+            k = j + 1
+        for t, tick in g.groupby("t", sort=True):
+            t = float(t)
+            cams = []
+            for r in tick.itertuples(index=False):
+                row = r._asdict()
+                feats = {f: float(row[f]) if _given(row[f]) else None for f in features}  # counts checked there
+                timing = {name: cast(row[name]) for name, cast in (("speaking", bool), ("speech_mask", int),
+                                                                    ("quiet_at", float))
+                          if name in row and _given(row[name])}
+                try:
+                    cams.append(CameraTick.from_features(str(row["camera_id"]), feats, **timing))
+                except ValueError as e:
+                    raise ImportFileError(f"session {sid!r}, t {t}: {e}") from None
+            human = labels[t]
+            ovs = []
+            if human != held:
+                if human:
+                    ovs.append(Override("lock", human, timeout_s=max(1e-3, shot_end[t] - t), operator="import"))
+                else:
+                    ovs.append(Override("release", operator="import"))
+                summary.human_cuts += bool(human and held)
+                held = human
+            summary.labelled_ticks += bool(human)
+            ticks.append((t, cams, ovs))
+        summary.ticks += len(ticks)
+        plans.append((str(sid), room, tick_s, ticks))
+    if dry_run:
+        return summary
+    wall0 = time.time()
+    with FeatureLog(settings.spool_dir, [CAMERA_TICKS, DECISIONS, OVERRIDES]) as flog:
+        for sid, room, tick_s, ticks in plans:
+            core = DirectorCore(sid, policy=policy or settings.policy, tick_s=tick_s, room=room, sink=flog,
+                                variant="import")
+            for t, cams, ovs in ticks:
+                core.tick(t, cams, ovs, ts=wall0 + t)
+            flog.maybe_rotate()
+    summary.written = True
+    from .direct import ship_if_embedded
+
+    problem = ship_if_embedded(settings)
+    if problem:
+        raise ImportFileError(problem)
+    return summary

@@ -1,0 +1,204 @@
+"""A scripted studio on a LiveKit server, for the live tests and `bench/live.py`: cameras that publish stamped frames
+and scripted sound on one shared clock, and viewers that read the stamps back from what they receive.
+
+A stamp is the publisher's frame number as black/white blocks along the top-left edge, plus a colour patch that
+says which camera it is. The director's program keeps a camera's picture (scaled, overlays elsewhere), so a viewer
+knows for every program frame which camera and which moment of that camera it shows, and when it arrived: the
+program's latency, its cuts and their placement can be measured from outside, on the received track.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import time
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .media import SAMPLE_RATE
+
+STAMP_BITS, STAMP_PX = 14, 20  # frame numbers up to 16383 (11 min at 25 fps), 20 px blocks survive VP8 at 640x360
+
+
+def stamp(img: np.ndarray, n: int, tag: tuple[int, int, int]) -> np.ndarray:
+    """`img` (RGB) with frame number `n` and the camera's colour `tag` drawn along its top-left edge."""
+    out = img.copy()
+    for b in range(STAMP_BITS):
+        out[:STAMP_PX, b * STAMP_PX:(b + 1) * STAMP_PX] = 255 if n >> b & 1 else 0
+    x = STAMP_BITS * STAMP_PX + 8
+    out[:STAMP_PX * 2, x:x + STAMP_PX * 2] = tag
+    return out
+
+
+def read_stamp(rgb: np.ndarray) -> tuple[int, tuple[int, int, int]]:
+    """(frame number, colour tag) of a stamped frame of the same size."""
+    c = STAMP_PX // 2
+    n = sum(1 << b for b in range(STAMP_BITS) if rgb[c, b * STAMP_PX + c].mean() > 128)
+    tag = rgb[STAMP_PX, STAMP_BITS * STAMP_PX + 8 + STAMP_PX]
+    return n, tuple(int(v) for v in tag)
+
+
+def nearest_tag(tags: dict[str, tuple[int, int, int]], tag: tuple[int, int, int]) -> str:
+    return min(tags, key=lambda k: sum(abs(a - b) for a, b in zip(tags[k], tag)))
+
+
+DEV_KEY, DEV_SECRET = "devkey", "secretsecretsecretsecretsecretsecret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def livekit_server(exe: Path, workdir: Path, timeout_s: float = 30.0, ports: tuple[int, int, int] | None = None):
+    """A real livekit-server on 127.0.0.1 with dev keys: yields {"url", "api_key", "api_secret", "ports"}. `ports`
+    (http, rtc tcp, rtc udp) lets a test restart a server where the last one was. RuntimeError (with the server's
+    output) when it does not come up."""
+    if not Path(exe).is_file():
+        raise RuntimeError(f"livekit-server is not installed at {exe}: run ./dev.sh setup")
+    port, tcp, udp = ports or (free_port(), free_port(), free_port())
+    workdir.mkdir(parents=True, exist_ok=True)
+    cfg, log_path = workdir / "livekit.yaml", workdir / "livekit.log"
+    cfg.write_text(
+        f"port: {port}\nbind_addresses: [127.0.0.1]\n"
+        f"rtc:\n  tcp_port: {tcp}\n  udp_port: {udp}\n  use_external_ip: false\n  node_ip: 127.0.0.1\n"
+        f"keys:\n  {DEV_KEY}: {DEV_SECRET}\n"
+        f"logging:\n  level: warn\n"
+    )
+    with open(log_path, "ab") as log:  # a file, not a pipe nobody reads: the server never blocks on its output
+        proc = subprocess.Popen([str(exe), "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"livekit-server did not start: {log_path.read_text(errors='replace')[-2000:]}")
+            time.sleep(0.2)
+        yield {"url": f"ws://127.0.0.1:{port}", "api_key": DEV_KEY, "api_secret": DEV_SECRET,
+               "ports": (port, tcp, udp)}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def token(server: dict, role: str, identity: str, room: str) -> str:
+    """A least-privilege token (runtime/tokens.py) for the server's dev keys."""
+    from .settings import load_settings
+    from .tokens import mint
+
+    s = load_settings(env={}, livekit_api_key=server["api_key"], livekit_api_secret=server["api_secret"])
+    return mint(s, role, identity, room)
+
+
+@dataclass
+class ScriptedCamera:
+    """A camera participant: frame k of `frames` stamped with its number, sent at t0 + k/fps of the shared clock,
+    with the sound of the same moment (`sound`: mono 16 kHz on that clock, silence outside it)."""
+
+    name: str
+    frames: list[np.ndarray]
+    tag: tuple[int, int, int]
+    sound: np.ndarray | None = None
+    fps: int = 15
+    size: tuple[int, int] = (640, 360)
+
+    async def run(self, server: dict, room_name: str, t0: float, stop: asyncio.Event) -> None:
+        from livekit import rtc
+
+        room = rtc.Room()
+        await room.connect(server["url"], token(server, "camera", self.name, room_name))
+        w, h = self.size
+        src = rtc.VideoSource(w, h)
+        await room.local_participant.publish_track(rtc.LocalVideoTrack.create_video_track(self.name, src),
+                                                   rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA))
+        mic = None
+        if self.sound is not None:
+            mic = rtc.AudioSource(SAMPLE_RATE, 1, queue_size_ms=20)  # a real mic: no second of sound queued up
+            await room.local_participant.publish_track(rtc.LocalAudioTrack.create_audio_track(self.name, mic),
+                                                       rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+        hop = SAMPLE_RATE // 100
+        j = int((time.monotonic() - t0) * SAMPLE_RATE)
+        try:
+            while not stop.is_set():
+                now = time.monotonic() - t0
+                n = max(0, int(now * self.fps))
+                rgba = cv2.cvtColor(stamp(self.frames[n % len(self.frames)], n, self.tag), cv2.COLOR_RGB2RGBA)
+                src.capture_frame(rtc.VideoFrame(w, h, rtc.VideoBufferType.RGBA, rgba.tobytes()))
+                if mic is not None:
+                    if int(now * SAMPLE_RATE) - j > SAMPLE_RATE // 10:  # a mic never sends old sound: skip ahead
+                        j = int(now * SAMPLE_RATE) - hop
+                    while j + hop <= int(now * SAMPLE_RATE):
+                        await mic.capture_frame(rtc.AudioFrame(_pcm16(self.sound, j, hop), SAMPLE_RATE, 1, hop))
+                        j += hop
+                await asyncio.sleep(max(0.0, (n + 1) / self.fps - (time.monotonic() - t0)))
+        finally:
+            await room.disconnect()
+
+
+def _pcm16(sound: np.ndarray, j: int, n: int) -> bytes:
+    """Samples [j, j + n) of `sound` as 16-bit PCM (silence outside it)."""
+    out = np.zeros(n, np.float32)
+    a, b = max(j, 0), min(j + n, sound.size)
+    if b > a:
+        out[a - j:b - j] = sound[a:b]
+    return (np.clip(out, -1, 1) * 32767).astype(np.int16).tobytes()
+
+
+async def subscribe(room, wanted: dict[tuple[str, str], asyncio.Future]) -> None:
+    """Resolve `wanted[(track name, "video"|"audio")]` with the track as the room subscribes to it."""
+    from livekit import rtc
+
+    @room.on("track_subscribed")
+    def on_track(track, publication, participant):
+        key = (publication.name, "video" if track.kind == rtc.TrackKind.KIND_VIDEO else "audio")
+        fut = wanted.get(key)
+        if fut is not None and not fut.done():
+            fut.set_result(track)
+
+
+async def read_stamps(track, out: list, stop: asyncio.Event) -> None:
+    """Append (arrival monotonic time, frame number, colour tag) for every frame of a received video track."""
+    from livekit import rtc
+
+    stream = rtc.VideoStream(track)
+    try:
+        async for ev in stream:
+            t = time.monotonic()
+            f = ev.frame.convert(rtc.VideoBufferType.RGB24)
+            n, tag = read_stamp(np.frombuffer(f.data, np.uint8).reshape(f.height, f.width, 3))
+            out.append((t, n, tag))
+            if stop.is_set():
+                break
+    finally:
+        await stream.aclose()
+
+
+async def read_levels(track, out: list, stop: asyncio.Event, frame_ms: int = 10) -> None:
+    """Append (arrival monotonic time, peak |sample|) for every `frame_ms` of a received audio track (16 kHz)."""
+    from livekit import rtc
+
+    stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=frame_ms)
+    try:
+        async for ev in stream:
+            pcm = np.frombuffer(ev.frame.data, np.int16)
+            out.append((time.monotonic(), float(np.abs(pcm).max()) / 32768.0 if pcm.size else 0.0))
+            if stop.is_set():
+                break
+    finally:
+        await stream.aclose()
