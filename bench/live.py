@@ -51,16 +51,16 @@ FPS = int(os.environ.get("BENCH_LIVE_FPS", "15"))  # the cameras' frame rate
 PROGRAM_FPS = 25
 DELAY = float(os.environ.get("BENCH_LIVE_DELAY", "0"))
 RUN_S = 40.0
-TALK_AT = 12.0  # camera 3's first word, on the cameras' clock
-LOCK_AT = 24.0  # the operator locks the program to camera 0 (latency and A/V phase) from here on
+TALK_AT = 12.0  # camera 3's first word, this long after the director joined (camera 1 talks before)
+LOCK_AT = 24.0  # the operator locks the program to camera 0 (latency and A/V phase) this long after the join
 ROOM = "bench"
 TAGS = {f"cam{i}": tag for i, tag in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0),
                                                  (0, 255, 255)])}
 
 
-def sounds(duration_s: float) -> dict[str, np.ndarray]:
-    """cam0: a 20 ms click every second (on frame numbers that are multiples of FPS); cam1 talks from 1 s, cam3 from
-    TALK_AT on; the others are silent rooms."""
+def sounds(duration_s: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """cam0: a 20 ms click every second (on frame numbers that are multiples of FPS); the others silent rooms until
+    the director joins (then `script` writes the speech in). Returns (sound per camera, the speech clip)."""
     from runtime.tts import PiperTTS, resample
 
     n = int(duration_s * SAMPLE_RATE)
@@ -71,18 +71,28 @@ def sounds(duration_s: float) -> dict[str, np.ndarray]:
     tts = PiperTTS()
     text = ("Good evening and welcome to the studio. Tonight we talk about the final, and what a final it was. "
             "The first half was slow, both teams careful, nobody wanted to make the first mistake.")
-    speech = resample(tts.synthesize(text), tts.sample_rate, SAMPLE_RATE)
-    out["cam1"][SAMPLE_RATE:SAMPLE_RATE + speech.size] = speech[:n - SAMPLE_RATE]
+    return out, resample(tts.synthesize(text), tts.sample_rate, SAMPLE_RATE)
+
+
+def script(snd: dict[str, np.ndarray], speech: np.ndarray, joined: float) -> float:
+    """Once the director is in (camera clock `joined`): cam1 talks from a second later, cam3 takes over at
+    joined + TALK_AT (its first voiced sample exactly there; cam1 stops half a second before). The cameras read
+    their sound as they go, so writing it now is in time. Returns cam3's first word on the camera clock."""
+    talk = joined + TALK_AT
     voiced = np.flatnonzero(np.abs(speech) > 0.02)
-    j = int(TALK_AT * SAMPLE_RATE) - voiced[0]  # the first voiced sample lands on TALK_AT
-    m = min(speech.size, n - j)
-    out["cam3"][j:j + m] = speech[:m]
-    out["cam1"][j - SAMPLE_RATE // 2:] = 0.0  # cam1 stops half a second before cam3 starts
-    return out
+    a = int((joined + 1.0) * SAMPLE_RATE)
+    b = int((talk - 0.5) * SAMPLE_RATE)
+    m = min(b - a, speech.size)
+    snd["cam1"][a:a + m] = speech[:m]
+    j = int(talk * SAMPLE_RATE) - voiced[0]
+    m = min(speech.size, snd["cam3"].size - j)
+    snd["cam3"][j:j + m] = speech[:m]
+    return talk
 
 
-async def operator(server, obs: dict, t0: float, stop: asyncio.Event) -> None:
-    """Watches the program (picture and sound) and camera 0 directly; locks the program to camera 0 at LOCK_AT."""
+async def operator(server, obs: dict, t0: float, stop: asyncio.Event, snd: dict, speech: np.ndarray) -> None:
+    """Watches the program (picture and sound) and camera 0 directly; when the director joins, starts the script
+    (speech, a speaker change) and locks the program to camera 0 at LOCK_AT after the join."""
     from livekit import rtc
 
     room = rtc.Room()
@@ -105,7 +115,12 @@ async def operator(server, obs: dict, t0: float, stop: asyncio.Event) -> None:
                                                        obs["program"], stop)))
     tasks.append(asyncio.ensure_future(rig.read_levels(await asyncio.wait_for(want["program", "audio"], 60),
                                                        obs["sound"], stop)))
-    await asyncio.sleep(max(0.0, t0 + LOCK_AT - time.monotonic()))
+    while "director_joined" not in obs:
+        await asyncio.sleep(0.05)
+    joined = obs["director_joined"] - t0
+    obs["talk_at"] = script(snd, speech, joined)
+    obs["lock_at"] = joined + LOCK_AT
+    await asyncio.sleep(max(0.0, t0 + obs["lock_at"] - time.monotonic()))
     await room.local_participant.publish_data(json.dumps({"action": "lock", "camera": "cam0", "timeout_s": 600}),
                                               topic="aiobs.override")
     await stop.wait()
@@ -127,20 +142,19 @@ def cpu_seconds(pid: int) -> float:
 
 async def scenario(server, data_dir: Path) -> dict:
     frames = [f for _, f in iter_frames(sample_video("carphone_pristine.mp4"), FPS, (640, 360))]
-    snd = sounds(RUN_S + 20)
+    snd, speech = sounds(RUN_S + 240)  # the director may take a while to load on a busy machine
     stop = asyncio.Event()
     t0 = time.monotonic() + 2.0  # the cameras' clock
     cams = [asyncio.ensure_future(rig.ScriptedCamera(cam, frames, tag, snd[cam], fps=FPS).run(server, ROOM, t0, stop))
             for cam, tag in TAGS.items()]
     obs: dict = {"direct": [], "program": [], "sound": []}
-    watcher = asyncio.ensure_future(operator(server, obs, t0, stop))
+    watcher = asyncio.ensure_future(operator(server, obs, t0, stop, snd, speech))
     await asyncio.sleep(max(0.0, t0 + 1.0 - time.monotonic()))  # the cameras are up when the director arrives
     env = {**os.environ, "AIOBS_DATA_DIR": str(data_dir), "AIOBS_LIVEKIT_URL": server["url"],
            "AIOBS_LIVEKIT_API_KEY": server["api_key"], "AIOBS_LIVEKIT_API_SECRET": server["api_secret"],
            "AIOBS_PROGRAM_DELAY_S": str(DELAY)}
-    run_s = RUN_S - (time.monotonic() - t0)
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "runtime.cli", "live", "--room", ROOM, "--duration", f"{run_s:.1f}", "--size",
+        sys.executable, "-m", "runtime.cli", "live", "--room", ROOM, "--duration", f"{RUN_S:.1f}", "--size",
         "640x360", cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     cpu0, wall0 = cpu_seconds(proc.pid), time.monotonic()
     cpu_last = cpu0
@@ -153,7 +167,9 @@ async def scenario(server, data_dir: Path) -> dict:
     wall = time.monotonic() - wall0
     out, err = await proc.communicate()
     stop.set()
-    await asyncio.gather(*cams, watcher, return_exceptions=True)
+    for res in await asyncio.gather(*cams, watcher, return_exceptions=True):
+        if isinstance(res, BaseException) and not isinstance(res, asyncio.CancelledError):
+            print(f"bench: a participant failed: {type(res).__name__}: {res}", file=sys.stderr)
     return {"obs": obs, "t0": t0, "stdout": out.decode(), "stderr": err.decode(), "rc": proc.returncode,
             "cpu_s": cpu_last - cpu0, "wall_s": wall}
 
@@ -169,7 +185,8 @@ def measure(r: dict) -> dict:
     direct = {}
     for t, n, _ in obs["direct"]:
         direct.setdefault(n, t)
-    lat = [t - direct[n] for t, n, cam in prog if cam == "cam0" and n in direct and t > t0 + LOCK_AT + 1.0]
+    lock_at, talk_at = obs.get("lock_at", 1e9), obs.get("talk_at", 1e9)
+    lat = [t - direct[n] for t, n, cam in prog if cam == "cam0" and n in direct and t > t0 + lock_at + 1.0]
     # A/V: the click of second s (cam0's sound) vs frame s*FPS (cam0's picture), both on the program, while locked
     pic = {}
     for t, n, cam in prog:
@@ -184,14 +201,14 @@ def measure(r: dict) -> dict:
             last = t
     av = []
     for c in clicks:
-        if c < t0 + LOCK_AT + 1.0:
+        if c < t0 + lock_at + 1.0:
             continue
         s = round(c - t0 - 0.06)  # the second this click belongs to (it arrives a little late)
         if s * FPS in pic:
             av.append(c - pic[s * FPS])
     # switch reaction to camera 3's first word, on the cameras' clock and by arrival
-    to3 = next(((t, n) for t, n, cam in prog if cam == "cam3" and n / FPS > TALK_AT - 3.0), None)
-    word_arrival = next((t for t, n, _ in obs["direct"] if n >= TALK_AT * FPS), None)
+    to3 = next(((t, n) for t, n, cam in prog if cam == "cam3" and n / FPS > talk_at - 3.0), None)
+    word_arrival = next((t for t, n, _ in obs["direct"] if n >= talk_at * FPS), None)
     pct = (lambda xs, q: round(float(np.percentile(xs, q)) * 1000, 1) if xs else None)
     expected = int(r["wall_s"] * 5.0)
     return {
@@ -202,7 +219,7 @@ def measure(r: dict) -> dict:
         "latency_samples": len(lat),
         "first_program_frame_s": None if first is None else round(first, 2),
         "av_offset_ms_p50": pct(av, 50), "av_offset_ms_p95_abs": pct([abs(x) for x in av], 95), "av_samples": len(av),
-        "switch_reaction_s_camera_clock": None if to3 is None else round(to3[1] / FPS - TALK_AT, 2),
+        "switch_reaction_s_camera_clock": None if to3 is None else round(to3[1] / FPS - talk_at, 2),
         "switch_reaction_s_arrival": None if to3 is None or word_arrival is None else round(to3[0] - word_arrival, 2),
         "director_cpu_share": round(r["cpu_s"] / r["wall_s"] / os.cpu_count(), 3),
         "director_cores_used": round(r["cpu_s"] / r["wall_s"], 2), "cpus": os.cpu_count(),
@@ -216,6 +233,10 @@ def main() -> None:
             r = asyncio.run(asyncio.wait_for(scenario(server, Path(tmp) / "data"), RUN_S + 180))
     if r["rc"] != 0:
         print(r["stderr"][-3000:], file=sys.stderr)
+    if os.environ.get("BENCH_LIVE_DUMP"):  # the raw observations, to look into a surprising figure
+        import pickle
+
+        Path(os.environ["BENCH_LIVE_DUMP"]).write_bytes(pickle.dumps(r))
     res = measure(r)
     print(r["stdout"].strip().splitlines()[-1] if r["stdout"].strip() else "(no director output)")
     res["targets"] = {

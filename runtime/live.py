@@ -265,6 +265,11 @@ class LiveDirector:
         self.report.cameras.add(cam)
         self.tracks[(cam, "video" if track.kind == rtc.TrackKind.KIND_VIDEO else "audio")] = track
         if track.kind == rtc.TrackKind.KIND_VIDEO:
+            if getattr(publication, "simulcasted", False):  # the program airs this picture: its best layer
+                try:
+                    publication.set_video_quality(rtc.VideoQuality.VIDEO_QUALITY_HIGH)
+                except (ValueError, AttributeError) as e:
+                    log.info("live: %s: no simulcast layer choice (%s)", cam, e)
             self._tasks.append(asyncio.ensure_future(self._read_video(track, cam)))
         else:
             self._tasks.append(asyncio.ensure_future(self._read_audio(track, cam)))

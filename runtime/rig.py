@@ -36,11 +36,15 @@ def stamp(img: np.ndarray, n: int, tag: tuple[int, int, int]) -> np.ndarray:
     return out
 
 
-def read_stamp(rgb: np.ndarray) -> tuple[int, tuple[int, int, int]]:
-    """(frame number, colour tag) of a stamped frame of the same size."""
+def read_stamp(rgb: np.ndarray, stamped_width: int = 640) -> tuple[int, tuple[int, int, int]] | None:
+    """(frame number, colour tag) of a stamped frame, also when it arrives scaled (a lower simulcast layer, a
+    program of another size); None when it is too small to read."""
+    k = rgb.shape[1] / stamped_width
+    if STAMP_PX * k < 4:
+        return None
     c = STAMP_PX // 2
-    n = sum(1 << b for b in range(STAMP_BITS) if rgb[c, b * STAMP_PX + c].mean() > 128)
-    tag = rgb[STAMP_PX, STAMP_BITS * STAMP_PX + 8 + STAMP_PX]
+    n = sum(1 << b for b in range(STAMP_BITS) if rgb[int(c * k), int((b * STAMP_PX + c) * k)].mean() > 128)
+    tag = rgb[int(STAMP_PX * k), int((STAMP_BITS * STAMP_PX + 8 + STAMP_PX) * k)]
     return n, tuple(int(v) for v in tag)
 
 
@@ -181,8 +185,9 @@ async def read_stamps(track, out: list, stop: asyncio.Event) -> None:
         async for ev in stream:
             t = time.monotonic()
             f = ev.frame.convert(rtc.VideoBufferType.RGB24)
-            n, tag = read_stamp(np.frombuffer(f.data, np.uint8).reshape(f.height, f.width, 3))
-            out.append((t, n, tag))
+            got = read_stamp(np.frombuffer(f.data, np.uint8).reshape(f.height, f.width, 3))
+            if got is not None:
+                out.append((t, *got))
             if stop.is_set():
                 break
     finally:
