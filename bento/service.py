@@ -206,6 +206,15 @@ LiveRoomBody = Annotated[Any, WithJsonSchema(_inlined(LiveRoomIn.model_json_sche
 LiveTokenBody = Annotated[Any, WithJsonSchema(_inlined(LiveTokenIn.model_json_schema()))]
 
 
+class LiveOverrideIn(OverrideIn):
+    """POST /live_override: an operator's take/lock/release for a room the service directs (the control page)."""
+
+    room: Id
+
+
+LiveOverrideBody = Annotated[Any, WithJsonSchema(_inlined(LiveOverrideIn.model_json_schema()))]
+
+
 # -- one error shape --------------------------------------------------------------------------------------------------
 def error_body(error: str, detail: list[dict]) -> dict:
     """Every 4xx this service answers: {"error": one line, "detail": [{"type", "loc", "msg"}, ...]}. It is the
@@ -787,6 +796,27 @@ class Director:
             return room
         status = room.director.status() if room.director is not None else {"room": room.name, "link": room.link}
         return {**status, **room.summary()}
+
+    @bentoml.api
+    async def live_override(self, payload: LiveOverrideBody, /) -> dict:
+        """An operator's take / lock / release for a room the service directs, through the service's bearer token
+        (the control page's buttons): the same validation and queue as an operator's `aiobs.override` data packet.
+        Answers {"queued": true} or a 400 with the reason; 404 for a room not running."""
+        try:
+            req = parse_body(LiveOverrideIn, payload)
+        except BadRequest as e:
+            return e.response()
+        room = self.rooms.get(req.room)
+        if room is None or room.director is None or room.state != "running":
+            return error_response(404, f"no running live room {req.room!r}",
+                                  [{"type": "not_found", "loc": ["room"], "msg": f"{req.room!r} is not running"}])
+        msg = {"action": req.action, "camera": req.camera, "operator": req.operator}
+        if req.timeout_s is not None:
+            msg["timeout_s"] = req.timeout_s
+        why = room.director.override(msg, req.operator or "service")
+        if why is not None:
+            return BadRequest.one("value_error", ["camera"], why).response()
+        return {"queued": True, "room": req.room}
 
     @bentoml.api
     async def live_token(self, payload: LiveTokenBody, /) -> dict:

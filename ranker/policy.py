@@ -66,6 +66,7 @@ class PolicyConfig:
     onset_lead_s: float = 0.25
     turn_hold_s: float = 1.0  # the minimum hold before a cut to a new speaker (quick exchanges are cut as they go)
     delta_at_onset: bool = True  # a score cut to a camera that is talking is placed before its first word too
+    hold_speaker: bool = True  # no score cut away from the floor-holder on program while they talk, to a silent camera
 
     def __post_init__(self) -> None:
         for name in ("min_hold_s", "opening_hold_s", "cooldown_s", "delta", "dwell_s", "pingpong_window_s", "speech_wait_max_s",
@@ -77,8 +78,9 @@ class PolicyConfig:
                 raise ValueError(f"policy {name} must be a finite number >= 0, not {v!r}")
         if not math.isfinite(self.audio_lead_s) or abs(self.audio_lead_s) > 2.0:
             raise ValueError(f"policy audio_lead_s must be within [-2, 2] s, not {self.audio_lead_s!r}")
-        if not isinstance(self.delta_at_onset, bool):
-            raise ValueError(f"policy delta_at_onset must be true or false, not {self.delta_at_onset!r}")
+        for name in ("delta_at_onset", "hold_speaker"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"policy {name} must be true or false, not {getattr(self, name)!r}")
         if self.transition not in ("cut", "dissolve"):
             raise ValueError(f"policy transition must be cut or dissolve, not {self.transition!r}")
 
@@ -258,6 +260,12 @@ class SwitchingPolicy:
                 return self._hold(t, "turn_wait", f"{best} leads ({scores[best]:.2f} vs {p_score:.2f}) but talks "
                                                   f"without the floor ({holder} has it): a backchannel or an "
                                                   f"interruption")
+            pc = ctx.get(s.program, CameraContext())
+            if cfg.hold_speaker and pc.floor and pc.talking and not bc.talking:
+                s.lead = ""
+                return self._hold(t, "speaker_hold", f"{best} leads ({scores[best]:.2f} vs {p_score:.2f}) but "
+                                                     f"{s.program} has the floor and is talking: no cutaway to a "
+                                                     f"silent camera mid-utterance")
             want, reason = best, "delta"
             detail = f"{best} {scores[best]:.2f} vs {s.program} {p_score:.2f} (delta {scores[best] - p_score:.2f})"
         if not want:

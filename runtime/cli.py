@@ -192,6 +192,8 @@ def cmd_live(args) -> int:
         return 0
     finally:
         stop_polling.set()
+    if not report.cameras:
+        print("live: no camera joined the room: nothing was directed (the program showed black)", file=sys.stderr)
     print(f"live: {report.ticks} ticks ({report.missed_ticks} skipped, {report.failed_ticks} failed), cameras "
           f"{sorted(report.cameras)}, {len(report.cuts)} cuts, {report.overrides} overrides "
           f"({report.rejected_overrides} malformed, {report.unauthorised_overrides} not from an operator), "
@@ -296,11 +298,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from features.spool import SpoolLocked
+
     try:
         return args.fn(args)
     except SettingsError as e:
         print(f"aiobs: {e}", file=sys.stderr)
         return 2
+    except SpoolLocked as e:  # one writer per data dir's spool: say so, no traceback
+        print(f"aiobs: {e}: another aiobs process (a `direct`, `import`, `live` or `bentoml serve`) writes this data "
+              f"dir's feature log; wait for it, or give this command its own --data-dir", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ The column contract (one row per camera per tick; any order):
 Every tick goes through `ranker.core.DirectorCore` (the rule baseline scores it, the default policy decides), so the
 rows are exactly what a live session logs; the human's program becomes operator actions: a `lock` on the human's
 camera for as long as the human kept it (the label `ranker/dataset.py` reads), a `release` where the file has no
-label. Unknown columns, missing required ones, non-finite numbers, duplicate (session, tick, camera) rows and a human
-camera that is not in its tick are errors that name the row; `--dry-run` checks and summarises without writing.
+label. Unknown columns, missing required ones, non-numeric or non-finite feature values (NULL only for the VLM reads),
+duplicate (session, tick, camera) rows, a human camera that is not in its tick and a session already in the feature
+log are errors that name the row or session; `--dry-run` checks and summarises without writing.
 """
 
 from __future__ import annotations
@@ -86,6 +87,10 @@ def read_table(path: Path):
 
 def validate(df) -> ImportSummary:
     """Check the column contract; ImportFileError names the first problem."""
+    import pandas as pd
+
+    from features.schema import CAMERA_TICKS
+
     cols = list(df.columns)
     missing = [c for c in REQUIRED if c not in cols]
     if missing:
@@ -113,20 +118,21 @@ def validate(df) -> ImportSummary:
     bad = ~np.isfinite(tv) | (tv < 0)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise ImportFileError(f"row {i}: t must be a finite number of seconds >= 0, not {t.iloc[i]!r}")
+        raise ImportFileError(f"row {i}: t must be a finite number of seconds >= 0, not {float(tv[i])}")
     for f in [c for c in cols if c in SCENE_FEATURES]:
-        try:
-            v = df[f].astype(float).to_numpy()
-        except (TypeError, ValueError):
-            raise ImportFileError(f"column {f} must be numbers") from None
-        bad = np.isinf(v) | (np.isnan(v) & ~df[f].isna().to_numpy())
+        if not pd.api.types.is_numeric_dtype(df[f]) or pd.api.types.is_bool_dtype(df[f]):
+            raise ImportFileError(f"column {f} must be numbers, not {df[f].dtype} (e.g. {df[f].iloc[0]!r})")
+        v = df[f].astype(float).to_numpy()
+        # missing values: NULL only where the contract has NULLs (the VLM reads); elsewhere leave the column out
+        bad = np.isinf(v) if CAMERA_TICKS[f].nullable else ~np.isfinite(v)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise ImportFileError(f"row {i}: feature {f} is not finite ({df[f].iloc[i]!r})")
+            raise ImportFileError(f"row {i}: feature {f} is {float(v[i])} (not a finite number; a feature that is not "
+                                  f"known for some rows is left out of the file, it then takes its contract default)")
     dup = df.duplicated(["session_id", "t", "camera_id"])
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])
-        raise ImportFileError(f"row {i}: a second row for session {df['session_id'].iloc[i]!r}, t {tv[i]}, camera "
+        raise ImportFileError(f"row {i}: a second row for session {df['session_id'].iloc[i]!r}, t {float(tv[i])}, camera "
                            f"{df['camera_id'].iloc[i]!r}")
     s = ImportSummary(sessions=int(df["session_id"].nunique()), rows=len(df),
                       cameras=set(df["camera_id"].astype(str)),
@@ -162,6 +168,23 @@ def _labels(g) -> dict[float, str]:
                                    f"{on}; at most one camera is on the human's program")
             out[float(t)] = on[0] if on else ""
     return out
+
+
+def _refuse_known_sessions(settings, sessions: list[str]) -> None:
+    """A session already in the feature log is not imported twice (its labels would count twice in training)."""
+    from features.store import FeatureStore
+
+    try:
+        with FeatureStore(settings.clickhouse_dsn) as store:
+            store.ensure_schema()
+            known = store.client.query("SELECT DISTINCT session_id FROM camera_ticks WHERE session_id IN {s:Array(String)}",
+                                       parameters={"s": sessions}).result_rows
+    except Exception as e:  # noqa: BLE001 - the check needs the store: say why it could not be made
+        raise ImportFileError(f"cannot check the feature log for these sessions ({type(e).__name__}: {e})") from None
+    if known:
+        names = sorted(r[0] for r in known)
+        raise ImportFileError(f"session(s) {names[:5]}{' ...' if len(names) > 5 else ''} are already in the feature "
+                              f"log: importing them again would count their labels twice (rename the session_id)")
 
 
 def import_file(path: str | Path, settings, *, dry_run: bool = False, policy=None) -> ImportSummary:
@@ -222,6 +245,7 @@ def import_file(path: str | Path, settings, *, dry_run: bool = False, policy=Non
             ticks.append((t, cams, ovs))
         summary.ticks += len(ticks)
         plans.append((str(sid), room, tick_s, ticks))
+    _refuse_known_sessions(settings, [p[0] for p in plans])
     if dry_run:
         return summary
     wall0 = time.time()

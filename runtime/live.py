@@ -192,6 +192,7 @@ class LiveDirector:
         self._tasks: list[asyncio.Task] = []
         self.tracks: dict[tuple[str, str], object] = {}  # (camera, "video"|"audio") -> subscribed remote track
         self.last: TickResult | None = None  # the newest tick, for status()
+        self._roles: dict[str, str] = {}  # participant identity -> role (runtime/tokens.py), as they joined
         self._last_features: dict[str, np.ndarray] = {}
         self.link = "connecting"  # connecting | connected | reconnecting | disconnected
 
@@ -277,34 +278,53 @@ class LiveDirector:
                 self._tasks.append(asyncio.ensure_future(self._read_program_audio(track, cam)))
         log.info("live: subscribed to %s (%s)", cam, "video" if track.kind == rtc.TrackKind.KIND_VIDEO else "audio")
 
+    def _on_participant(self, participant, *_) -> None:
+        """Remember every participant's role by identity (roles are minted into tokens and cannot change): the SDK's
+        own list can miss a participant for a moment (after a resume, or an identity rejoining)."""
+        role = role_of(participant)
+        if role:
+            self._roles[participant.identity] = role
+
     def _on_data(self, packet) -> None:
         if getattr(packet, "topic", "") != OVERRIDE_TOPIC:
             return
         sender = getattr(packet, "participant", None)
         who = getattr(sender, "identity", "?")
-        if sender is None or role_of(sender) != "operator":  # a sender that already left is no operator either
-            log.warning("live: ignored an override from %s: the participant's token has no operator role", who)
+        role = (role_of(sender) or self._roles.get(who, "")) if sender is not None else ""
+        if role != "operator":  # a sender nobody can name is no operator either
+            log.warning("live: ignored an override from %s: the participant's token has no operator role "
+                        "(attributes %s, metadata %r)", who, dict(getattr(sender, "attributes", None) or {}),
+                        str(getattr(sender, "metadata", ""))[:200])
             self.report.unauthorised_overrides += 1
             metrics.OVERRIDES.labels(self.room_name, "unauthorised").inc()
             return
         try:
             msg = json.loads(bytes(packet.data).decode())
+        except (ValueError, UnicodeDecodeError) as e:
+            msg = e
+        self.override(msg, str(who))
+
+    def override(self, msg, who: str) -> str | None:
+        """An operator's override ({"action", "camera", "timeout_s"}) from an authorised path (a data packet of an
+        operator participant; the service's `live_override`, bearer token checked): validated, then queued for the
+        next tick. Event loop only. Returns why it was rejected, or None."""
+        try:
+            if isinstance(msg, Exception):
+                raise msg
             if not isinstance(msg, dict):
-                raise ValueError("an override packet is a JSON object")
+                raise ValueError("an override is a JSON object")
             ov = Override.from_message(msg)
+            if ov.camera and ov.camera not in self.report.cameras:
+                raise ValueError(f"no camera {ov.camera!r} in the room")
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
-            log.warning("live: rejected an override packet from %s: %s", who, e)
+            log.warning("live: rejected an override from %s: %s", who, e)
             self.report.rejected_overrides += 1
             metrics.OVERRIDES.labels(self.room_name, "malformed").inc()
-            return
-        if ov.camera and ov.camera not in self.report.cameras:
-            log.warning("live: rejected an override from %s: no camera %r in the room", who, ov.camera)
-            self.report.rejected_overrides += 1
-            metrics.OVERRIDES.labels(self.room_name, "malformed").inc()
-            return
+            return str(e)
         if not ov.operator:
-            ov = replace(ov, operator=str(who))  # the log names who directed
+            ov = replace(ov, operator=who)  # the log names who directed
         self._pending_overrides.append(ov)
+        return None
 
     def _link(self, state: str, reconnected: bool = False) -> None:
         if state != self.link:
@@ -491,6 +511,8 @@ class LiveDirector:
         room = rtc.Room()
         room.on("track_subscribed", self._on_track)
         room.on("data_received", self._on_data)
+        for event in ("participant_connected", "participant_attributes_changed", "participant_metadata_changed"):
+            room.on(event, lambda *args: self._on_participant(args[-1] if hasattr(args[-1], "identity") else args[0]))
         room.on("reconnecting", lambda: self._link("reconnecting"))
         room.on("reconnected", lambda: self._link("connected", reconnected=True))
         room.on("disconnected", lambda *_: self._link("disconnected"))
@@ -505,6 +527,8 @@ class LiveDirector:
                 from e
         self._t0 = time.monotonic()
         self._link("connected")
+        for p in room.remote_participants.values():
+            self._on_participant(p)
         try:
             source = rtc.VideoSource(*self.program_size)
             track = rtc.LocalVideoTrack.create_video_track("program", source)

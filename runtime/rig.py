@@ -68,7 +68,14 @@ def livekit_server(exe: Path, workdir: Path, timeout_s: float = 30.0, ports: tup
     output) when it does not come up."""
     if not Path(exe).is_file():
         raise RuntimeError(f"livekit-server is not installed at {exe}: run ./dev.sh setup")
-    port, tcp, udp = ports or (free_port(), free_port(), free_port())
+    if ports is None:  # three different ports (the OS may hand the same free port out twice in a row)
+        picked: list[int] = []
+        while len(picked) < 3:
+            p = free_port()
+            if p not in picked:
+                picked.append(p)
+        ports = tuple(picked)
+    port, tcp, udp = ports
     workdir.mkdir(parents=True, exist_ok=True)
     cfg, log_path = workdir / "livekit.yaml", workdir / "livekit.log"
     cfg.write_text(

@@ -20,7 +20,7 @@ CODE = ["bento/service.py", "runtime/live.py", "runtime/settings.py", "runtime/m
 ENVS = {"BENTOML_DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true", "DAGSTER_DISABLE_TELEMETRY": "1",
         "ORT_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1", "YOLO_OFFLINE": "1",
         "YOLO_AUTOINSTALL": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-APIS = {"tick", "models_in_use", "live_start", "live_stop", "live_status", "live_token"}
+APIS = {"tick", "models_in_use", "live_start", "live_stop", "live_status", "live_token", "live_override"}
 
 
 def pins(text: str) -> set[str]:

@@ -57,6 +57,10 @@ def test_import_writes_labelled_sessions_the_training_data_reads_back(tmp_path, 
     want = {(r.session_id, round(r.t, 3)): r.human_camera for r in labelled.itertuples()}
     got = {(str(sid), round(float(t), 3)): str(h) for sid, t, h in zip(data.session, data.t, data.human)}
     assert got == want  # every labelled tick, with the human's camera; the unlabelled ones are not used
+    with pytest.raises(ImportFileError, match="already in the feature log"):  # labels never count twice
+        import_file(f, settings)
+    with FeatureStore(settings.clickhouse_dsn) as store:
+        assert store.count("camera_ticks") == 600
 
 
 @pytest.mark.parametrize("break_it, message", [
@@ -68,6 +72,8 @@ def test_import_writes_labelled_sessions_the_training_data_reads_back(tmp_path, 
     (lambda d: pd.concat([d, d.iloc[[3]]]), "a second row"),
     (lambda d: d.assign(human_camera=np.where(np.arange(len(d)) < 3, "zz", d["human_camera"])), "has no row"),
     (lambda d: d.assign(people_count=np.where(np.arange(len(d)) == 2, 1.5, d["people_count"])), "is a count"),
+    (lambda d: d.assign(speech_prob=np.where(np.arange(len(d)) == 5, np.nan, d["speech_prob"])), "row 5: feature"),
+    (lambda d: d.assign(speech_prob=d["speech_prob"].astype(str)), "must be numbers"),
 ])
 def test_a_file_that_breaks_the_contract_is_refused_and_nothing_is_written(tmp_path, data_dir, break_it, message):
     from features.store import FeatureStore

@@ -186,3 +186,16 @@ def test_several_overrides_in_one_tick_decide_where_the_program_ends_up():
     assert d.reason == "override_lock" and "released" in d.detail
     d = p.step(5.2, {"a": 0.9, "b": 0.1}, overrides=[Override("take", "a"), Override("take", "b")])
     assert not d.cut and d.program == "b" == p.s.program  # there and back within the tick: no cut on air
+
+
+def test_no_cutaway_from_a_talking_floor_holder_to_a_silent_camera():
+    """The speaker's score collapses (the detector lost them in a close-up) while they talk: a silent listener's face
+    must not take the picture mid-utterance. A camera that is talking still can (by the turn rules), and so can a
+    silent one once the speaker stops."""
+    talking = {"a": CameraContext(talking=True, floor=True, floor_since=0.0, onset=0.0)}
+    seq = [{"a": 0.8, "b": 0.3}] + [{"a": 0.1, "b": 0.6}] * 20
+    held = run(SwitchingPolicy(PolicyConfig(**NO_COOLDOWN)), seq, ctx={k: talking for k in range(1, 16)})
+    assert cuts(held) == [(0.0, "", "a", "start"), (3.2, "a", "b", "delta")]  # only after a stopped (tick 16)
+    assert {d.reason for d in held[11:16]} == {"speaker_hold"}
+    old = run(SwitchingPolicy(PolicyConfig(hold_speaker=False, **NO_COOLDOWN)), seq, ctx={k: talking for k in range(1, 16)})
+    assert cuts(old)[1][0] < 3.2  # the rule is what holds it

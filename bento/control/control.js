@@ -92,15 +92,19 @@
     return v.slice(0, 48);
   }
 
-  // this tab's participant: the operator's name and a suffix of the tab's own, so that two tabs (or two operators of
-  // the same name) never share an identity (LiveKit disconnects the older participant of an identity)
+  // this tab's participant: the operator's name, a suffix of the tab's own and the join's number, so that two tabs (or
+  // two operators of the same name) never share an identity (LiveKit disconnects the older participant of an
+  // identity), and a rejoin never replaces the participant it follows (a replaced identity can leave the director
+  // without a record of the new one for a moment: its overrides would be refused)
+  let joins = 0;
   function operatorIdentity() {
     let tab = sessionStorage.getItem(TAB_KEY);
     if (!tab) {
       tab = Array.from(crypto.getRandomValues(new Uint8Array(3)), (b) => b.toString(16).padStart(2, "0")).join("");
       sessionStorage.setItem(TAB_KEY, tab);
     }
-    return `${operatorName()}-${tab}`;
+    joins += 1;
+    return `${operatorName()}-${tab}-${joins}`;
   }
 
   function signIn() {
@@ -348,20 +352,21 @@
     if (lastStatus) render(lastStatus);
   }
 
+  // take / lock / release go through the service (bearer token checked, the same validation as an operator's
+  // `aiobs.override` data packet): the answer says at once whether the director queued it
   async function sendOverride(action, camera) {
-    const room = lk;
-    if (!room || room.state !== "connected") { note(`not in the room: ${action} ${camera} not sent`); return; }
-    const msg = {action, camera};
+    if (!roomName) { note(`no room: ${action} ${camera} not sent`); return; }
+    const msg = {room: roomName, action, camera, operator: `operator:${operatorName()}`};
+    if (action === "release") delete msg.camera;
     if (action === "lock") {
       const s = parseFloat($("lock-s").value);
       if (isFinite(s) && s > 0) msg.timeout_s = Math.min(s, 86400);
     }
     try {
-      await room.localParticipant.publishData(new TextEncoder().encode(JSON.stringify(msg)),
-                                              {reliable: true, topic: TOPIC});
-      note(`sent ${action} ${camera} at ${new Date().toLocaleTimeString()}`);
+      await call("live_override", msg);
+      note(`${action} ${camera || ""} sent at ${new Date().toLocaleTimeString()}: queued for the next tick`);
     } catch (e) {
-      note(`${action} ${camera} failed: ${e.message || e}`);
+      note(`${action} ${camera || ""} refused: ${e.message || e}`);
     }
   }
 
