@@ -537,7 +537,7 @@ class LiveDirector:
             sound = None
             if self.audio_mode != "off":
                 # a short queue: sound queued while nobody consumes it yet would stay behind the picture for good
-                sound = rtc.AudioSource(PROGRAM_AUDIO_RATE, 1, queue_size_ms=100)
+                sound = rtc.AudioSource(PROGRAM_AUDIO_RATE, 1, queue_size_ms=20)
                 await room.local_participant.publish_track(
                     rtc.LocalAudioTrack.create_audio_track("program", sound),
                     rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
