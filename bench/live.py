@@ -134,8 +134,8 @@ def cpu_seconds(pid: int) -> float:
     import psutil
 
     try:
-        p = psutil.Process(pid)
-        return sum(c.user + c.system for c in [p.cpu_times()])
+        c = psutil.Process(pid).cpu_times()
+        return c.user + c.system
     except psutil.Error:
         return float("nan")
 

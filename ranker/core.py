@@ -138,17 +138,17 @@ class CameraTick:
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "CameraTick":
         """From a logged camera_ticks row (dict of contract columns)."""
-        x = np.array([np.nan if _missing(row.get(f)) else row[f] for f in SCENE_FEATURES], dtype=np.float32)
+        x = np.array([np.nan if is_missing(row.get(f)) else row[f] for f in SCENE_FEATURES], dtype=np.float32)
         q = row.get("quiet_at")
         spans = row.get("asr_word_spans")
-        spans = [] if spans is None or (not hasattr(spans, "__len__") and _missing(spans)) else list(spans)
+        spans = [] if spans is None or (not hasattr(spans, "__len__") and is_missing(spans)) else list(spans)
         return cls(str(row["camera_id"]), x, speaking=bool(row.get("speaking", False)),
                    speech_mask=int(row.get("speech_mask") or 0), safe_cut_wait_s=float(row.get("safe_cut_wait_s") or 0.0),
-                   quiet_at=None if _missing(q) else float(q), stale=bool(row.get("stale", False)),
+                   quiet_at=None if is_missing(q) else float(q), stale=bool(row.get("stale", False)),
                    degraded=dict(row.get("degraded") or {}), words=tuple(zip(spans[0::2], spans[1::2])))
 
 
-def _missing(v) -> bool:
+def is_missing(v) -> bool:
     """None, NaN or pandas' NA (how a NULL comes back from ClickHouse through pandas)."""
     return v is None or (isinstance(v, float) and math.isnan(v)) or type(v).__name__ == "NAType"
 
@@ -389,7 +389,7 @@ def replay_logged(camera_ticks, decisions, overrides=None, *, ranker=None) -> li
     if overrides is not None and len(overrides):
         for o in overrides.sort_values(["tick", "ts"]).itertuples(index=False):
             by_tick_ov.setdefault(int(o.tick), []).append(
-                Override(str(o.action), str(o.camera_id or ""), None if _missing(o.timeout_s) else float(o.timeout_s),
+                Override(str(o.action), str(o.camera_id or ""), None if is_missing(o.timeout_s) else float(o.timeout_s),
                          str(o.operator or "")))
     out = []
     ticks = camera_ticks.sort_values(["tick", "camera_id"])

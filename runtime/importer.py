@@ -141,11 +141,6 @@ def validate(df) -> ImportSummary:
     return s
 
 
-def _given(v) -> bool:
-    """Not None, NaN or pandas' NA."""
-    return not (v is None or (isinstance(v, float) and math.isnan(v)) or type(v).__name__ == "NAType")
-
-
 def _labels(g) -> dict[float, str]:
     """t -> the human's camera at that tick ("" = unlabelled) for one session's rows."""
     out: dict[float, str] = {}
@@ -192,7 +187,7 @@ def import_file(path: str | Path, settings, *, dry_run: bool = False, policy=Non
     embedded mode). Raises ImportFileError for a file that breaks the contract; nothing is written then."""
     from features.schema import CAMERA_TICKS, DECISIONS, OVERRIDES
     from features.spool import FeatureLog
-    from ranker.core import CameraTick, DirectorCore
+    from ranker.core import CameraTick, DirectorCore, is_missing
     from ranker.policy import Override
 
     path = Path(path)
@@ -224,10 +219,10 @@ def import_file(path: str | Path, settings, *, dry_run: bool = False, policy=Non
             cams = []
             for r in tick.itertuples(index=False):
                 row = r._asdict()
-                feats = {f: float(row[f]) if _given(row[f]) else None for f in features}  # counts checked there
+                feats = {f: float(row[f]) if not is_missing(row[f]) else None for f in features}  # counts checked there
                 timing = {name: cast(row[name]) for name, cast in (("speaking", bool), ("speech_mask", int),
                                                                     ("quiet_at", float))
-                          if name in row and _given(row[name])}
+                          if name in row and not is_missing(row[name])}
                 try:
                     cams.append(CameraTick.from_features(str(row["camera_id"]), feats, **timing))
                 except ValueError as e:

@@ -192,7 +192,6 @@ class LiveDirector:
         self._tasks: list[asyncio.Task] = []
         self.tracks: dict[tuple[str, str], object] = {}  # (camera, "video"|"audio") -> subscribed remote track
         self.last: TickResult | None = None  # the newest tick, for status()
-        self._roles: dict[str, str] = {}  # participant identity -> role (runtime/tokens.py), as they joined
         self._last_features: dict[str, np.ndarray] = {}
         self.link = "connecting"  # connecting | connected | reconnecting | disconnected
 
@@ -278,20 +277,12 @@ class LiveDirector:
                 self._tasks.append(asyncio.ensure_future(self._read_program_audio(track, cam)))
         log.info("live: subscribed to %s (%s)", cam, "video" if track.kind == rtc.TrackKind.KIND_VIDEO else "audio")
 
-    def _on_participant(self, participant, *_) -> None:
-        """Remember every participant's role by identity (roles are minted into tokens and cannot change): the SDK's
-        own list can miss a participant for a moment (after a resume, or an identity rejoining)."""
-        role = role_of(participant)
-        if role:
-            self._roles[participant.identity] = role
-
     def _on_data(self, packet) -> None:
         if getattr(packet, "topic", "") != OVERRIDE_TOPIC:
             return
         sender = getattr(packet, "participant", None)
         who = getattr(sender, "identity", "?")
-        role = (role_of(sender) or self._roles.get(who, "")) if sender is not None else ""
-        if role != "operator":  # a sender nobody can name is no operator either
+        if sender is None or role_of(sender) != "operator":  # a sender nobody can name is no operator either
             log.warning("live: ignored an override from %s: the participant's token has no operator role "
                         "(attributes %s, metadata %r)", who, dict(getattr(sender, "attributes", None) or {}),
                         str(getattr(sender, "metadata", ""))[:200])
@@ -511,8 +502,6 @@ class LiveDirector:
         room = rtc.Room()
         room.on("track_subscribed", self._on_track)
         room.on("data_received", self._on_data)
-        for event in ("participant_connected", "participant_attributes_changed", "participant_metadata_changed"):
-            room.on(event, lambda *args: self._on_participant(args[-1] if hasattr(args[-1], "identity") else args[0]))
         room.on("reconnecting", lambda: self._link("reconnecting"))
         room.on("reconnected", lambda: self._link("connected", reconnected=True))
         room.on("disconnected", lambda *_: self._link("disconnected"))
@@ -527,8 +516,6 @@ class LiveDirector:
                 from e
         self._t0 = time.monotonic()
         self._link("connected")
-        for p in room.remote_participants.values():
-            self._on_participant(p)
         try:
             source = rtc.VideoSource(*self.program_size)
             track = rtc.LocalVideoTrack.create_video_track("program", source)

@@ -15,7 +15,6 @@
   const POLL_MS = 500;
   const ROOMS_EVERY_MS = 10000;
   const REJOIN_MS = 3000;
-  const TOPIC = "aiobs.override";
   const ROLE_ATTRIBUTE = "aiobs.role";
   const $ = (id) => document.getElementById(id);
 
