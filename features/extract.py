@@ -1,7 +1,8 @@
-"""Feature extraction: `CameraObservation` -> the ranker's input vector (the contract's scene features).
+"""Feature extraction: `CameraObservation` -> the contract's scene features of one tick.
 
-The director core (ranker/core.py) scores these vectors and logs exactly them as the camera_ticks row, so training
-reads what the runtime scored.
+The director core (ranker/core.py) appends the temporal context features (features/temporal.py, computed from this
+and earlier ticks) to these vectors, scores the result (`RANKER_FEATURES`) and logs exactly it as the camera_ticks
+row, so training reads what the runtime scored.
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from .observations import CameraObservation
-from .schema import CAMERA_TICKS, scene_feature_names
+from .schema import CAMERA_TICKS, context_feature_names, ranker_feature_names, scene_feature_names
 
-SCENE_FEATURES: tuple[str, ...] = tuple(scene_feature_names(CAMERA_TICKS))
+SCENE_FEATURES: tuple[str, ...] = tuple(scene_feature_names(CAMERA_TICKS))  # one tick's view of a camera
+TEMPORAL_FEATURES: tuple[str, ...] = tuple(context_feature_names(CAMERA_TICKS))  # features/temporal.py
+RANKER_FEATURES: tuple[str, ...] = tuple(ranker_feature_names(CAMERA_TICKS))  # what a ranker scores: both, in order
+assert RANKER_FEATURES[:len(SCENE_FEATURES)] == SCENE_FEATURES
 
 
 def scene_features(obs: CameraObservation, loudest_dbfs: float | None = None) -> dict[str, float | int | None]:

@@ -5,6 +5,8 @@ dtypes) derives from the `Table` objects below. A column carries:
 
 - ``ch_type``: its ClickHouse type (the DDL is generated from it),
 - ``role``: what it is for. ``key`` identifies a row; ``feature`` is a scene signal a ranker may learn from;
+  ``context`` is a temporal feature (what happened on the camera and in the room over the last seconds), computed by
+  ``features.temporal.TemporalState`` from this and earlier ticks' logged columns, and a ranker input too;
   ``state`` encodes the program state (on-program flag, time since on program) and is logged but must NOT be fed
   to a scene ranker (a model would learn "stay where you are" from it); ``output`` is what the ranker/policy
   produced; ``meta`` is bookkeeping.
@@ -21,10 +23,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Mapping
 
-SCHEMA_VERSION = 3  # v2: the director core's exact inputs (session clock, pause position, policy config)
+SCHEMA_VERSION = 4  # v2: the director core's exact inputs (session clock, pause position, policy config)
 #                    v3: the ASR's word times (cuts never land inside a recognised word)
+#                    v4: temporal context features (features/temporal.py)
 
-ROLES = ("key", "feature", "state", "output", "meta")
+ROLES = ("key", "feature", "context", "state", "output", "meta")
 
 
 class SchemaViolation(ValueError):
@@ -304,6 +307,30 @@ CAMERA_TICKS = Table(
         # vision-language model (asynchronous; absent when no VLM runs)
         Column("vlm_interest", "Nullable(Float32)", "feature", "VLM interest rating 1-5; NULL without a VLM read"),
         Column("vlm_age_s", "Nullable(Float32)", "feature", "age of the VLM read, seconds; NULL without one"),
+        # temporal context (features/temporal.py): computed by the director core from this and earlier ticks,
+        # NULL on rows logged before schema v4
+        Column("speech_run_s", "Nullable(Float32)", "context", "seconds this camera's current utterance has lasted "
+               "(0 = not talking)", since=4),
+        Column("since_spoke_s", "Nullable(Float32)", "context", "seconds since this camera's own speech was last "
+               "heard (capped at the horizon, 30 s = not within it)", since=4),
+        Column("since_anyone_spoke_s", "Nullable(Float32)", "context", "seconds since anyone's own speech was heard "
+               "on any camera (a long silence), capped at 30 s", since=4),
+        Column("since_keyword_s", "Nullable(Float32)", "context", "seconds since a keyword was heard on this "
+               "camera, capped at 30 s", since=4),
+        Column("since_keyword_any_s", "Nullable(Float32)", "context", "seconds since a keyword was heard on any "
+               "camera, capped at 30 s", since=4),
+        Column("speech_share_5s", "Nullable(Float32)", "context", "share of the last ~5 s this camera carried its "
+               "own speech (exponential mean, 0..1)", since=4),
+        Column("motion_mean_2s", "Nullable(Float32)", "context", "motion energy, exponential mean over ~2 s",
+               since=4),
+        Column("motion_trend", "Nullable(Float32)", "context", "motion rising (> 0) or falling: its ~1 s mean minus "
+               "its ~5 s mean", since=4),
+        Column("people_mean_2s", "Nullable(Float32)", "context", "people in frame, exponential mean over ~2 s",
+               since=4),
+        Column("floor_holder", "Nullable(Float32)", "context", "1 when this camera holds the conversation's floor "
+               "(its speaker has the turn), else 0", since=4),
+        Column("floor_s", "Nullable(Float32)", "context", "seconds this camera has held the floor (0 = it does "
+               "not)", since=4),
         # speech timing for the switching policy: with the features above, everything a decision depended on
         Column("speaking", "Bool", "meta", "speech on this camera at the tick (VAD, last ~100 ms)", default=False),
         Column("safe_cut_wait_s", "Float32", "meta", "seconds until the current word ends (0 = safe now)",
@@ -382,3 +409,13 @@ def table(name: str) -> Table:
 def scene_feature_names(t: Table = CAMERA_TICKS) -> list[str]:
     """Columns a scene ranker may use as inputs (role == feature), in schema order."""
     return t.names("feature")
+
+
+def context_feature_names(t: Table = CAMERA_TICKS) -> list[str]:
+    """The temporal context features (role == context), in schema order."""
+    return t.names("context")
+
+
+def ranker_feature_names(t: Table = CAMERA_TICKS) -> list[str]:
+    """Everything a ranker may learn from: the scene features, then the temporal context features."""
+    return scene_feature_names(t) + context_feature_names(t)

@@ -11,7 +11,7 @@ import numpy as np
 from dagster import (AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, Config, DailyPartitionsDefinition,
                      MaterializeResult, MetadataValue, Output, asset, asset_check)
 
-from features.extract import SCENE_FEATURES
+from features.extract import RANKER_FEATURES
 from features.schema import SCHEMA_VERSION
 from features.shipper import SegmentShipper
 
@@ -74,7 +74,7 @@ def dataset_row_counts(training_dataset) -> AssetCheckResult:
 def dataset_null_rates(training_dataset) -> AssetCheckResult:
     d = training_dataset["all"]
     rates, expected, unexplained = {}, {}, {}
-    for i, f in enumerate(SCENE_FEATURES):
+    for i, f in enumerate(RANKER_FEATURES):
         null = np.isnan(d.X[:, i])
         off = d.expected_null(f)  # the row says this feature's stage was off: NULL is what it should be
         ran = ~off

@@ -3,8 +3,9 @@
 Every front door (`aiobs direct`, `aiobs live`, the BentoML service) and every replay (offline evaluation, the
 promotion gate, the replay-equals-production tests) calls `DirectorCore.tick`:
 
-    scene features + speech timing per camera  ->  score with the assigned ranker  ->  policy contexts
-      ->  step the switching policy  ->  explain the decision  ->  feature-log rows (camera_ticks, decisions, overrides)
+    scene features + speech timing per camera  ->  temporal context features (features/temporal.py)
+      ->  score with the assigned ranker  ->  policy contexts  ->  step the switching policy  ->  explain the decision
+      ->  feature-log rows (camera_ticks, decisions, overrides)
 
 Nothing else builds policy contexts, decision rows or override rows. The core is deterministic given its inputs and
 uses each input in exactly the precision the feature log keeps (scores and Float32 columns are rounded to float32
@@ -23,10 +24,11 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence
 import numpy as np
 from prometheus_client import Counter, Gauge
 
-from features.extract import SCENE_FEATURES
+from features.extract import RANKER_FEATURES, SCENE_FEATURES
 from features.schema import CAMERA_TICKS
+from features.temporal import TemporalState
 
-from .conversation import Conversation
+from features.conversation import FLOOR_MIN_PERSON_AREA, Conversation, may_take_floor
 from .policy import CameraContext, Decision, Override, PolicyConfig, SwitchingPolicy
 
 _REL_DB = SCENE_FEATURES.index("audio_rel_db")
@@ -47,7 +49,7 @@ MAX_WORDS_PER_TICK = 64  # a tick of ASR output never carries more (a few second
 # a feature that is not nullable and arrives missing (NaN) is scored and logged as its contract default
 _DEFAULTS = np.array([np.nan if CAMERA_TICKS[f].nullable else float(CAMERA_TICKS[f].default) for f in SCENE_FEATURES],
                      dtype=np.float32)
-_INTEGER = np.array([CAMERA_TICKS[f].kind == "int" for f in SCENE_FEATURES])
+_INTEGER = np.array([CAMERA_TICKS[f].kind == "int" for f in RANKER_FEATURES])
 _AUTO_REASONS = ("delta", "turn", "max_shot", "wide_fallback", "program_lost")
 
 
@@ -118,6 +120,10 @@ class CameraTick:
         the first problem: an unknown feature, a value that is not a finite number, a count that is not a whole
         non-negative number. Missing features take their contract default (NULL for the nullable VLM ones)."""
         unknown = sorted(set(features) - set(SCENE_FEATURES))
+        temporal = [f for f in unknown if f in RANKER_FEATURES]
+        if temporal:
+            raise ValueError(f"camera {camera_id}: {temporal} are temporal context features: the director core "
+                             f"computes them from the session's ticks (features/temporal.py); send scene features only")
         if unknown:
             raise ValueError(f"camera {camera_id}: unknown feature(s) {unknown}; the contract's scene features are "
                              f"{list(SCENE_FEATURES)}")
@@ -166,7 +172,7 @@ def own_speech(cameras: Sequence[CameraTick], config: PolicyConfig) -> dict[str,
     or a shared feed), the level cannot tell: the speech is the own speech of the camera whose subject visibly
     moves (`subject_motion`, a talking face) clearly more than the others', and of nobody when none does."""
     own = {c.camera_id: level_is_own(c, config) for c in cameras}
-    group = [c for c in cameras if own[c.camera_id] and (c.speaking or c.speech_mask) and c.x[_PERSON] > 0.05]
+    group = [c for c in cameras if own[c.camera_id] and (c.speaking or c.speech_mask) and c.x[_PERSON] > FLOOR_MIN_PERSON_AREA]
     if len(group) >= 2:
         levels = np.array([c.x[_DBFS] for c in group])
         shared = [c for c, lv in zip(group, levels) if abs(lv - levels.max()) <= config.shared_audio_db]
@@ -225,6 +231,7 @@ class TickResult:
     variant: str
     model_version: str
     overrides: list[Override]
+    features: dict[str, np.ndarray] = field(default_factory=dict)  # camera -> what was scored (RANKER_FEATURES)
 
     @property
     def cut_inside_speech(self) -> bool:
@@ -256,6 +263,7 @@ class DirectorCore:
         c = self.config
         self.talk = Conversation(utterance_gap_s=c.utterance_gap_s, min_turn_s=c.min_turn_s, takeover_s=c.takeover_s,
                                  keep_s=max(c.lookahead_s, self.tick_s) + 1.0)
+        self.temporal = TemporalState()  # the ranker's temporal context features, policy-independent
         self.rankers: RankerSource = rankers if hasattr(rankers, "ranker_for") else FixedRanker(rankers, variant)
         self.sink = sink
         self.synthetic = synthetic
@@ -279,8 +287,12 @@ class DirectorCore:
         ovs = list(overrides)
         variant, ranker = self.rankers.ranker_for(self.session_id)
         version = str(getattr(ranker, "version", "")) if scores is None else ""
+        scene = np.stack([c.x for c in cams]) if cams else np.zeros((0, len(SCENE_FEATURES)), np.float32)
+        context = self.temporal.update(t, self.tick_s, [c.camera_id for c in cams], scene,
+                                       [c.speech_mask for c in cams], [c.speaking for c in cams],
+                                       [c.stale for c in cams])
+        x = np.hstack([scene, context])  # RANKER_FEATURES
         if scores is None:
-            x = np.stack([c.x for c in cams]) if cams else np.zeros((0, len(SCENE_FEATURES)), np.float32)
             raw = np.asarray(ranker.score(x), dtype=np.float64).reshape(-1) if cams else np.zeros(0)
         else:
             order = {c.camera_id: i for i, c in enumerate(cameras)}
@@ -290,8 +302,8 @@ class DirectorCore:
         score_map = {c.camera_id: float(v) for c, v in zip(cams, s)}
         own = own_speech(cams, self.config)
         # the floor needs a person in frame and a second of clear speech: a soundtrack never holds it
-        can_hold = {c.camera_id for c in cams if own[c.camera_id] and c.x[_PERSON] > 0.05
-                    and c.x[_SPEECH] >= self.config.floor_min_speech_prob}
+        can_hold = {c.camera_id for c in cams if may_take_floor(own[c.camera_id], c.x[_PERSON], c.x[_SPEECH],
+                                                                 self.config.floor_min_speech_prob)}
         self.talk.update(t, self.tick_s, {c.camera_id: c.speech_mask if own[c.camera_id] else 0 for c in cams},
                          {c.camera_id: c.speech_mask for c in cams if level_is_own(c, self.config)}, can_hold,
                          words={c.camera_id: c.words for c in cams if c.words})
@@ -303,11 +315,12 @@ class DirectorCore:
 
         d = self.policy.step(t, score_map, ctx, ovs, pauses)
         if self.explain and d.cut and d.reason in _AUTO_REASONS and scores is None:
-            to = next(c for c in cams if c.camera_id == d.to_camera)
-            why = ", ".join(f"{f} {v:+.2f}" for f, v in ranker.explain(to.x))
+            to = next(i for i, c in enumerate(cams) if c.camera_id == d.to_camera)
+            why = ", ".join(f"{f} {v:+.2f}" for f, v in ranker.explain(x[to]))
             if why:
                 d = _with_detail(d, f"{d.detail}; driven by {why}")
-        result = TickResult(self.k, t, d, score_map, ctx, variant, version, ovs)
+        result = TickResult(self.k, t, d, score_map, ctx, variant, version, ovs,
+                            {c.camera_id: row for c, row in zip(cams, x)})
         if d.program:
             self._last_on[d.program] = t
         if self.sink is not None:  # a production session (not a replay): rows and Prometheus series
@@ -336,8 +349,9 @@ class DirectorCore:
         key = {"session_id": self.session_id, "room": self.room, "synthetic": self.synthetic, "ts": ts, "tick": r.k}
         d = r.decision
         for c in cams:
+            x = r.features[c.camera_id]
             row = {name: (None if np.isnan(v) else (int(v) if _INTEGER[i] else float(v)))
-                   for i, (name, v) in enumerate(zip(SCENE_FEATURES, c.x.tolist()))}
+                   for i, (name, v) in enumerate(zip(RANKER_FEATURES, x.tolist()))}
             row.update(key, t=r.t, camera_id=c.camera_id, speaking=c.speaking, speech_mask=c.speech_mask,
                        safe_cut_wait_s=c.safe_cut_wait_s, asr_word_spans=[v for w in c.words for v in w],
                        quiet_at=c.quiet_at, on_program=d.program == c.camera_id,

@@ -19,9 +19,10 @@ Where a tick has no logged decision, the program check is skipped (the override'
 ticks are dropped; `prev_human` is the previous labelled tick's label within the session. Several human actions
 with the same `ts` are ambiguous (the ASOF join picks one).
 
-Only SCENE features are inputs (program-state columns would teach a model to "stay where you are"). `stage_off`
-says, per row, which analysis stages the row's `degraded` map names (`STAGES`): a NULL feature whose stage is named
-there was expected (`FEATURE_STAGES`), anywhere else it is a data problem (the dataset checks). Groups are split by
+Only scene and temporal-context features are inputs (`RANKER_FEATURES`; program-state columns would teach a model to
+"stay where you are"). `stage_off` says, per row, which analysis stages the row's `degraded` map names (`STAGES`): a
+NULL feature whose stage is named there was expected (`FEATURE_STAGES`), anywhere else it is a data problem (the
+dataset checks). The temporal features are NULL on rows logged before schema v4 (stage `temporal`). Groups are split by
 session, so no session leaks between train and evaluation. Rows stream from ClickHouse as Arrow batches.
 """
 
@@ -32,22 +33,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from features.extract import SCENE_FEATURES
+from features.extract import RANKER_FEATURES, SCENE_FEATURES, TEMPORAL_FEATURES
+from features.schema import CAMERA_TICKS
 
 # the director core's speech-timing inputs (replay rebuilds its contexts from them)
 CONTEXT_COLUMNS = ("speaking", "speech_mask", "safe_cut_wait_s", "quiet_at", "stale", "asr_word_spans")
 
 # NULL-able scene feature -> the analysis stage (its key in camera_ticks.degraded) that produces it: a row whose
 # `degraded` map names the stage (off, not configured, no read yet, failed) is expected to have the feature NULL
-FEATURE_STAGES: dict[str, str] = {"vlm_interest": "vlm", "vlm_age_s": "vlm"}
+FEATURE_STAGES: dict[str, str] = {"vlm_interest": "vlm", "vlm_age_s": "vlm", **{f: "temporal" for f in TEMPORAL_FEATURES}}
 STAGES: tuple[str, ...] = tuple(sorted(set(FEATURE_STAGES.values())))
+TEMPORAL_SINCE = min(CAMERA_TICKS[f].since for f in TEMPORAL_FEATURES)  # rows logged before have none
 
 
 @dataclass
 class RankingData:
     """Rows sorted by (session, tick, camera); one group per (session, tick)."""
 
-    X: np.ndarray  # (rows, len(SCENE_FEATURES)) float32, NaN = missing
+    X: np.ndarray  # (rows, len(RANKER_FEATURES)) float32, NaN = missing
     y: np.ndarray  # (rows,) 1 where the camera is the human's choice
     camera: np.ndarray  # (rows,) camera id
     speaking: np.ndarray  # (rows,) bool, for replay contexts
@@ -105,14 +108,25 @@ def is_eval_session(session_id: str, eval_percent: int = 20) -> bool:
     return zlib.crc32(session_id.encode()) % 100 < eval_percent
 
 
+def _older(stage: str) -> str:
+    """SQL: rows written before the stage existed (its features are NULL there by construction)."""
+    return f" OR t.schema_version < {TEMPORAL_SINCE}" if stage == "temporal" else ""
+
+
+def scene_part(x: np.ndarray) -> np.ndarray:
+    """The scene features of RANKER_FEATURES rows (what a `ranker.core.CameraTick` carries; the core recomputes the
+    temporal context)."""
+    return x[..., :len(SCENE_FEATURES)]
+
+
 def _query(window_sql: str, side_sql: str = "") -> str:
     """The labelled-ticks query (the label rule is the module docstring's). `window_sql` filters camera_ticks (alias
     t); `side_sql` the same sessions in the overrides/decisions subqueries (no alias)."""
     from .policy import PolicyConfig
 
-    feats = ", ".join(f"t.`{f}`" for f in SCENE_FEATURES)
+    feats = ", ".join(f"t.`{f}`" for f in RANKER_FEATURES)
     ctx = ", ".join(f"t.`{c}`" for c in CONTEXT_COLUMNS)
-    stages = ", ".join(f"mapContains(t.degraded, '{s}') AS `stage_off_{s}`" for s in STAGES)
+    stages = ", ".join(f"(mapContains(t.degraded, '{s}'){_older(s)}) AS `stage_off_{s}`" for s in STAGES)
     side_and = f"AND {side_sql}" if side_sql else ""
     side_where = f"WHERE {side_sql}" if side_sql else ""
     default_lock_ms = int(round(PolicyConfig().lock_timeout_s * 1000))
@@ -170,7 +184,7 @@ def load_ranking_data(store, sessions: list[str] | None = None, synthetic: bool 
         for batch in stream:
             cols = {name: batch.column(i) for i, name in enumerate(batch.schema.names)}
             parts["X"].append(np.column_stack([cols[f].to_numpy(zero_copy_only=False).astype(np.float32)
-                                               for f in SCENE_FEATURES]))
+                                               for f in RANKER_FEATURES]))
             parts["session"].append(cols["session_id"].to_numpy(zero_copy_only=False).astype(str))
             parts["tick"].append(cols["tick"].to_numpy(zero_copy_only=False))
             parts["ts"].append(cols["ts_ms"].to_numpy(zero_copy_only=False) / 1000.0)
@@ -219,7 +233,7 @@ def load_ranking_data(store, sessions: list[str] | None = None, synthetic: bool 
 
 def _empty() -> RankingData:
     z = np.zeros(0)
-    return RankingData(np.zeros((0, len(SCENE_FEATURES)), np.float32), z.astype(np.int8), z.astype(str),
+    return RankingData(np.zeros((0, len(RANKER_FEATURES)), np.float32), z.astype(np.int8), z.astype(str),
                        z.astype(bool), z.astype(np.uint8), z.astype(np.float32), z, z.astype(bool),
                        np.empty(0, object), z.astype(int), z.astype(str),
                        z.astype(int), z, z, z.astype(str), z.astype(str), set(), np.zeros((0, len(STAGES)), bool))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dataset import RankingData
+from .dataset import RankingData, scene_part
 from .metrics import Shot, frame_agreement, ping_pong, shots_from_decisions
 from .core import CameraTick, DirectorCore
 from .policy import PolicyConfig
@@ -88,7 +88,7 @@ def replay(scores: np.ndarray, data: RankingData, config: PolicyConfig | None = 
         decisions = []
         for g in idx:
             a, b = off[g], off[g + 1]
-            cams = [CameraTick(str(data.camera[i]), data.X[i], speaking=bool(data.speaking[i]),
+            cams = [CameraTick(str(data.camera[i]), scene_part(data.X[i]), speaking=bool(data.speaking[i]),
                                speech_mask=int(data.speech_mask[i]), safe_cut_wait_s=float(data.safe_cut_wait_s[i]),
                                quiet_at=quiet[i], stale=bool(data.stale[i]),
                                words=_pairs(data.word_spans[i])) for i in range(a, b)]

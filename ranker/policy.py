@@ -8,7 +8,7 @@ It holds no clock and does no I/O: everything it knows arrives in `step()`. Rule
 3. program lost: the program camera went stale -> cut to the best live camera now (no hold, no speech wait);
 4. what auto-direction wants: the wide shot when nothing scores above `wide_threshold` (if a wide camera is set);
    a cutaway when the shot is older than `max_shot_s`; a TURN: the camera that took the conversation's floor
-   (ranker/conversation.py) when it scores within `delta` of the best; else the best other camera when it beats
+   (features/conversation.py) when it scores within `delta` of the best; else the best other camera when it beats
    the program by at least `delta` — unless that camera is talking without holding the floor (a backchannel or an
    interruption: `turn_wait`). Ping-pong suppression: the camera just left is not eligible for
    `pingpong_window_s`; a delta cut also needs the same camera to lead for `dwell_s` (a debounce against one-tick

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features.extract import SCENE_FEATURES
+from features.extract import RANKER_FEATURES
 from features.schema import SCHEMA_VERSION
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ def register(booster, *, tracking_uri: str, artifacts_dir: str | None, metrics: 
     if champion_error:
         log.warning("%s: %s", name, reason)
     policy_json = json.dumps(policy_config, sort_keys=True) if policy_config is not None else None
-    example = pd.DataFrame(np.zeros((5, len(SCENE_FEATURES)), np.float32), columns=list(SCENE_FEATURES))
+    example = pd.DataFrame(np.zeros((5, len(RANKER_FEATURES)), np.float32), columns=list(RANKER_FEATURES))
     signature = infer_signature(example, np.zeros(5, np.float32))
     run_params = {**params, **{f"policy.{k}": v for k, v in (policy_config or {}).items()}}
     run = start_run(client, exp_id, "ranker-train", get_current_time_millis())
@@ -250,7 +250,7 @@ def register(booster, *, tracking_uri: str, artifacts_dir: str | None, metrics: 
                     booster, local, signature=signature, model_format="ubj",
                     mlflow_model=Model(artifact_path=model.artifact_location, model_uuid=model.model_id,
                                        run_id=run_id, model_id=model.model_id),
-                    metadata={"feature_schema_version": SCHEMA_VERSION, "features": list(SCENE_FEATURES)})
+                    metadata={"feature_schema_version": SCHEMA_VERSION, "features": list(RANKER_FEATURES)})
                 client.log_model_artifacts(model.model_id, local)
         except BaseException:
             client.finalize_logged_model(model.model_id, "FAILED")
@@ -264,7 +264,7 @@ def register(booster, *, tracking_uri: str, artifacts_dir: str | None, metrics: 
                 raise
         # source = the model's artifact location (a `models:/<model_id>` source would make MLflow's sqlalchemy
         # registry resolve it through the *global* tracking URI)
-        tags = {"feature_schema_version": str(SCHEMA_VERSION), "features": json.dumps(list(SCENE_FEATURES)),
+        tags = {"feature_schema_version": str(SCHEMA_VERSION), "features": json.dumps(list(RANKER_FEATURES)),
                 "gate": reason, "metrics": json.dumps({k: _round(v) for k, v in metrics.items()}),
                 **({POLICY_TAG: policy_json} if policy_json is not None else {}),
                 **({"champion_error": champion_error[:5000]} if champion_error else {})}

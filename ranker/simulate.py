@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features.schema import SCHEMA_VERSION
+from features.temporal import temporal_columns
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,8 @@ def _session(rng: np.random.Generator, cfg: SimConfig, session_id: str, t0: floa
     motion = np.clip(rng.normal(0.04, 0.02, shape), 0, 1)
     motion[:, action_cam] = np.clip(np.where(action, rng.normal(0.45, 0.1, T), motion[:, action_cam]), 0, 1)
     motion[:, 0] = np.clip(motion[:, 0] + action * rng.normal(0.1, 0.03, T), 0, 1)
+    person_area = np.clip(people * 0.04, 0, 0.6)  # the wide and action shots: small people
+    person_area[:, 1:C - 1] = np.clip(rng.normal(0.3, 0.05, (T, C - 2)), 0.05, 0.6)  # a close-up fills the frame
     face_area = np.zeros(shape)
     face_area[:, 1:C - 1] = np.clip(rng.normal(0.035, 0.006, (T, C - 2)), 0, 1)
     face_area[:, 0] = np.clip(rng.normal(0.002, 0.001, T), 0, 1)
@@ -134,7 +137,7 @@ def _session(rng: np.random.Generator, cfg: SimConfig, session_id: str, t0: floa
         "schema_version": SCHEMA_VERSION, "session_id": session_id, "room": "simulated", "synthetic": True,
         "ts": np.repeat(ts, C), "tick": np.repeat(np.arange(T), C), "t": np.repeat(t, C),
         "camera_id": np.tile(cams, T),
-        "people_count": people.ravel(), "largest_person_area": np.clip(people.ravel() * 0.04, 0, 0.6),
+        "people_count": people.ravel(), "largest_person_area": person_area.ravel(),
         "person_centrality": np.clip(rng.normal(0.7, 0.15, n), 0, 1),
         "track_continuity": np.clip(rng.normal(0.85, 0.1, n), 0, 1), "track_age_s": rng.uniform(0, 30, n),
         "person_speed": np.clip(motion.ravel() * 0.3, 0, 1), "face_count": (face_area.ravel() > 0.01).astype(int),
@@ -151,6 +154,7 @@ def _session(rng: np.random.Generator, cfg: SimConfig, session_id: str, t0: floa
         "on_program": on_prog.ravel(), "since_on_program_s": since.ravel(), "score": np.nan,
         "model_version": "human", "ab_variant": "human", "stale": False, "degraded": [{}] * n,
     })
+    ticks = pd.concat([ticks, temporal_columns(ticks, tick_s=1.0 / hz)], axis=1)  # what the director core computes
     cut = np.r_[True, program[1:] != program[:-1]]
     decisions = pd.DataFrame({
         "schema_version": SCHEMA_VERSION, "session_id": session_id, "room": "simulated", "synthetic": True,

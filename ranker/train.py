@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 
-from features.extract import SCENE_FEATURES
+from features.extract import RANKER_FEATURES
 
 from .dataset import RankingData
 from .xgb import stamp_booster
@@ -38,7 +38,7 @@ DEFAULT_ROUNDS = 200
 def dmatrix(data: RankingData, cut_weight: float = 5.0, cut_points_only: bool = False) -> xgb.DMatrix:
     """Group-aware DMatrix; human cut-point groups weigh `cut_weight` times a steady tick."""
     d = data.select_groups(data.cut_points) if cut_points_only else data
-    m = xgb.DMatrix(d.X, label=d.y, feature_names=list(SCENE_FEATURES), missing=np.nan)
+    m = xgb.DMatrix(d.X, label=d.y, feature_names=list(RANKER_FEATURES), missing=np.nan)
     m.set_group(d.group_sizes)
     if not cut_points_only:
         m.set_weight(np.where(d.cut_points, cut_weight, 1.0).astype(np.float32))
@@ -55,7 +55,7 @@ def train_ranker(train: RankingData, params: dict | None = None, rounds: int = D
                         early_stopping_rounds=early_stopping_rounds if evals else None, verbose_eval=False)
     if evals and early_stopping_rounds and booster.best_iteration is not None:
         booster = booster[: booster.best_iteration + 1]
-    return stamp_booster(booster, list(SCENE_FEATURES), model_version)
+    return stamp_booster(booster, list(RANKER_FEATURES), model_version)
 
 
 def session_folds(data: RankingData, k: int = 3) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -199,6 +199,6 @@ def train_ranker_dask(client, train: RankingData, params: dict | None = None, ro
     X = da.from_array(train.X, chunks=(row_chunks, train.X.shape[1]))
     y = da.from_array(train.y.astype(np.float32), chunks=(row_chunks,))
     q = da.from_array(qid, chunks=(row_chunks,))
-    dtrain = dxgb.DaskDMatrix(client, X, y, qid=q, feature_names=list(SCENE_FEATURES))
+    dtrain = dxgb.DaskDMatrix(client, X, y, qid=q, feature_names=list(RANKER_FEATURES))
     out = dxgb.train(client, p, dtrain, num_boost_round=rounds)
-    return stamp_booster(out["booster"], list(SCENE_FEATURES), model_version)
+    return stamp_booster(out["booster"], list(RANKER_FEATURES), model_version)

@@ -14,11 +14,12 @@ The column contract (one row per camera per tick; any order):
 | `room` | string | optional; default `import:<file name>` |
 
 Every tick goes through `ranker.core.DirectorCore` (the rule baseline scores it, the default policy decides), so the
-rows are exactly what a live session logs; the human's program becomes operator actions: a `lock` on the human's
-camera for as long as the human kept it (the label `ranker/dataset.py` reads), a `release` where the file has no
-label. Unknown columns, missing required ones, non-numeric or non-finite feature values (NULL only for the VLM reads),
-duplicate (session, tick, camera) rows, a human camera that is not in its tick and a session already in the feature
-log are errors that name the row or session; `--dry-run` checks and summarises without writing.
+rows are exactly what a live session logs, the temporal context features (features/temporal.py) included; the
+human's program becomes operator actions: a `lock` on the human's camera for as long as the human kept it (the label
+`ranker/dataset.py` reads), a `release` where the file has no label. Unknown columns, missing required ones,
+non-numeric or non-finite feature values (NULL only for the VLM reads), duplicate (session, tick, camera) rows, a human
+camera that is not in its tick and a session already in the feature log are errors that name the row or session;
+`--dry-run` checks and summarises without writing.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features.extract import SCENE_FEATURES
+from features.extract import SCENE_FEATURES, TEMPORAL_FEATURES
 
 REQUIRED = ("session_id", "t", "camera_id")
 TIMING = ("speaking", "speech_mask", "quiet_at")
@@ -97,6 +98,10 @@ def validate(df) -> ImportSummary:
         raise ImportFileError(f"missing required column(s) {missing}; the contract: {list(REQUIRED)} + scene features "
                            f"+ human_camera or on_program")
     unknown = sorted(set(cols) - set(REQUIRED) - set(OPTIONAL) - set(SCENE_FEATURES))
+    temporal = [c for c in unknown if c in TEMPORAL_FEATURES]
+    if temporal:
+        raise ImportFileError(f"column(s) {temporal} are temporal context features: they are computed on import from "
+                              f"the session's ticks (features/temporal.py), drop them from the file")
     if unknown:
         raise ImportFileError(f"unknown column(s) {unknown}; scene features are {list(SCENE_FEATURES)}")
     if "human_camera" not in cols and "on_program" not in cols:

@@ -192,7 +192,6 @@ class LiveDirector:
         self._tasks: list[asyncio.Task] = []
         self.tracks: dict[tuple[str, str], object] = {}  # (camera, "video"|"audio") -> subscribed remote track
         self.last: TickResult | None = None  # the newest tick, for status()
-        self._last_features: dict[str, np.ndarray] = {}
         self.link = "connecting"  # connecting | connected | reconnecting | disconnected
 
     def now(self) -> float:
@@ -329,7 +328,7 @@ class LiveDirector:
         """A snapshot for operators (the service's live status API, the control page): the link, the program, every
         camera's score and features at the last tick, the recent decisions with their reasons, the ranker in use,
         and the tick health. Safe to call from the event loop at any time."""
-        from features.extract import SCENE_FEATURES
+        from features.extract import RANKER_FEATURES
 
         r, rep = self.last, self.report
         cams = {}
@@ -338,9 +337,9 @@ class LiveDirector:
                 ctx = r.contexts.get(cid)
                 cams[cid] = {"score": score, "talking": bool(ctx and ctx.talking), "floor": bool(ctx and ctx.floor),
                              "stale": bool(ctx and ctx.stale)}
-        for cid, x in (self._last_features or {}).items():
+        for cid, x in (r.features if r is not None else {}).items():
             cams.setdefault(cid, {})["features"] = {f: (None if np.isnan(v) else float(v))
-                                                    for f, v in zip(SCENE_FEATURES, x.tolist())}
+                                                    for f, v in zip(RANKER_FEATURES, x.tolist())}
         return {"session_id": rep.session_id, "room": self.room_name, "link": self.link,
                 "t": None if r is None else r.t, "program": self.compositor.program,
                 "decision": None if r is None else {"reason": r.decision.reason, "detail": r.decision.detail},
@@ -360,7 +359,6 @@ class LiveDirector:
             return None
         ordered = list(obs.values())
         x = scene_matrix(ordered)
-        self._last_features = {o.camera_id: row for o, row in zip(ordered, x)}
         r = core.tick(t, [CameraTick.from_observation(o, row) for o, row in zip(ordered, x)], overrides)
         flog.maybe_rotate()
         return r

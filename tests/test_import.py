@@ -57,6 +57,13 @@ def test_import_writes_labelled_sessions_the_training_data_reads_back(tmp_path, 
     want = {(r.session_id, round(r.t, 3)): r.human_camera for r in labelled.itertuples()}
     got = {(str(sid), round(float(t), 3)): str(h) for sid, t, h in zip(data.session, data.t, data.human)}
     assert got == want  # every labelled tick, with the human's camera; the unlabelled ones are not used
+    with FeatureStore(settings.clickhouse_dsn) as store:  # the temporal context was computed on import, by the core
+        rows = store.frame("camera_ticks")
+    from features.extract import TEMPORAL_FEATURES
+    from features.temporal import temporal_columns
+
+    assert rows[list(TEMPORAL_FEATURES)].notna().all().all() and rows["speech_run_s"].max() > 1.0
+    np.testing.assert_array_equal(temporal_columns(rows).to_numpy(), rows[list(TEMPORAL_FEATURES)].to_numpy(np.float32))
     with pytest.raises(ImportFileError, match="already in the feature log"):  # labels never count twice
         import_file(f, settings)
     with FeatureStore(settings.clickhouse_dsn) as store:
@@ -66,6 +73,7 @@ def test_import_writes_labelled_sessions_the_training_data_reads_back(tmp_path, 
 @pytest.mark.parametrize("break_it, message", [
     (lambda d: d.drop(columns=["camera_id"]), "missing required column"),
     (lambda d: d.assign(spech_prob=0.5), "unknown column"),
+    (lambda d: d.assign(since_spoke_s=1.0), "computed on import"),
     (lambda d: d.drop(columns=["human_camera"]), "no label"),
     (lambda d: d.assign(t=np.where(np.arange(len(d)) == 7, np.nan, d["t"])), "row 7: t must be a finite"),
     (lambda d: d.assign(speech_prob=np.where(np.arange(len(d)) == 4, np.inf, d["speech_prob"])), "row 4: feature"),

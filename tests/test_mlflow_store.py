@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pytest
 
-from features.extract import SCENE_FEATURES
+from features.extract import RANKER_FEATURES
 from features.store import FeatureStore
 from ranker.dataset import load_ranking_data, split_by_session
 from ranker.registry import CHALLENGER, EXPERIMENT, MODEL_NAME, Gate, policy_config_of, register
@@ -82,7 +82,7 @@ def test_platform_writes_only_under_its_store_and_leaves_mlflow_global_state_alo
     ranker = XGBoostRanker.load(f"models:/{MODEL_NAME}@{CHALLENGER}", tracking_uri=uri)
     x = held.X[: held.group_sizes[0]]
     np.testing.assert_allclose(ranker.score(x), XGBoostRanker(booster).score(x), rtol=1e-6)
-    assert ranker.features == list(SCENE_FEATURES)
+    assert ranker.features == list(RANKER_FEATURES)
     for other in (reg.model_uri, f"runs:/{reg.run_id}/ranker"):  # a version number; the model the run logged
         np.testing.assert_allclose(XGBoostRanker.load(other, tracking_uri=uri).score(x), ranker.score(x))
 
@@ -93,7 +93,7 @@ def test_platform_writes_only_under_its_store_and_leaves_mlflow_global_state_alo
     mv = client.get_model_version(MODEL_NAME, reg.version)
     assert mv.tags["policy_config"] == json.dumps(POLICY, sort_keys=True)
     assert "promoted" in mv.tags["gate"] and json.loads(mv.tags["metrics"])["cut_top1"] == 0.5
-    assert mv.tags["feature_schema_version"] and json.loads(mv.tags["features"]) == list(SCENE_FEATURES)
+    assert mv.tags["feature_schema_version"] and json.loads(mv.tags["features"]) == list(RANKER_FEATURES)
     assert {a for a in client.get_registered_model(MODEL_NAME).aliases} == {"champion", "challenger"}
     run = client.get_run(reg.run_id)
     assert run.info.status == "FINISHED" and run.info.end_time >= run.info.start_time
@@ -106,7 +106,7 @@ def test_platform_writes_only_under_its_store_and_leaves_mlflow_global_state_alo
     assert model_dir.is_relative_to(artifacts)
     mlmodel = Model.load(str(model_dir / "MLmodel"))
     assert "xgboost" in mlmodel.flavors and mlmodel.signature is not None
-    assert [c.name for c in mlmodel.signature.inputs.inputs] == list(SCENE_FEATURES)
+    assert [c.name for c in mlmodel.signature.inputs.inputs] == list(RANKER_FEATURES)
     assert mlmodel.metadata["feature_schema_version"] == int(mv.tags["feature_schema_version"])
 
     # a version registered without a policy config has none

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from dagster import DagsterInstance, build_sensor_context, materialize
 
+from features.extract import TEMPORAL_FEATURES
 from features.schema import CAMERA_TICKS, SCHEMA_VERSION
 from features.spool import SpoolWriter
 from features.store import FeatureStore
@@ -74,9 +75,9 @@ def test_registry_aliases_signature_and_runtime_loading(platform):
     assert champ.tags["feature_schema_version"] == str(SCHEMA_VERSION) and "promoted" in champ.tags["gate"]
     ranker = XGBoostRanker.load("models:/aiobs-ranker@champion",  # what `aiobs direct --ranker` does
                                 tracking_uri=settings.mlflow_tracking_uri)
-    from features.extract import SCENE_FEATURES
+    from features.extract import RANKER_FEATURES
 
-    assert ranker.version and ranker.score(np.zeros((5, len(SCENE_FEATURES)), np.float32)).shape == (5,)
+    assert ranker.version and ranker.score(np.zeros((5, len(RANKER_FEATURES)), np.float32)).shape == (5,)
 
 
 def test_study_resumes_and_the_second_run_is_judged_against_the_champion(platform):
@@ -134,12 +135,20 @@ def test_asset_checks_fail_on_broken_data(tmp_path):
         ov = store.frame("overrides", sessions=["sim-2-00000"])
         ov["session_id"] = "broken"
         store.insert_frame("overrides", ov)
+        # a session logged before the temporal features existed (schema v3): NULL there is expected
+        old = store.frame("camera_ticks", sessions=["sim-2-00001"])
+        old = old.assign(session_id="legacy-v3", schema_version=3, **{f: np.nan for f in TEMPORAL_FEATURES})
+        store.insert_frame("camera_ticks", old)
+        ov = store.frame("overrides", sessions=["sim-2-00001"]).assign(session_id="legacy-v3")
+        store.insert_frame("overrides", ov)
     res = materialize([assets.training_dataset, *CHECKS], resources=default_resources(settings),
                       instance=DagsterInstance.ephemeral(), raise_on_error=False)
     checks = {c.check_name: c for c in res.get_asset_check_evaluations()}
     assert not checks["dataset_schema_version"].passed
     assert not checks["dataset_null_rates"].passed
-    assert "speech_prob" in checks["dataset_null_rates"].metadata["over_limit"].value
+    meta = checks["dataset_null_rates"].metadata
+    assert set(meta["over_limit"].value) == {"speech_prob"}
+    assert meta["expected_null_rates"].value["speech_run_s"] == meta["null_rates"].value["speech_run_s"] > 0.1
 
 
 def test_new_labels_sensor_and_definitions(platform):
@@ -248,7 +257,7 @@ def test_optuna_trials_from_several_workers_share_one_study(platform, tmp_path):
 def test_model_manager_serves_champion_ab_challenger_and_hot_swaps(platform):
     from mlflow import MlflowClient
 
-    from features.extract import SCENE_FEATURES
+    from features.extract import RANKER_FEATURES
     from runtime.model_manager import ModelManager
 
     settings, _ = platform
@@ -262,7 +271,7 @@ def test_model_manager_serves_champion_ab_challenger_and_hot_swaps(platform):
     assert set(arms.values()) == {CHAMPION, CHALLENGER} or versions[CHALLENGER] == versions[CHAMPION]
     assert all(mm.variant(s) == a for s, a in arms.items())  # deterministic per session
     arm, ranker = mm.ranker_for("session-1")
-    assert ranker.score(np.zeros((5, len(SCENE_FEATURES)), np.float32)).shape == (5,)
+    assert ranker.score(np.zeros((5, len(RANKER_FEATURES)), np.float32)).shape == (5,)
     held = ranker  # a tick in progress keeps this object even if the alias moves now
 
     m = {"cut_top1": 0.0, "replay_frame_agreement": 0.0, "replay_ping_pong": 0, "replay_cuts_in_speech": 0}
@@ -272,7 +281,7 @@ def test_model_manager_serves_champion_ab_challenger_and_hot_swaps(platform):
     client.set_registered_model_alias("aiobs-ranker", CHAMPION, other)
     try:
         assert mm.refresh()[CHAMPION] == other  # hot-swapped between ticks
-        assert mm._slots[CHAMPION].ranker is not held and held.score(np.zeros((5, len(SCENE_FEATURES)))).shape
+        assert mm._slots[CHAMPION].ranker is not held and held.score(np.zeros((5, len(RANKER_FEATURES)))).shape
     finally:
         client.set_registered_model_alias("aiobs-ranker", CHAMPION, champion)
 

@@ -20,6 +20,13 @@ from dataclasses import dataclass
 
 MASK_BINS = 8
 WORD_PAD_S = 0.03  # keep this clear of a recognised word's edges (ASR word times are approximate)
+FLOOR_MIN_PERSON_AREA = 0.05  # the floor needs a person in frame: a soundtrack never holds it
+
+
+def may_take_floor(own_speech: bool, person_area: float, speech_prob: float, min_speech_prob: float) -> bool:
+    """Whether a camera may take the floor now: its own speech, a person in frame, and clear speech (`speech_prob`
+    of the tick at least `min_speech_prob`)."""
+    return bool(own_speech and person_area > FLOOR_MIN_PERSON_AREA and speech_prob >= min_speech_prob)
 
 
 @dataclass
