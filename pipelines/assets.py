@@ -1,4 +1,5 @@
-"""The learned-ranker assets: ingest -> dataset (+ checks) -> Optuna study -> model -> evaluation -> registration.
+"""The learned-ranker assets: ingest -> dataset (+ checks) -> Optuna study -> model -> evaluation -> registration,
+with the real-media evaluation set (real analysis of recorded conversations with ground truth) in the evaluation.
 
 Logic lives in features/ and ranker/; these functions only wire it to Dagster (config, metadata, lineage).
 """
@@ -15,7 +16,7 @@ from features.extract import RANKER_FEATURES
 from features.schema import SCHEMA_VERSION
 from features.shipper import SegmentShipper
 
-from .resources import ClickHouseResource, DirectorResource, MLflowResource, TrainingResource
+from .resources import ClickHouseResource, DirectorResource, MLflowResource, RealMediaResource, TrainingResource
 
 DAILY = DailyPartitionsDefinition(start_date="2026-01-01")
 # NULLs a row explains (its `degraded` map names the feature's stage, e.g. degraded["vlm"] = "no VLM configured") are
@@ -109,30 +110,57 @@ def dataset_label_balance(training_dataset) -> AssetCheckResult:
                                                  "groups_without_one_label": int((per_group != 1).sum())})
 
 
+class RealMediaConfig(Config):
+    sessions: list[str] = ["real-chat3", "real-talk2", "real-panel4"]  # runtime/realset.py SESSIONS
+
+
+@asset(group_name="ranker", description="The real-media evaluation set of the promotion gate: recorded "
+       "conversations (other voices, layouts and turn patterns than the demo) through the REAL analysis, with their "
+       "ground truth; analysed once and cached (runtime/realset.py).")
+def real_media_set(context: AssetExecutionContext, config: RealMediaConfig, real_media: RealMediaResource):
+    from runtime.realset import real_sessions
+
+    sessions = real_sessions(real_media.realset_dir, config.sessions, real_media.yolo_model or None,
+                             progress=context.log.info)
+    return Output(sessions, metadata={"sessions": len(sessions), "names": ", ".join(s.name for s in sessions),
+                                      "ticks": sum(int(s.camera_ticks["tick"].nunique()) for s in sessions),
+                                      "cached_in": real_media.realset_dir})
+
+
 class StudyConfig(Config):
     study_name: str = "aiobs-ranker"
     n_trials: int = 30
     folds: int = 3
     max_groups: int = 50_000
     seed: int = 0
+    tune_policy: bool = True  # tune the policy's timing (minimum hold, cooldown, delta, dwell) with the ranker
 
 
 @asset(group_name="ranker", description="Optuna study (TPE, pruning, grouped CV by session) over XGBoost "
-       "learning-to-rank parameters; persisted in an RDB so it resumes; trials logged to MLflow.")
+       "learning-to-rank parameters AND the switching policy's timing, jointly: objective = mean of cut-point top-1 "
+       "and the replay frame agreement with the human program; persisted in an RDB so it resumes; trials logged to "
+       "MLflow.")
 def ranker_study(context: AssetExecutionContext, config: StudyConfig, training_dataset, training: TrainingResource,
-                 mlflow: MLflowResource) -> Output:
-    from ranker.train import best_params, tune
+                 mlflow: MLflowResource, director: DirectorResource) -> Output:
+    from ranker.train import best_params, best_policy, tune
 
     study = tune(training_dataset["train"], n_trials=config.n_trials, storage=training.optuna_storage,
                  study_name=config.study_name, folds=config.folds, seed=config.seed,
                  mlflow_tracking_uri=mlflow.tracking_uri, mlflow_artifacts_dir=mlflow.artifacts_dir,
-                 max_groups=config.max_groups)
+                 max_groups=config.max_groups, policy=director.policy(), tick_s=director.tick_s,
+                 tune_policy=config.tune_policy)
     params, rounds = best_params(study)
+    policy = best_policy(study)
     states = [t.state.name for t in study.trials]
-    return Output({"params": params, "rounds": rounds, "best_value": study.best_value},
+    best = study.best_trial.user_attrs
+    return Output({"params": params, "rounds": rounds, "best_value": study.best_value, "policy": policy},
                   metadata={"trials": len(study.trials), "pruned": states.count("PRUNED"),
-                            "best_cv_cut_top1": float(study.best_value), "best_params": MetadataValue.json(params),
-                            "rounds": rounds})
+                            "best_objective": round(float(study.best_value), 4),
+                            "best_cv_cut_top1": round(float(best.get("cut_top1", study.best_value)), 4),
+                            **({"best_replay_agreement": round(float(best["replay_agreement"]), 4)}
+                               if "replay_agreement" in best else {}),
+                            "best_params": MetadataValue.json(params),
+                            "learned_policy": MetadataValue.json(policy or {}), "rounds": rounds})
 
 
 @asset(group_name="ranker", description="The final XGBoost ranker, trained on every training session with the "
@@ -146,9 +174,11 @@ def ranker_model(context: AssetExecutionContext, training_dataset, ranker_study,
         from distributed import Client
 
         with Client(training.dask_scheduler) as client:
-            booster = train_ranker_dask(client, train, ranker_study["params"], ranker_study["rounds"], version)
+            booster = train_ranker_dask(client, train, ranker_study["params"], ranker_study["rounds"], version,
+                                        policy=ranker_study.get("policy"))
     else:
-        booster = train_ranker(train, ranker_study["params"], ranker_study["rounds"], model_version=version)
+        booster = train_ranker(train, ranker_study["params"], ranker_study["rounds"], model_version=version,
+                               policy=ranker_study.get("policy"))
     path = Path(training.work_dir) / f"{version}.ubj"
     booster.save_model(path)
     return Output({"path": str(path), "version": version},
@@ -163,20 +193,26 @@ class EvalConfig(Config):
 @asset(group_name="ranker", description="Held-out evaluation of the new model, the current champion and the rule "
        "baseline: cut-point top-1 and NDCG, and a replay through the switching policy.")
 def ranker_evaluation(context: AssetExecutionContext, config: EvalConfig, training_dataset, ranker_model,
-                      training: TrainingResource, mlflow: MLflowResource, director: DirectorResource):
+                      real_media_set, training: TrainingResource, mlflow: MLflowResource, director: DirectorResource):
     from ranker.baseline import WeightedBaselineRanker
-    from ranker.evaluate import evaluate, plots
+    from ranker.evaluate import evaluate, evaluate_real, plots
     from ranker.registry import champion_uri, has_alias
     from ranker.xgb import XGBoostRanker
 
     held = training_dataset["heldout"]
     policy, tick_s = director.policy(), director.tick_s  # what production runs: the gate judges under it
 
-    def run(ranker):
-        return evaluate(ranker, held, policy, tick_s)
+    real: dict[str, dict] = {}
+
+    def run(ranker, who: str):  # a model that carries learned policy timing is judged under it, as production directs
+        m = evaluate(ranker, held, policy.with_tuned(getattr(ranker, "policy", None)), tick_s)
+        r = evaluate_real(ranker, real_media_set, policy)  # the real analysis of recorded conversations
+        real[who] = {k: v for k, v in r.items() if k != "real_per_session"}
+        real[who]["per_session"] = r["real_per_session"]
+        return {**m, **{k: v for k, v in r.items() if k != "real_per_session"}}
 
     learned = XGBoostRanker.load(ranker_model["path"])
-    results = {"learned": run(learned), "baseline": run(WeightedBaselineRanker())}
+    results = {"learned": run(learned, "learned"), "baseline": run(WeightedBaselineRanker(), "baseline")}
     # a champion that exists but cannot be evaluated blocks promotion (ranker_registration): never fall back to
     # judging the new model against the baseline alone
     champion_error = None
@@ -186,7 +222,8 @@ def ranker_evaluation(context: AssetExecutionContext, config: EvalConfig, traini
         exists, champion_error = False, f"cannot tell whether a champion exists: {_first_line(e)}"
     if exists:
         try:
-            results["champion"] = run(XGBoostRanker.load(champion_uri(), tracking_uri=mlflow.tracking_uri))
+            results["champion"] = run(XGBoostRanker.load(champion_uri(), tracking_uri=mlflow.tracking_uri),
+                                      "champion")
         except Exception as e:  # noqa: BLE001 - RankerError (artifact, feature contract) or a failing evaluation
             champion_error = _first_line(e)
     if champion_error:
@@ -195,14 +232,18 @@ def ranker_evaluation(context: AssetExecutionContext, config: EvalConfig, traini
         if config.plots else {}
     meta = {f"{who}_{k}": float(v) for who, r in results.items() for k, v in r.items()
             if k in ("cut_top1", "ndcg1_cut", "ndcg3_cut", "replay_frame_agreement", "replay_cut_time_error_s",
-                     "replay_switches_per_min", "replay_ping_pong", "replay_cuts_in_speech") and np.isfinite(v)}
+                     "replay_switches_per_min", "replay_ping_pong", "replay_cuts_in_speech", "real_speaker_follow",
+                     "real_mid_word_cuts", "real_switches_per_min") and np.isfinite(v)}
     for name, p in paths.items():
         meta[f"plot_{name}"] = MetadataValue.path(p)
     meta["comparison"] = MetadataValue.md(_table(results))
     meta["policy_config"] = MetadataValue.json(json.loads(director.policy_json))
+    meta["learned_policy"] = MetadataValue.json(learned.policy or {})
     if champion_error:
         meta["champion_error"] = champion_error
-    return Output({"results": results, "plots": paths, "champion_error": champion_error}, metadata=meta)
+    meta["real_media"] = MetadataValue.md(_real_table(real))
+    return Output({"results": results, "plots": paths, "champion_error": champion_error, "real": real},
+                  metadata=meta)
 
 
 class RegistrationConfig(Config):
@@ -222,20 +263,39 @@ def ranker_registration(context: AssetExecutionContext, config: RegistrationConf
     res = ranker_evaluation["results"]
     champion_error = ranker_evaluation.get("champion_error")
     reference_name = "champion" if "champion" in res else "baseline"
-    reg = register(XGBoostRanker.load(ranker_model["path"]).booster, tracking_uri=mlflow.tracking_uri,
+    learned = XGBoostRanker.load(ranker_model["path"])
+    reg = register(learned.booster, tracking_uri=mlflow.tracking_uri,
                    artifacts_dir=mlflow.artifacts_dir, metrics=res["learned"], reference=res[reference_name],
                    reference_name=reference_name, params={**ranker_study["params"], "rounds": ranker_study["rounds"]},
                    plots=ranker_evaluation["plots"],
-                   policy_config={**json.loads(director.policy_json), "tick_s": director.tick_s},
+                   policy_config={**json.loads(director.policy().with_tuned(learned.policy).to_json()),
+                                  "tick_s": director.tick_s},
                    gate=Gate(margin=config.margin, headroom_share=config.headroom_share,
                              max_agreement_drop=config.max_agreement_drop),
-                   champion_error=champion_error,
+                   champion_error=champion_error, real=ranker_evaluation.get("real"),
                    data_info={"train_sessions": len(training_dataset["train"].sessions()),
                               "heldout_sessions": len(training_dataset["heldout"].sessions())})
     return Output({"version": reg.version, "promoted": reg.promoted, "reason": reg.reason, "uri": reg.model_uri},
                   metadata={"model_version": reg.version, "promoted": reg.promoted, "gate": reg.reason,
                             "mlflow_run_id": reg.run_id, "model_uri": reg.model_uri,
                             **({"champion_error": champion_error} if champion_error else {})})
+
+
+def _real_table(real: dict) -> str:
+    """Per real-media session: speaker follow / mid-word cuts / switches per min of each evaluated ranker."""
+    who = list(real)
+    sessions = sorted({s for r in real.values() for s in r.get("per_session", {})})
+    head = "| session | " + " | ".join(who) + " |\n|---|" + "---|" * len(who) + "\n"
+    rows = []
+    for s in sessions:
+        cells = []
+        for w in who:
+            m = real[w]["per_session"].get(s, {})
+            f = m.get("speaker_follow")
+            cells.append(f"follow {f:.2f}, mid-word {m.get('mid_word_cuts')}, {m.get('switches_per_min', 0):.1f}/min"
+                         if f is not None else "-")
+        rows.append(f"| {s} | " + " | ".join(cells) + " |\n")
+    return head + "".join(rows)
 
 
 def _first_line(e: BaseException) -> str:
@@ -245,8 +305,10 @@ def _first_line(e: BaseException) -> str:
 
 def _table(results: dict) -> str:
     keys = ["cut_top1", "ndcg1_cut", "ndcg3_cut", "replay_frame_agreement", "replay_cut_time_error_s",
-            "replay_switches_per_min", "replay_ping_pong", "replay_cuts_in_speech"]
+            "replay_switches_per_min", "replay_ping_pong", "replay_cuts_in_speech", "real_speaker_follow",
+            "real_mid_word_cuts", "real_switches_per_min"]
     head = "| metric | " + " | ".join(results) + " |\n|---|" + "---|" * len(results) + "\n"
-    return head + "".join(f"| {k} | " + " | ".join(f"{results[w][k]:.3f}" if isinstance(results[w][k], float)
+    return head + "".join(f"| {k} | " + " | ".join(f"{results[w].get(k, float('nan')):.3f}"
+                                                    if isinstance(results[w].get(k, 0.0), float)
                                                     else str(results[w][k]) for w in results) + " |\n" for k in keys)
 

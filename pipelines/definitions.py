@@ -10,7 +10,7 @@ from runtime.settings import load_settings
 from . import assets
 from .resources import ClickHouseResource, default_resources
 
-RANKER_ASSETS = [assets.training_dataset, assets.ranker_study, assets.ranker_model, assets.ranker_evaluation,
+RANKER_ASSETS = [assets.training_dataset, assets.real_media_set, assets.ranker_study, assets.ranker_model, assets.ranker_evaluation,
                  assets.ranker_registration]
 CHECKS = [assets.dataset_row_counts, assets.dataset_null_rates, assets.dataset_schema_version,
           assets.dataset_label_balance]

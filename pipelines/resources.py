@@ -28,6 +28,13 @@ class TrainingResource(ConfigurableResource):
     dask_scheduler: str = ""  # "tcp://host:8786" -> the final model trains through xgboost.dask
 
 
+class RealMediaResource(ConfigurableResource):
+    """Where the real-media evaluation set is cached (runtime/realset.py) and the detector its analysis runs."""
+
+    realset_dir: str
+    yolo_model: str = ""
+
+
 class DirectorResource(ConfigurableResource):
     """The director configuration production runs (settings.policy, settings.tick_hz): models are evaluated and
     gated under it, and a registered version records it."""
@@ -56,5 +63,6 @@ def default_resources(settings) -> dict:
         "clickhouse": ClickHouseResource(dsn=settings.clickhouse_dsn, spool_dir=settings.spool_dir),
         "mlflow": MLflowResource(tracking_uri=settings.mlflow_tracking_uri, artifacts_dir=settings.mlflow_artifacts_dir),
         "director": DirectorResource(policy_json=settings.policy.to_json(), tick_hz=settings.tick_hz),
+        "real_media": RealMediaResource(realset_dir=str(settings.realset_dir), yolo_model=settings.yolo_model),
         "training": TrainingResource(optuna_storage=f"sqlite:///{work / 'optuna.db'}", work_dir=str(work)),
     }

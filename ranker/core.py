@@ -247,24 +247,30 @@ class DirectorCore:
     `rankers` is a ranker, or a `RankerSource` (the runtime model manager) asked before every tick, so a newly
     promoted model takes over between ticks. `sink` receives the feature-log rows (`append(table, row)`, e.g. a
     `features.spool.FeatureLog`); None = rows are not built (replay).
+
+    A model that carries learned policy timing (`ranker.policy` of the session's first ranker, e.g. a registered
+    champion's) directs the session with it (`PolicyConfig.with_tuned`): the session keeps that configuration for
+    its whole length, also across a hot swap, and logs it. `model_policy=False` (replay) uses `policy` as given.
     """
 
     def __init__(self, session_id: str, *, policy: PolicyConfig | None = None, tick_s: float = 0.2,
                  rankers: Any = None, variant: str = "fixed", room: str = "", sink=None, synthetic: bool = False,
-                 explain: bool = True):
+                 explain: bool = True, model_policy: bool = True):
         from .baseline import WeightedBaselineRanker
 
         rankers = WeightedBaselineRanker() if rankers is None else rankers
         self.session_id = session_id
         self.room = room
+        self.rankers: RankerSource = rankers if hasattr(rankers, "ranker_for") else FixedRanker(rankers, variant)
         self.config = policy or PolicyConfig()
+        if model_policy:
+            self.config = self.config.with_tuned(getattr(self.rankers.ranker_for(session_id)[1], "policy", None))
         self.tick_s = float(tick_s)
         self.policy = SwitchingPolicy(self.config, self.tick_s)
         c = self.config
         self.talk = Conversation(utterance_gap_s=c.utterance_gap_s, min_turn_s=c.min_turn_s, takeover_s=c.takeover_s,
                                  keep_s=max(c.lookahead_s, self.tick_s) + 1.0)
         self.temporal = TemporalState()  # the ranker's temporal context features, policy-independent
-        self.rankers: RankerSource = rankers if hasattr(rankers, "ranker_for") else FixedRanker(rankers, variant)
         self.sink = sink
         self.synthetic = synthetic
         self.explain = explain
@@ -398,7 +404,7 @@ def replay_logged(camera_ticks, decisions, overrides=None, *, ranker=None) -> li
         raise ValueError(f"a session must log exactly one policy configuration, found {len(configs)}")
     config, tick_s = policy_from_log(configs[0])
     core = DirectorCore(str(decisions["session_id"].iloc[0]), policy=config, tick_s=tick_s,
-                        rankers=ranker, explain=False)
+                        rankers=ranker, explain=False, model_policy=False)
     by_tick_ov: dict[int, list[Override]] = {}
     if overrides is not None and len(overrides):
         for o in overrides.sort_values(["tick", "ts"]).itertuples(index=False):

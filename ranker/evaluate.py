@@ -84,7 +84,7 @@ def replay(scores: np.ndarray, data: RankingData, config: PolicyConfig | None = 
     quiet = np.where(np.isnan(data.quiet_at), None, data.quiet_at).tolist() if len(data.quiet_at) else []
     for sess in sessions:
         idx = np.flatnonzero(data.session == sess)
-        core = DirectorCore(sess, policy=config, tick_s=tick_s, explain=False)
+        core = DirectorCore(sess, policy=config, tick_s=tick_s, explain=False, model_policy=False)
         decisions = []
         for g in idx:
             a, b = off[g], off[g + 1]
@@ -141,6 +141,35 @@ def evaluate(ranker, data: RankingData, policy: PolicyConfig | None = None, tick
         "groups": int(data.n_groups),
         "sessions": r.sessions,
     }
+
+
+def evaluate_real(ranker, sessions, policy: PolicyConfig | None = None) -> dict:
+    """A ranker on the real-media evaluation set (runtime/realset.py: sessions of the real analysis of recorded
+    conversations with ground truth): each session's logged rows re-scored by `ranker` and replayed through the
+    director core under `policy` (with `ranker.policy`'s learned timing, as production applies it), the program
+    scored against the truth. Returns the mean speaker follow, the total of mid-word and backchannel cuts, the mean
+    switches per minute and the per-session figures."""
+    from .core import CameraTick, DirectorCore
+    from .metrics import summary
+
+    policy = (policy or PolicyConfig()).with_tuned(getattr(ranker, "policy", None))
+    per = {}
+    for s in sessions:
+        core = DirectorCore(s.name, policy=policy, tick_s=s.tick_s, rankers=ranker, explain=False,
+                            model_policy=False)
+        decisions = []
+        rows = s.camera_ticks.sort_values(["tick", "camera_id"])
+        for _, g in rows.groupby("tick", sort=True):
+            recs = g.to_dict("records")
+            decisions.append(core.tick(float(recs[0]["t"]), [CameraTick.from_row(r) for r in recs]).decision)
+        shots = shots_from_decisions(decisions, s.duration_s)
+        per[s.name] = summary(shots, s.duration_s, s.lines, policy.audio_lead_s)
+    follow = [m["speaker_follow"] for m in per.values() if m["speaker_follow"] is not None]
+    return {"real_speaker_follow": float(np.mean(follow)) if follow else float("nan"),
+            "real_mid_word_cuts": int(sum(m["mid_word_cuts"] or 0 for m in per.values())),
+            "real_backchannel_cuts": int(sum(m["backchannel_cuts"] or 0 for m in per.values())),
+            "real_switches_per_min": float(np.mean([m["switches_per_min"] for m in per.values()])) if per else 0.0,
+            "real_sessions": len(per), "real_per_session": per}
 
 
 def plots(booster, ranker, data: RankingData, out_dir) -> dict[str, str]:

@@ -29,11 +29,19 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Iterable, Mapping, Sequence
 
 MAX_ID_LEN = 128  # camera and operator ids
 MAX_LOCK_S = 24 * 3600.0
+
+
+# the policy's timing that is learned from human directors with the ranker (ranker/train.py `tune`), carried by the
+# model (ranker/xgb.py) and applied by the director core for the sessions it directs: how long a shot is held at least,
+# the pause between automatic cuts, how much better another camera must score, and for how long (the reaction), and
+# whether a talking floor-holder on program is held against a better-scoring silent camera (cuts still never land
+# inside a word either way)
+TUNED_FIELDS = ("min_hold_s", "cooldown_s", "delta", "dwell_s", "hold_speaker")
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,17 @@ class PolicyConfig:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    def with_tuned(self, tuned: Mapping | None) -> "PolicyConfig":
+        """This configuration with a model's learned timing (`TUNED_FIELDS` from `tuned`, e.g. `XGBoostRanker.policy`)
+        in place of its own; everything else (lookahead, wide camera, speech rules) stays the front door's."""
+        if not tuned:
+            return self
+        unknown = sorted(set(tuned) - set(TUNED_FIELDS))
+        if unknown:
+            raise ValueError(f"not a learned policy setting: {unknown}; the learned ones are {list(TUNED_FIELDS)}")
+        return replace(self, **{k: bool(v) if isinstance(getattr(self, k), bool) else float(v)
+                                 for k, v in tuned.items()})
 
     @classmethod
     def from_mapping(cls, values: Mapping) -> "PolicyConfig":

@@ -13,7 +13,12 @@ The promotion rule (`Gate`):
   (0.02) while the reference leaves room for it, at most a share (half) of the reference's remaining headroom near
   the top, so a better model can always win (after a 0.996 champion, 0.998 is needed: 0.999 is promoted, 0.996 is
   not). With a positive margin a tie is never promoted;
-- the replayed program must not regress (frame agreement, ping-pong, cuts inside speech).
+- the replayed program must not regress (frame agreement, ping-pong, cuts inside speech);
+- on the real-media evaluation set (runtime/realset.py: the real analysis of recorded conversations with ground
+  truth), the candidate's program must follow the speaker at least as well as the rule baseline's AND the champion's
+  (within `max_follow_drop`) and cut inside words no more often: a model that learned from simulated data alone and is
+  harmful on real footage is never promoted. Without a real-media evaluation (`real` None) promotion is refused
+  unless the gate is told `require_real=False` (tests of the gate's other rules).
 """
 
 from __future__ import annotations
@@ -44,6 +49,24 @@ class Gate:
     max_agreement_drop: float = 0.0  # replay frame agreement may not fall below the reference's by more
     max_ping_pong_increase: int = 0
     max_cuts_in_speech_increase: int = 0  # replay cuts inside the outgoing camera's own speech
+    max_follow_drop: float = 0.02  # real media: speaker follow may trail the baseline's / champion's by at most this
+    max_mid_word_increase: int = 0  # real media: cuts inside words beyond the baseline's / champion's
+    require_real: bool = True  # no promotion without a real-media evaluation
+
+    def check_real(self, challenger: dict | None, references: dict[str, dict]) -> list[str]:
+        """Problems of the candidate on the real-media set against each reference (baseline, champion)."""
+        if challenger is None:
+            return ["no real-media evaluation"] if self.require_real else []
+        problems = []
+        follow = challenger.get("real_speaker_follow", float("nan"))
+        for name, ref in references.items():
+            rf = ref.get("real_speaker_follow", float("nan"))
+            if not np.isfinite(follow) or (np.isfinite(rf) and follow < rf - self.max_follow_drop):
+                problems.append(f"real-media speaker follow {follow:.3f} < {name}'s {rf:.3f}")
+            if challenger.get("real_mid_word_cuts", 0) > ref.get("real_mid_word_cuts", 0) + self.max_mid_word_increase:
+                problems.append(f"real-media mid-word cuts {challenger['real_mid_word_cuts']} > {name}'s "
+                                f"{ref['real_mid_word_cuts']}")
+        return problems
 
     def required_gain(self, reference_top1: float) -> float:
         """How much cut-point top-1 must improve on `reference_top1`: `margin`, capped at `headroom_share` of the
@@ -77,9 +100,19 @@ class Gate:
                       f"{reference['replay_frame_agreement']:.3f}")
 
     def decide(self, challenger: dict, reference: dict, reference_name: str,
-               champion_error: str | None = None) -> tuple[bool, str]:
-        """`check`, except that a champion that exists but could not be evaluated blocks promotion outright."""
+               champion_error: str | None = None, real: dict[str, dict] | None = None) -> tuple[bool, str]:
+        """`check`, except that a champion that exists but could not be evaluated blocks promotion outright, and
+        the real-media rule (`real`: "learned", "baseline" and, when there is one, "champion" -> evaluate_real's
+        figures) must hold too."""
         promoted, reason = self.check(challenger, reference, reference_name)
+        real = real or {}
+        problems = self.check_real(real.get("learned"), {k: v for k, v in real.items() if k != "learned"})
+        if problems:
+            reason = ("stays challenger: " + "; ".join(problems) + (f"; {reason[len('stays challenger: '):]}"
+                                                                   if not promoted else f" [{reason}]"))
+            promoted = False
+        elif real.get("learned") is not None and promoted:
+            reason += f", real-media speaker follow {real['learned']['real_speaker_follow']:.3f}"
         if champion_error:
             return False, (f"stays challenger: the champion could not be evaluated ({champion_error}); no promotion "
                            f"without a comparison with it [vs {reference_name}: {reason}]")
@@ -193,7 +226,8 @@ def policy_config_of(tracking_uri: str, version: str | int, name: str = MODEL_NA
 def register(booster, *, tracking_uri: str, artifacts_dir: str | None, metrics: dict, reference: dict,
              reference_name: str, params: dict, plots: dict[str, str] | None = None, gate: Gate | None = None,
              data_info: dict | None = None, policy_config: dict | None = None,
-             champion_error: str | None = None, name: str = MODEL_NAME) -> Registration:
+             champion_error: str | None = None, name: str = MODEL_NAME,
+             real: dict[str, dict] | None = None) -> Registration:
     """Log the booster with signature + contract + metrics, register it, alias it challenger, maybe champion.
 
     `policy_config` (the switching-policy configuration the model was evaluated under, a flat JSON-able dict) is
@@ -215,7 +249,7 @@ def register(booster, *, tracking_uri: str, artifacts_dir: str | None, metrics: 
     client = client_for(tracking_uri)
     exp_id = ensure_experiment(client, EXPERIMENT, tracking_uri, artifacts_dir)
     gate = gate or Gate()
-    promoted, reason = gate.decide(metrics, reference, reference_name, champion_error)
+    promoted, reason = gate.decide(metrics, reference, reference_name, champion_error, real)
     if champion_error:
         log.warning("%s: %s", name, reason)
     policy_json = json.dumps(policy_config, sort_keys=True) if policy_config is not None else None

@@ -4,9 +4,22 @@ Each session has N cameras (a wide shot, speaker close-ups, an action camera), a
 action bursts, keywords, VLM reads), features that are noisy views of that scene, and a hidden human director who
 cuts by a configurable utility over the LATENT scene with human reaction time and hold. The director's cuts become
 `overrides` (take events, the labels) and its program the supervised `decisions`. Every row has synthetic = true.
+The rows carry the temporal context features the director core would have computed (features/temporal.py).
 
 The default hidden director values action (crowd + motion) above speech and likes VLM-rated shots, which the rule
-baseline (speech first) does not encode: a learned ranker has something real to learn.
+baseline (speech first) does not encode: a learned ranker has something real to learn. Director FAMILIES add choices
+that depend on what happened in the last seconds, which no single tick shows:
+
+- `utility`: the utility above, tick by tick;
+- `patient`: a new speaker gets the picture only after talking for a while (2-4 s per session); until then, and
+  through pauses, the director stays with the last speaker who had it;
+- `reactions`: a keyword from the speaker asks for a reaction shot of the listener (the previous speaker; the wide
+  shot when there is none) for 2-3.5 s;
+- `silence`: a silence longer than 1.5-3 s goes wide (to the action camera when there is action); shorter ones stay on
+  the last speaker.
+
+`mixed` draws a family per session. Every session also draws its director's own minimum shot length (1.5-4 s) and
+reaction lag. The family is part of the session id (`<prefix>-<family>-<seed>-<n>`), so results can be split by it.
 """
 
 from __future__ import annotations
@@ -20,6 +33,9 @@ from features.schema import SCHEMA_VERSION
 from features.temporal import temporal_columns
 
 
+FAMILIES = ("utility", "patient", "reactions", "silence")
+
+
 @dataclass(frozen=True)
 class HiddenDirector:
     w_action: float = 1.2  # an action burst on the camera
@@ -29,6 +45,12 @@ class HiddenDirector:
     w_wide: float = 0.25  # the wide shot when nothing happens
     reaction_s: tuple[float, float] = (0.4, 1.2)
     min_hold_s: float = 2.5
+    family: str = "utility"  # one of FAMILIES, or "mixed": one drawn per session
+    randomise: bool = False  # draw this session's minimum hold (1.5-4 s) and reaction lag (families: always)
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES + ("mixed",):
+            raise ValueError(f"unknown director family {self.family!r}; one of {FAMILIES + ('mixed',)}")
 
 
 @dataclass(frozen=True)
@@ -41,7 +63,70 @@ class SimConfig:
     director: HiddenDirector = field(default_factory=HiddenDirector)
 
 
-def _session(rng: np.random.Generator, cfg: SimConfig, session_id: str, t0: float) -> dict[str, pd.DataFrame]:
+def _runs(active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per tick: ticks since the current value of `active` began, and the previous different value (-1 = none)."""
+    T = len(active)
+    run, prev = np.zeros(T, int), np.full(T, -1)
+    for k in range(1, T):
+        same = active[k] == active[k - 1]
+        run[k] = run[k - 1] + 1 if same else 0
+        prev[k] = prev[k - 1] if same else active[k - 1]
+    return run, prev
+
+
+def _family_utility(rng, family: str, util: np.ndarray, active: np.ndarray, action: np.ndarray,
+                    keyword: np.ndarray, hz: float, w_speaker: float, action_cam: int) -> np.ndarray:
+    """The utility of a temporal director family (see the module docstring), over the latent scene."""
+    T, C = util.shape
+    ks = np.arange(T)
+    if family == "utility":
+        return util
+    speaker = np.zeros((T, C))
+    speaker[ks[active >= 0], active[active >= 0]] = 1.0
+    base = util - w_speaker * speaker  # the family decides who the speaker term goes to
+    run, _ = _runs(active)
+    if family == "patient":
+        settle = int(rng.uniform(2.0, 4.0) * hz)
+        holder = np.full(T, -1)  # the last speaker who has talked `settle` ticks
+        for k in range(T):
+            holder[k] = active[k] if active[k] >= 0 and run[k] >= settle else (holder[k - 1] if k else -1)
+        out = base.copy()
+        out[ks[holder >= 0], holder[holder >= 0]] += w_speaker
+        return out
+    last = np.full(T, -1)  # the last speaker (through pauses) and the one before them
+    before = np.full(T, -1)
+    for k in range(T):
+        a = active[k]
+        last[k], before[k] = (last[k - 1], before[k - 1]) if k else (-1, -1)
+        if a >= 0 and a != last[k]:
+            before[k], last[k] = last[k], a
+    if family == "reactions":
+        out = util.copy()
+        window = int(rng.uniform(2.0, 3.5) * hz)
+        heard = keyword[ks, np.maximum(active, 0)] & (active >= 0)
+        said = np.flatnonzero(heard & ~np.r_[False, heard[:-1]])  # the moments a keyword was said
+        react = np.zeros(T, bool)
+        who = np.full(T, 0)
+        for k in said:
+            if not react[k]:
+                react[k:k + window] = True
+                who[k:k + window] = before[k] if before[k] >= 0 else 0  # the listener, else the wide shot
+        out[ks[react], who[react]] += 2.0 * w_speaker
+        return out
+    if family == "silence":
+        out = base.copy()
+        quiet = int(rng.uniform(1.5, 3.0) * hz)
+        silent_for = np.where(active < 0, run, 0)
+        hold = (active >= 0) | (silent_for < quiet)
+        out[ks[hold & (last >= 0)], last[hold & (last >= 0)]] += w_speaker
+        go = ~hold
+        out[ks[go], np.where(action[go], action_cam, 0)] += 2.0 * w_speaker
+        return out
+    raise ValueError(family)
+
+
+def _session(rng: np.random.Generator, cfg: SimConfig, session_id: str, t0: float,
+             family: str = "utility") -> dict[str, pd.DataFrame]:
     C, hz = cfg.cameras, cfg.tick_hz
     T = int(cfg.duration_s * hz)
     cams = [f"cam{i + 1}" for i in range(C)]
@@ -108,7 +193,13 @@ def _session(rng: np.random.Generator, cfg: SimConfig, session_id: str, t0: floa
     util = d.w_vlm * interest + d.w_speaker * is_speaker + d.w_keyword * keyword
     util[:, action_cam] += d.w_action * action
     util[:, 0] += d.w_wide * ((active < 0) & ~action)
+    util = _family_utility(rng, family, util, active, action, keyword, hz, d.w_speaker, action_cam)
     want = util.argmax(axis=1)
+    min_hold, reaction = d.min_hold_s, d.reaction_s
+    if d.randomise or family != "utility":  # this director's own pace
+        min_hold = float(rng.uniform(1.5, 4.0))
+        lo = float(rng.uniform(0.2, 0.8))
+        reaction = (lo, lo + float(rng.uniform(0.2, 0.8)))
     program = np.empty(T, int)
     program[0] = want[0]
     last_cut, pending_since = 0.0, None
@@ -118,8 +209,8 @@ def _session(rng: np.random.Generator, cfg: SimConfig, session_id: str, t0: floa
             pending_since = None
             continue
         if pending_since is None:
-            pending_since, react = t[k], rng.uniform(*d.reaction_s)
-        if t[k] - pending_since >= react and t[k] - last_cut >= d.min_hold_s:
+            pending_since, react = t[k], rng.uniform(*reaction)
+        if t[k] - pending_since >= react and t[k] - last_cut >= min_hold:
             program[k] = want[k]
             last_cut, pending_since = t[k], None
 
@@ -182,9 +273,19 @@ def simulate(store, sessions: int, config: SimConfig | None = None, seed: int = 
     counts = {"camera_ticks": 0, "decisions": 0, "overrides": 0}
     for s in range(sessions):
         start = t0 + s * (cfg.duration_s + 60)
-        frames = _session(rng, cfg, f"{prefix}-{seed}-{s:05d}", start)
+        family = cfg.director.family
+        if family == "mixed":
+            family = FAMILIES[int(rng.integers(len(FAMILIES)))]
+        name = f"{prefix}-{seed}-{s:05d}" if cfg.director.family == "utility" else f"{prefix}-{family}-{seed}-{s:05d}"
+        frames = _session(rng, cfg, name, start, family)
         for name, df in frames.items():
             store.insert_frame(name, df)
             counts[name] += len(df)
     return counts
 
+
+
+def family_of(session_id: str) -> str:
+    """The director family a simulated session was made with ("" for a session that is not a family's)."""
+    parts = session_id.split("-")
+    return next((p for p in parts[1:2] if p in FAMILIES), "utility" if len(parts) == 3 else "")

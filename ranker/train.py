@@ -4,13 +4,18 @@
   feature contract so the runtime can refuse a mismatch.
 - `tune`: an Optuna study (TPE sampler, median pruner, pruning inside XGBoost through optuna-integration's
   callback) over grouped cross-validation by session, persisted in an RDB storage (resumable, shareable by many
-  workers), each trial logged to MLflow when a tracking URI is given.
+  workers), each trial logged to MLflow when a tracking URI is given. It tunes the ranker's parameters and the
+  switching policy's timing (`ranker.policy.TUNED_FIELDS`: minimum hold, cooldown, delta, dwell) JOINTLY, against
+  what the gate judges: the objective is the mean of cut-point top-1 (over the folds) and the replay frame agreement
+  with the human program (the held-out fold's sessions replayed through the director core under the trial's
+  policy). Both are recorded per trial (`cut_top1`, `replay_agreement` user attributes, MLflow metrics).
 - `train_ranker_dask`: the same training on a Dask cluster through `xgboost.dask`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import numpy as np
@@ -27,7 +32,7 @@ BASE_PARAMS: dict[str, Any] = {
     "objective": "rank:pairwise",
     "eval_metric": "ndcg@1",
     "tree_method": "hist",
-    "nthread": 2,
+    "nthread": os.cpu_count() or 2,
     "verbosity": 0,
 }
 DEFAULT_PARAMS: dict[str, Any] = {"max_depth": 6, "eta": 0.1, "min_child_weight": 1.0, "subsample": 0.9,
@@ -47,7 +52,8 @@ def dmatrix(data: RankingData, cut_weight: float = 5.0, cut_points_only: bool = 
 
 def train_ranker(train: RankingData, params: dict | None = None, rounds: int = DEFAULT_ROUNDS,
                  valid: RankingData | None = None, model_version: str = "", callbacks=None,
-                 early_stopping_rounds: int | None = None) -> xgb.Booster:
+                 early_stopping_rounds: int | None = None, policy: dict | None = None) -> xgb.Booster:
+    """One booster; `policy` = the policy timing learned with it (stamped into the model: the core applies it)."""
     p = {**BASE_PARAMS, **DEFAULT_PARAMS, **(params or {})}
     dtrain = dmatrix(train, cut_weight=p.pop("cut_weight", 5.0))
     evals = [(dmatrix(valid, cut_points_only=True), "validation")] if valid is not None and valid.n_groups else []
@@ -55,7 +61,7 @@ def train_ranker(train: RankingData, params: dict | None = None, rounds: int = D
                         early_stopping_rounds=early_stopping_rounds if evals else None, verbose_eval=False)
     if evals and early_stopping_rounds and booster.best_iteration is not None:
         booster = booster[: booster.best_iteration + 1]
-    return stamp_booster(booster, list(RANKER_FEATURES), model_version)
+    return stamp_booster(booster, list(RANKER_FEATURES), model_version, policy=policy)
 
 
 def session_folds(data: RankingData, k: int = 3) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -81,10 +87,37 @@ def suggest(trial) -> tuple[dict, int]:
     return params, trial.suggest_int("rounds", 50, 300, step=50)
 
 
+POLICY_PREFIX = "policy."
+# the learned policy timing's search space (ranker.policy.TUNED_FIELDS), seconds or score units
+POLICY_SPACE: dict[str, tuple] = {"min_hold_s": (0.8, 5.0), "cooldown_s": (0.5, 6.0), "delta": (0.02, 0.4),
+                                  "dwell_s": (0.0, 1.5), "hold_speaker": (True, False)}
+
+
+def suggest_policy(trial) -> dict[str, float | bool]:
+    return {k: trial.suggest_categorical(POLICY_PREFIX + k, list(space)) if isinstance(space[0], bool)
+            else trial.suggest_float(POLICY_PREFIX + k, *space) for k, space in POLICY_SPACE.items()}
+
+
+def _replay_sessions(data: RankingData, max_groups: int) -> RankingData:
+    """Whole sessions of `data`, in order, up to about `max_groups` ticks: what one trial replays."""
+    keep, total = [], 0
+    per = dict(zip(*np.unique(data.session, return_counts=True)))
+    for s in data.sessions():
+        if keep and total + per[s] > max_groups:
+            break
+        keep.append(s)
+        total += int(per[s])
+    return data.select_groups(np.isin(data.session, keep))
+
+
 def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, folds: int = 3, seed: int = 0,
          mlflow_tracking_uri: str | None = None, experiment: str = "aiobs-ranker-tuning", max_groups: int = 50_000,
-         timeout_s: float | None = None, mlflow_artifacts_dir: str | None = None):
-    """Run (or resume) an Optuna study; returns it. The objective is mean cut-point NDCG@1 over session folds.
+         timeout_s: float | None = None, mlflow_artifacts_dir: str | None = None, policy=None, tick_s: float = 0.2,
+         tune_policy: bool = True, replay_groups: int = 6_000):
+    """Run (or resume) an Optuna study; returns it. The objective is the mean of cut-point top-1 over session folds
+    and, with `tune_policy`, the replay frame agreement of the first fold's held-out sessions (at most about
+    `replay_groups` ticks of them) replayed through the director core under `policy` (what production runs) with the
+    trial's timing (`POLICY_SPACE`). Without `tune_policy` it is cut-point top-1 alone.
 
     With more than `max_groups` groups the study tunes on a session subsample; the study's user attrs record what
     it saw (`tune_groups`, `available_groups`, `tune_sessions`, `available_sessions`). Trials are logged to MLflow
@@ -93,7 +126,10 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
     import optuna
     from optuna_integration import XGBoostPruningCallback
 
-    from .evaluate import cut_point_top1
+    from .evaluate import cut_point_top1, replay
+    from .policy import PolicyConfig
+
+    base_policy = policy or PolicyConfig()
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     available_groups, available_sessions = int(data.n_groups), len(data.sessions())
@@ -112,18 +148,28 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
     fold_masks = session_folds(data, folds)
     splits = [(data.select_groups(tr), data.select_groups(va)) for tr, va in fold_masks]
 
+    replayed = _replay_sessions(splits[0][1], replay_groups) if tune_policy else None
+
     def objective(trial) -> float:
         params, rounds = suggest(trial)
-        scores = []
+        timing = suggest_policy(trial) if tune_policy else None
+        scores, agreement = [], None
         for i, (tr, va) in enumerate(splits):
             cb = [XGBoostPruningCallback(trial, "validation-ndcg@1")] if i == 0 else None
             booster = train_ranker(tr, params, rounds, valid=va, callbacks=cb)
-            s = booster.inplace_predict(va.X)
-            scores.append(cut_point_top1(s, va))
+            scores.append(cut_point_top1(booster.inplace_predict(va.X), va))
+            if i == 0 and replayed is not None and replayed.n_groups:
+                agreement = replay(np.asarray(booster.inplace_predict(replayed.X), np.float64), replayed,
+                                   base_policy.with_tuned(timing), tick_s).frame_agreement
             trial.report(float(np.mean(scores)), step=rounds + i)
             if i < len(splits) - 1 and trial.should_prune():
                 raise optuna.TrialPruned()
-        return float(np.mean(scores))
+        top1 = float(np.mean(scores))
+        trial.set_user_attr("cut_top1", top1)
+        if agreement is None or not np.isfinite(agreement):
+            return top1
+        trial.set_user_attr("replay_agreement", float(agreement))
+        return 0.5 * (top1 + float(agreement))
 
     callbacks = [_mlflow_trial_logger(mlflow_tracking_uri, experiment, study_name, mlflow_artifacts_dir)] \
         if mlflow_tracking_uri else []
@@ -162,7 +208,9 @@ def _mlflow_trial_logger(tracking_uri: str, experiment: str, study_name: str, ar
                         tags={"optuna.study": study_name, "optuna.trial": str(trial.number),
                               "optuna.state": trial.state.name})
         try:
-            metrics = [Metric("cv_cut_top1", float(trial.value), end or start, 0)] if trial.value is not None else []
+            values = {"objective": trial.value, "cv_cut_top1": trial.user_attrs.get("cut_top1"),
+                      "replay_agreement": trial.user_attrs.get("replay_agreement")}
+            metrics = [Metric(k, float(v), end or start, 0) for k, v in values.items() if v is not None]
             log_batch(client, run.info.run_id, params=trial.params, metrics=metrics)
         finally:
             state = status.get(trial.state.name, RunStatus.FINISHED)
@@ -176,13 +224,21 @@ def _millis(dt) -> int | None:
 
 
 def best_params(study) -> tuple[dict, int]:
-    p = dict(study.best_params)
+    """The best trial's XGBoost parameters and rounds (its policy timing: `best_policy`)."""
+    p = {k: v for k, v in study.best_params.items() if not k.startswith(POLICY_PREFIX)}
     rounds = int(p.pop("rounds", DEFAULT_ROUNDS))
     return p, rounds
 
 
+def best_policy(study) -> dict[str, float] | None:
+    """The policy timing of the best trial (ranker.policy.TUNED_FIELDS -> value), None when it was not tuned."""
+    p = {k[len(POLICY_PREFIX):]: v if isinstance(v, bool) else float(v)
+         for k, v in study.best_params.items() if k.startswith(POLICY_PREFIX)}
+    return p or None
+
+
 def train_ranker_dask(client, train: RankingData, params: dict | None = None, rounds: int = DEFAULT_ROUNDS,
-                      model_version: str = "", chunk_groups: int = 20_000) -> xgb.Booster:
+                      model_version: str = "", chunk_groups: int = 20_000, policy: dict | None = None) -> xgb.Booster:
     """Train on a Dask cluster with xgboost.dask (ranking with qid; partitions never split a group).
 
     Cut-point up-weighting is not applied here (xgboost.dask takes per-row weights, ranking wants per-group ones).
@@ -201,4 +257,4 @@ def train_ranker_dask(client, train: RankingData, params: dict | None = None, ro
     q = da.from_array(qid, chunks=(row_chunks,))
     dtrain = dxgb.DaskDMatrix(client, X, y, qid=q, feature_names=list(RANKER_FEATURES))
     out = dxgb.train(client, p, dtrain, num_boost_round=rounds)
-    return stamp_booster(out["booster"], list(RANKER_FEATURES), model_version)
+    return stamp_booster(out["booster"], list(RANKER_FEATURES), model_version, policy=policy)

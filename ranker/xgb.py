@@ -20,13 +20,21 @@ from .base import RankerError, column_index
 ATTR_FEATURES = "aiobs_features"
 ATTR_SCHEMA = "aiobs_schema_version"
 ATTR_VERSION = "aiobs_model_version"
+ATTR_POLICY = "aiobs_policy"  # the switching-policy timing learned with the model (ranker.policy.TUNED_FIELDS)
 
 
-def stamp_booster(booster, features: list[str], model_version: str = "", schema_version: int = SCHEMA_VERSION):
-    """Record the contract a booster was trained on inside the booster itself (it travels with the model file)."""
+def stamp_booster(booster, features: list[str], model_version: str = "", schema_version: int = SCHEMA_VERSION,
+                  policy: dict | None = None):
+    """Record the contract a booster was trained on inside the booster itself (it travels with the model file), and
+    the policy timing learned with it (`policy`: TUNED_FIELDS -> value), which the director core applies."""
     attrs = {ATTR_FEATURES: json.dumps(list(features)), ATTR_SCHEMA: str(schema_version)}
     if model_version:  # xgboost cannot read back an empty attribute value
         attrs[ATTR_VERSION] = model_version
+    if policy:
+        from .policy import PolicyConfig
+
+        PolicyConfig().with_tuned(policy)  # refuses a setting that is not a learned one, or a bad value
+        attrs[ATTR_POLICY] = json.dumps({k: v if isinstance(v, bool) else float(v) for k, v in sorted(policy.items())})
     booster.set_attr(**attrs)
     booster.feature_names = list(features)
     return booster
@@ -47,6 +55,13 @@ class XGBoostRanker:
         self.features: list[str] = json.loads(feats)
         self.schema_version = int(schema)
         self.version = version or attrs.get(ATTR_VERSION) or "xgboost"
+        try:  # the policy timing learned with this model (None: the front door's configuration applies as is)
+            self.policy: dict | None = json.loads(attrs[ATTR_POLICY]) if attrs.get(ATTR_POLICY) else None
+            from .policy import PolicyConfig
+
+            PolicyConfig().with_tuned(self.policy)
+        except (ValueError, TypeError) as e:
+            raise RankerError(f"this XGBoost model carries an unusable policy ({ATTR_POLICY}): {e}") from None
         self._idx = column_index(self.features)
 
     @classmethod

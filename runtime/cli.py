@@ -94,7 +94,7 @@ def cmd_sample(args) -> int:
 
 def cmd_direct(args) -> int:
     from .compositor import CompositorConfig
-    from .direct import DirectError, direct
+    from .direct import DirectError, direct, read_operator_script
 
     s = _settings(args)
     offsets = None
@@ -128,8 +128,9 @@ def cmd_direct(args) -> int:
         size = (w // 2 * 2, h // 2 * 2)
     comp = CompositorConfig(size=size, tally=args.tally)
     try:
+        operator = read_operator_script(args.operator) if args.operator else None
         r = direct(args.inputs, args.out, s, offsets=offsets, truth=args.truth, ranker=ranker,
-                   compositor=comp, asr=args.asr)
+                   compositor=comp, asr=args.asr, operator=operator)
     except DirectError as e:
         print(f"aiobs direct: {e}", file=sys.stderr)
         return 1
@@ -145,14 +146,25 @@ def cmd_direct(args) -> int:
 
 def cmd_simulate(args) -> int:
     from features.store import FeatureStore, describe_dsn
-    from ranker.simulate import SimConfig, simulate
+    from ranker.simulate import HiddenDirector, SimConfig, simulate
 
     s = _settings(args)
-    cfg = SimConfig(cameras=args.cameras, duration_s=args.duration)
+    cfg = SimConfig(cameras=args.cameras, duration_s=args.duration, director=HiddenDirector(family=args.director))
     with FeatureStore(s.clickhouse_dsn) as store:
         counts = simulate(store, args.sessions, cfg, seed=args.seed)
     print(f"simulate: {args.sessions} synthetic session(s) into {describe_dsn(s.clickhouse_dsn)}: "
           + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    if args.real:
+        from .direct import DirectError
+        from .realset import add_training_sessions
+
+        try:
+            n = add_training_sessions(s, args.real, seed=args.seed, progress=print)
+        except DirectError as e:
+            print(f"aiobs simulate: {e}", file=sys.stderr)
+            return 1
+        print(f"simulate: {n} recorded conversation(s) through the real analysis, labelled by the truth-following "
+              f"operator script, into {describe_dsn(s.clickhouse_dsn)}")
     return 0
 
 
@@ -246,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--truth", help="ground_truth.json (from aiobs sample) for speaker-follow / mid-word metrics")
     dr.add_argument("--ranker", help="XGBoost model file or MLflow URI (default: the weighted baseline)")
     dr.add_argument("--asr", action="store_true", help="run Whisper (keywords, word boundaries); slower")
+    dr.add_argument("--operator", help="an operator's actions to obey and log (JSON list of {t, action, camera, "
+                                       "timeout_s}): a human's cut list becomes labels for the learned ranker")
     dr.add_argument("--min-hold", type=float, help="policy setting (default: settings' policy)")
     dr.add_argument("--cooldown", type=float, help="policy setting (default: settings' policy)")
     dr.add_argument("--delta", type=float, help="policy setting (default: settings' policy)")
@@ -273,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--cameras", type=int, default=5)
     si.add_argument("--duration", type=float, default=300.0, help="seconds per session")
     si.add_argument("--seed", type=int, default=0)
+    si.add_argument("--real", type=int, default=0, metavar="N",
+                    help="also N generated conversations through the REAL analysis (aiobs direct), labelled by a "
+                         "scripted operator following the ground truth (~25 s each on a CPU)")
+    si.add_argument("--director", default="mixed", choices=["utility", "patient", "reactions", "silence", "mixed"],
+                    help="the hidden human director: a utility over the scene tick by tick, or a family whose choices "
+                         "depend on the last seconds (see ranker/simulate.py); mixed = one family per session")
     si.set_defaults(fn=cmd_simulate)
 
     tk = sub.add_parser("token", help="print a LiveKit access token for one role: camera (publish only), viewer "

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from features.extract import scene_matrix
-from features.schema import CAMERA_TICKS, DECISIONS
+from features.schema import CAMERA_TICKS, DECISIONS, OVERRIDES
 from features.spool import FeatureLog
 from ranker.core import CameraTick, DirectorCore
 from ranker.metrics import Shot, shots_from_decisions, summary
-from ranker.policy import PolicyConfig
+from ranker.policy import Override, PolicyConfig
 
 from .alignment import align_offsets
 from .analysis.engine import AnalysisEngine
@@ -52,11 +52,39 @@ class DirectResult:
     timings: dict
 
 
+def read_operator_script(path: str | Path) -> list[tuple[float, Override]]:
+    """An operator's actions on recorded footage, a JSON list of {"t": session seconds, "action": take|lock|release,
+    "camera", "timeout_s", "operator"} (e.g. a human's cut list): what `aiobs direct --operator` obeys and logs as
+    override events, the labels of the learned ranker. DirectError names the first bad item."""
+    try:
+        items = json.loads(Path(path).read_text())
+        if not isinstance(items, list):
+            raise ValueError("it is not a JSON list")
+    except (OSError, ValueError) as e:
+        raise DirectError(f"cannot read the operator script {path}: {e}") from None
+    out = []
+    for i, item in enumerate(items):
+        try:
+            if not isinstance(item, dict):
+                raise ValueError("an action is a JSON object")
+            t = item.get("t")
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not np.isfinite(t) or t < 0:
+                raise ValueError(f"t must be a number of seconds >= 0, not {t!r}")
+            out.append((float(t), Override.from_message({k: v for k, v in item.items() if k != "t"})))
+        except ValueError as e:
+            raise DirectError(f"operator script {path}, action {i}: {e}") from None
+    return sorted(out, key=lambda x: x[0])
+
+
 def direct(paths: list[str | Path], out_dir: str | Path, settings, *, offsets: dict[str, float] | None = None,
            truth: str | Path | None = None, ranker=None, policy: PolicyConfig | None = None,
            compositor: CompositorConfig | None = None, asr: bool = False, session_id: str | None = None,
-           progress=None) -> DirectResult:
-    """`policy` defaults to the settings' policy; `compositor` without a size renders at the first input's size."""
+           progress=None, operator: list[tuple[float, Override]] | None = None,
+           synthetic: bool = False) -> DirectResult:
+    """`policy` defaults to the settings' policy; `compositor` without a size renders at the first input's size.
+    `operator` = (session time, Override) actions (`read_operator_script`), obeyed at the first tick at or after
+    their time and logged (a supervised session: its rows are labels for the learned ranker); `synthetic` marks the
+    rows as not a human's (a scripted operator)."""
     t_job = time.perf_counter()
     out = Path(out_dir)
     try:
@@ -80,6 +108,10 @@ def direct(paths: list[str | Path], out_dir: str | Path, settings, *, offsets: d
         c.offset = found[c.id]
     duration = max(c.offset + c.duration for c in cams)
     session_id = session_id or f"direct-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    script = list(operator or [])
+    unknown = sorted({ov.camera for _, ov in script if ov.camera} - {c.id for c in cams})
+    if unknown:
+        raise DirectError(f"the operator script names camera(s) {unknown}; the inputs are {[c.id for c in cams]}")
     policy_cfg = policy or settings.policy
     if policy_cfg.lookahead_s <= 0:  # files know the whole future: cuts are placed back in time, in pauses
         policy_cfg = replace(policy_cfg, lookahead_s=FILES_LOOKAHEAD_S)
@@ -106,9 +138,9 @@ def direct(paths: list[str | Path], out_dir: str | Path, settings, *, offsets: d
     renderer.start()
     t_analysis = time.perf_counter()
     try:
-        with FeatureLog(settings.spool_dir, [CAMERA_TICKS, DECISIONS]) as flog:
+        with FeatureLog(settings.spool_dir, [CAMERA_TICKS, DECISIONS, OVERRIDES]) as flog:
             core = DirectorCore(session_id, policy=policy_cfg, tick_s=1.0 / hz, rankers=ranker, variant="files",
-                                room="files", sink=flog)
+                                room="files", sink=flog, synthetic=synthetic)
             for k in range(n_ticks):
                 t = k / hz
                 for c in cams:
@@ -131,7 +163,10 @@ def direct(paths: list[str | Path], out_dir: str | Path, settings, *, offsets: d
                     if not (0 <= t - c.offset <= c.duration - 0.1):  # a file not started or ended is off the air now
                         cam_in = replace(cam_in, stale=True)
                     inputs.append(cam_in)
-                r = core.tick(t, inputs, ts=wall0 + t)
+                due = []
+                while script and script[0][0] <= t + 1e-9:
+                    due.append(script.pop(0)[1])
+                r = core.tick(t, inputs, due, ts=wall0 + t)
                 decisions.append(r.decision)
                 model_version = r.model_version
                 timeline.add(t, r.decision, r.scores if comp_cfg.tally else None)

@@ -38,6 +38,8 @@ class Settings(BaseModel):
     mlflow_artifacts_dir: str = Field("", description="default <data_dir>/mlflow/artifacts")
     dagster_home: str = Field("", description="default <data_dir>/dagster")
     spool_dir: str = Field("", description="feature-log spool; default <data_dir>/spool")
+    realset_dir: str = Field("", description="the real-media evaluation sessions of the promotion gate (analysed "
+                             "once, cached); default <data_dir>/realset")
 
     # live mode (LiveKit); empty url = not configured
     livekit_url: str = Field("", description="ws://host:7880 of the LiveKit server (live mode only)")
@@ -112,6 +114,8 @@ class Settings(BaseModel):
             object.__setattr__(self, "dagster_home", (d / "dagster").as_posix())
         if not self.spool_dir:
             object.__setattr__(self, "spool_dir", (d / "spool").as_posix())
+        if not self.realset_dir:
+            object.__setattr__(self, "realset_dir", (d / "realset").as_posix())
         return self
 
     @property

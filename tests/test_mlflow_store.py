@@ -74,7 +74,7 @@ def test_platform_writes_only_under_its_store_and_leaves_mlflow_global_state_alo
     plot.write_text("a plot")
     reg = register(booster, tracking_uri=uri, artifacts_dir=settings.mlflow_artifacts_dir, metrics=METRICS,
                    reference=METRICS, reference_name="itself", params={**params, "rounds": rounds},
-                   plots={"plot": str(plot)}, gate=Gate(margin=0.0), policy_config=POLICY,
+                   plots={"plot": str(plot)}, gate=Gate(margin=0.0, require_real=False), policy_config=POLICY,
                    data_info={"train_sessions": len(train.sessions())})
     assert reg.promoted and reg.version == "1"
 

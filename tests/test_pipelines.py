@@ -21,11 +21,16 @@ from pipelines.resources import default_resources
 from ranker.dataset import load_ranking_data, split_by_session
 from ranker.evaluate import evaluate
 from ranker.registry import CHAMPION, CHALLENGER, Gate, register
-from ranker.simulate import SimConfig, simulate
+from ranker.simulate import HiddenDirector, SimConfig, simulate
 from ranker.xgb import XGBoostRanker
 from runtime.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
+REALSET = ROOT / ".cache" / "realset"  # the real-media evaluation set, analysed once for every test (and CI run)
+
+
+def settings_for(data_dir):
+    return load_settings(env={}, data_dir=data_dir, realset_dir=str(REALSET))
 
 
 def run_graph(settings, trials=4, raise_on_error=True, selection=None):
@@ -37,10 +42,10 @@ def run_graph(settings, trials=4, raise_on_error=True, selection=None):
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory):
     data = tmp_path_factory.mktemp("platform")
-    settings = load_settings(env={}, data_dir=data)
+    settings = settings_for(data)
     settings.ensure_dirs()
-    with FeatureStore(settings.clickhouse_dsn) as store:
-        simulate(store, 20, SimConfig(duration_s=240), seed=1)
+    with FeatureStore(settings.clickhouse_dsn) as store:  # directors of every family, as `aiobs simulate` makes them
+        simulate(store, 20, SimConfig(duration_s=240, director=HiddenDirector(family="mixed")), seed=1)
     first = run_graph(settings)
     return settings, first
 
@@ -53,13 +58,32 @@ def test_whole_graph_learns_what_the_baseline_does_not(platform):
         "dataset_label_balance": True}
     ev = res.output_for_node("ranker_evaluation")["results"]
     learned, baseline = ev["learned"], ev["baseline"]
-    assert learned["cut_top1"] >= baseline["cut_top1"] + 0.15, (learned, baseline)
+    assert learned["cut_top1"] >= baseline["cut_top1"] + 0.02, (learned, baseline)  # the gate's margin
     assert learned["replay_frame_agreement"] > baseline["replay_frame_agreement"]
     assert learned["cut_points"] > 20 and learned["sessions"] >= 2
     reg = res.output_for_node("ranker_registration")
     assert reg["promoted"] and reg["reason"].startswith("promoted") and reg["version"] == "1"
+    # judged on the real analysis of recorded conversations too: it follows the speaker as well as the baseline
+    assert learned["real_sessions"] == baseline["real_sessions"] == 3
+    assert learned["real_speaker_follow"] >= baseline["real_speaker_follow"] - 0.02 and "real-media" in reg["reason"]
     study = res.output_for_node("ranker_study")
     assert study["rounds"] >= 50 and "max_depth" in study["params"]
+    # the policy's timing was tuned with the ranker; the registered model carries it and production applies it
+    from ranker.policy import TUNED_FIELDS
+
+    assert set(study["policy"]) == set(TUNED_FIELDS) and not any(k.startswith("policy.") for k in study["params"])
+    champion = XGBoostRanker.load("models:/aiobs-ranker@champion", tracking_uri=settings.mlflow_tracking_uri)
+    assert champion.policy == pytest.approx(study["policy"])
+    from mlflow import MlflowClient
+
+    import json
+
+    client = MlflowClient(settings.mlflow_tracking_uri)
+    tagged = json.loads(client.get_model_version_by_alias("aiobs-ranker", CHAMPION).tags["policy_config"])
+    assert {k: tagged[k] for k in TUNED_FIELDS} == pytest.approx(study["policy"])
+    runs = client.search_runs([client.get_experiment_by_name("aiobs-ranker-tuning").experiment_id])
+    done = [r for r in runs if r.data.tags.get("optuna.state") == "COMPLETE"]
+    assert done and all({"cv_cut_top1", "replay_agreement", "objective"} <= set(r.data.metrics) for r in done)
     plots = res.output_for_node("ranker_evaluation")["plots"]
     assert all(Path(p).is_file() for p in plots.values()) and len(plots) == 3
 
@@ -391,7 +415,7 @@ class _NoVlm:
 
 
 def test_checks_accept_a_vlm_that_was_off_and_the_retrain_runs(tmp_path):
-    settings = load_settings(env={}, data_dir=tmp_path)
+    settings = settings_for(tmp_path)
     settings.ensure_dirs()
     with FeatureStore(settings.clickhouse_dsn) as store:
         simulate(_NoVlm(store, "no VLM configured"), 6, SimConfig(duration_s=120), seed=4)
@@ -452,3 +476,98 @@ def test_an_unevaluable_champion_blocks_promotion(platform):
         assert "crowd_roar" in run.data.tags["champion_error"]
     finally:
         client.set_registered_model_alias("aiobs-ranker", CHAMPION, champion)
+
+
+def test_a_model_that_wins_on_simulated_data_but_fails_on_real_media_is_not_promoted(platform, tmp_path):
+    """A hidden director who only wants action: the model learns it, beats the baseline on those simulated sessions,
+    and on the real analysis of recorded conversations stops following the speaker. The gate keeps it challenger."""
+    from ranker.baseline import WeightedBaselineRanker
+    from ranker.evaluate import evaluate_real
+    from ranker.train import train_ranker
+    from runtime.realset import real_sessions
+
+    settings, _ = platform
+    with FeatureStore(f"chdb://{tmp_path}/ch") as store:
+        simulate(store, 8, SimConfig(duration_s=180, director=HiddenDirector(w_action=5.0, w_speaker=0.0,
+                                                                               w_keyword=0.0, w_vlm=1.0)), seed=9)
+        train, held = split_by_session(load_ranking_data(store))
+    booster = train_ranker(train, rounds=60, model_version="action-only")
+    learned, baseline = XGBoostRanker(booster), WeightedBaselineRanker()
+    sim, sim_base = evaluate(learned, held), evaluate(baseline, held)
+    assert sim["cut_top1"] > sim_base["cut_top1"] + 0.1  # on simulated data it wins
+    sessions = real_sessions(settings.realset_dir)
+    real = {"learned": evaluate_real(learned, sessions), "baseline": evaluate_real(baseline, sessions)}
+    assert real["learned"]["real_speaker_follow"] < real["baseline"]["real_speaker_follow"] - 0.1
+    reg = register(booster, tracking_uri=settings.mlflow_tracking_uri, artifacts_dir=settings.mlflow_artifacts_dir,
+                   metrics=sim, reference=sim_base, reference_name="baseline", params={"action_only": True},
+                   real=real)
+    assert not reg.promoted and "real-media speaker follow" in reg.reason, reg.reason
+    # and without a real-media evaluation at all, nothing is promoted
+    assert not Gate().decide(sim, sim_base, "baseline")[0]
+    assert "no real-media evaluation" in Gate().decide(sim, sim_base, "baseline")[1]
+
+
+def test_the_loop_closes_on_real_logs_without_the_simulator(tmp_path):
+    """Recorded conversations directed with `aiobs direct --operator` (a human's cut list: the labels), shipped into
+    ClickHouse, and the retrain job on those rows alone: a registered model from real-analysis features and human
+    actions, no simulator anywhere."""
+    import json
+    import subprocess
+
+    from runtime.realset import operator_script
+    from runtime.sample import SessionSpec, build_conversation
+
+    data = tmp_path / "data"
+    for i, seed in enumerate((31, 32, 33)):
+        gt = build_conversation(tmp_path / f"m{i}", SessionSpec(speakers=3, duration_s=30.0, seed=seed,
+                                                               sentences_per_turn=(1, 2)))
+        # the operator takes each new speaker's close-up half a second in
+        script = [{**a, "operator": "ann"} for a in operator_script(json.loads(gt.read_text()))]
+        (tmp_path / f"ops{i}.json").write_text(json.dumps(script))
+        p = subprocess.run([sys.executable, "-m", "runtime.cli", "--data-dir", str(data), "direct",
+                            *sorted(str(c) for c in gt.parent.glob("cam*.mp4")), "--out", str(tmp_path / f"out{i}"),
+                            "--operator", str(tmp_path / f"ops{i}.json")],
+                           capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert p.returncode == 0, p.stderr[-2000:]
+    settings = settings_for(data)
+    with FeatureStore(settings.clickhouse_dsn) as store:
+        assert store.count("overrides") >= 12
+        assert store.query_df("SELECT countIf(synthetic) AS n FROM camera_ticks")["n"].iloc[0] == 0
+    res = run_graph(settings, trials=1)
+    assert res.success
+    assert all(c.passed for c in res.get_asset_check_evaluations())
+    reg = res.output_for_node("ranker_registration")
+    assert reg["version"] == "1" and reg["reason"]  # registered (champion or challenger, with the gate's reason)
+    ev = res.output_for_node("ranker_evaluation")["results"]["learned"]
+    assert ev["cut_points"] >= 2 and ev["real_sessions"] == 3
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"t": 1.0, "action": "take", "camera": "cam9"}]))
+    p = subprocess.run([sys.executable, "-m", "runtime.cli", "--data-dir", str(data), "direct",
+                        *sorted(str(c) for c in (tmp_path / "m0").glob("cam*.mp4")), "--out", str(tmp_path / "o"),
+                        "--operator", str(bad)], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert p.returncode == 1 and "cam9" in p.stderr
+
+
+def test_simulate_adds_director_families_and_real_media_training_sessions(tmp_path):
+    """`aiobs simulate --director mixed --real 1`: simulated sessions of every family (the family in the session id)
+    and a recorded conversation through the real analysis, labelled by the truth-following operator script."""
+    import subprocess
+
+    data = tmp_path / "data"
+    p = subprocess.run([sys.executable, "-m", "runtime.cli", "--data-dir", str(data), "simulate", "--sessions", "8",
+                        "--duration", "30", "--real", "1", "--seed", "3"],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-2000:]
+    with FeatureStore(settings_for(data).clickhouse_dsn) as store:
+        s = store.query_df("SELECT session_id, any(synthetic) AS synthetic, count() AS n FROM camera_ticks "
+                           "GROUP BY session_id ORDER BY session_id")
+        ov = store.query_df("SELECT session_id, count() AS n FROM overrides GROUP BY session_id")
+    from ranker.simulate import FAMILIES, family_of
+
+    fams = {family_of(x) for x in s["session_id"] if x.startswith("sim-")}
+    assert len(fams) >= 3 and fams <= set(FAMILIES)
+    real = s[s["session_id"] == "realtrain-00003"]
+    assert len(real) == 1 and bool(real["synthetic"].iloc[0]) and int(real["n"].iloc[0]) > 300
+    assert int(ov.loc[ov["session_id"] == "realtrain-00003", "n"].iloc[0]) >= 2
+    assert s["synthetic"].all()  # scripted labels are never a human's

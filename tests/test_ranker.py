@@ -78,6 +78,38 @@ def test_xgboost_ranker_round_trip_and_contract_checks(tmp_path):
     stamp_booster(alien, ["speech_prob", "crowd_roar"])
     with pytest.raises(RankerError, match="crowd_roar"):
         XGBoostRanker(alien)
+
+
+def test_a_model_carries_its_learned_policy_timing_and_the_core_directs_with_it(tmp_path):
+    """The timing tuned with a model travels in the model file; a session directed by it runs (and logs) that timing,
+    everything else stays the front door's; a replay of the logged rows reproduces the session."""
+    from ranker.core import DirectorCore, replay_logged
+    from ranker.policy import PolicyConfig
+
+    from .test_core import RowSink, random_session
+
+    feats = ["speech_prob", "largest_face_area", "motion_energy"]
+    booster, _ = train_booster(feats)
+    stamp_booster(booster, feats, model_version="timed", policy={"min_hold_s": 3.5, "delta": 0.05})
+    booster.save_model(tmp_path / "timed.ubj")
+    r = XGBoostRanker.load(tmp_path / "timed.ubj")
+    assert r.policy == {"delta": 0.05, "min_hold_s": 3.5}
+    sink = RowSink()
+    front_door = PolicyConfig(lookahead_s=1.0, cooldown_s=1.0)
+    core = DirectorCore("timed", policy=front_door, rankers=r, sink=sink)
+    assert (core.config.min_hold_s, core.config.delta, core.config.cooldown_s, core.config.lookahead_s) == \
+        (3.5, 0.05, 1.0, 1.0)
+    live = [x.decision for x in random_session(core, n=300)]
+    f = sink.frames()
+    assert '"min_hold_s":3.5' in f["decisions"]["policy_config"].iloc[0]
+    again = replay_logged(f["camera_ticks"], f["decisions"], f["overrides"], ranker=r)
+    assert [(d.program, d.cut, d.at) for d in again] == [(d.program, d.cut, d.at) for d in live]
+
+    with pytest.raises(ValueError, match="not a learned policy setting"):
+        stamp_booster(booster, feats, policy={"lookahead_s": 9.0})
+    booster.set_attr(aiobs_policy='{"min_hold_s": -1}')
+    with pytest.raises(RankerError, match="unusable policy"):
+        XGBoostRanker(booster)
     bad = tmp_path / "corrupt.ubj"
     bad.write_bytes(b"\x00not a model")
     with pytest.raises(RankerError, match="cannot load"):
