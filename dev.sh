@@ -115,6 +115,21 @@ setup() {
 }
 
 cmd="${1:-}"; shift || true
+stores() {  # the settings' stores as shell exports (the one place they are resolved: runtime/settings.py)
+  .venv/bin/python - <<'PY'
+import shlex
+from pathlib import Path
+
+from runtime.settings import load_settings
+
+s = load_settings()
+s.ensure_dirs()
+out = {"DEVSH_DATA_DIR": s.data_dir, "DAGSTER_HOME": s.dagster_home, "DEVSH_MLFLOW": s.mlflow_tracking_uri,
+       "DEVSH_ARTIFACTS": Path(s.mlflow_artifacts_dir).resolve().as_uri(), "AIOBS_DATA_DIR": s.data_dir}
+print("\n".join(f"export {k}={shlex.quote(str(v))}" for k, v in out.items()))
+PY
+}
+
 case "$cmd" in
   setup) setup ;;
   demo)
@@ -128,7 +143,8 @@ case "$cmd" in
     for b in bench/*.py; do log "$b"; .venv/bin/python "$b"; done ;;
   dagster|retrain)
     setup
-    export DAGSTER_HOME="${AIOBS_DAGSTER_HOME:-$ROOT/.data/dagster}"
+    eval "$(stores)"  # Dagster's home, the feature log, MLflow: all where the settings say (AIOBS_DATA_DIR, aiobs.yaml)
+    log "data dir $DEVSH_DATA_DIR (DAGSTER_HOME $DAGSTER_HOME, MLflow $DEVSH_MLFLOW)"
     mkdir -p "$DAGSTER_HOME" && cp -n dagster.yaml "$DAGSTER_HOME/dagster.yaml"
     if [ "$cmd" = retrain ]; then
       exec .venv/bin/dagster job execute -m pipelines.definitions -j retrain_ranker "$@"
@@ -136,9 +152,11 @@ case "$cmd" in
     exec .venv/bin/dagster dev -m pipelines.definitions -h 127.0.0.1 -p "${PORT:-3000}" "$@" ;;
   mlflow)
     setup
-    mkdir -p "$ROOT/.data/mlflow"
-    exec .venv/bin/mlflow ui --backend-store-uri "${AIOBS_MLFLOW_TRACKING_URI:-sqlite:///$ROOT/.data/mlflow/mlflow.db}" \
-      --host 127.0.0.1 --port "${PORT:-5000}" "$@" ;;
+    eval "$(stores)"
+    log "MLflow UI on $DEVSH_MLFLOW (artifacts $DEVSH_ARTIFACTS)"
+    # one worker: the UI starts in seconds on a small machine (four took ~90 s on 2 cores)
+    exec .venv/bin/mlflow ui --backend-store-uri "$DEVSH_MLFLOW" \
+      --workers "${MLFLOW_WORKERS:-1}" --host 127.0.0.1 --port "${PORT:-5000}" "$@" ;;
   *)
     sed -n '2,15p' "$0"; exit 2 ;;
 esac
