@@ -100,9 +100,13 @@ def main() -> None:
         stages["dataset_s"] = time.perf_counter() - t
         store.close()
 
-        t = time.perf_counter()
+        from runtime.realset import real_sessions  # the real-media set (built and analysed on first use, cached)
+
+        real_set = real_sessions(Path(__file__).resolve().parent.parent / ".cache" / "realset",
+                                 progress=lambda m: print(m, file=sys.stderr))
+        t = time.perf_counter()  # as the pipeline tunes: every trial held to the gate's real-media rule
         study = tune(train, n_trials=TRIALS, storage=f"sqlite:///{tmp}/optuna.db", study_name="bench", folds=3,
-                     mlflow_tracking_uri=None, max_groups=TUNE_GROUPS)
+                     mlflow_tracking_uri=None, max_groups=TUNE_GROUPS, real=real_set)
         params, rounds = best_params(study)
         timing = best_policy(study)  # the policy timing tuned with the ranker
         stages["tune_s"] = time.perf_counter() - t
@@ -126,11 +130,7 @@ def main() -> None:
         untuned = evaluate(XGBoostRanker(booster), held, default)  # what the learned timing adds
         stages["ablation_and_families_s"] = time.perf_counter() - t
 
-        t = time.perf_counter()  # the real-media set (built and analysed on first use, then cached)
-        from runtime.realset import real_sessions
-
-        real_set = real_sessions(Path(__file__).resolve().parent.parent / ".cache" / "realset",
-                                 progress=lambda m: print(m, file=sys.stderr))
+        t = time.perf_counter()
         real = {"learned": evaluate_real(XGBoostRanker(booster), real_set, default),
                 "baseline": evaluate_real(WeightedBaselineRanker(), real_set, default)}
         scene_real = evaluate_real(XGBoostRanker(scene_booster), real_set, tuned)

@@ -15,6 +15,7 @@ from dagster import (AssetCheckResult, AssetCheckSeverity, AssetExecutionContext
 from features.extract import RANKER_FEATURES
 from features.schema import SCHEMA_VERSION
 from features.shipper import SegmentShipper
+from runtime.realset import SESSIONS as REAL_SESSIONS
 
 from .resources import ClickHouseResource, DirectorResource, MLflowResource, RealMediaResource, TrainingResource
 
@@ -111,7 +112,7 @@ def dataset_label_balance(training_dataset) -> AssetCheckResult:
 
 
 class RealMediaConfig(Config):
-    sessions: list[str] = ["real-chat3", "real-talk2", "real-panel4"]  # runtime/realset.py SESSIONS
+    sessions: list[str] = list(REAL_SESSIONS)  # runtime/realset.py
 
 
 @asset(group_name="ranker", description="The real-media evaluation set of the promotion gate: recorded "
@@ -134,27 +135,34 @@ class StudyConfig(Config):
     max_groups: int = 50_000
     seed: int = 0
     tune_policy: bool = True  # tune the policy's timing (minimum hold, cooldown, delta, dwell) with the ranker
+    # JSON overriding entries of ranker.train.SEARCH_SPACE, e.g. '{"max_depth": [4, 10], "objective": ["rank:ndcg"]}'
+    search_space: str = ""
+    features: list[str] = []  # a subset of the ranker features to learn from (empty = all of them)
 
 
 @asset(group_name="ranker", description="Optuna study (TPE, pruning, grouped CV by session) over XGBoost "
        "learning-to-rank parameters AND the switching policy's timing, jointly: objective = mean of cut-point top-1 "
-       "and the replay frame agreement with the human program; persisted in an RDB so it resumes; trials logged to "
-       "MLflow.")
-def ranker_study(context: AssetExecutionContext, config: StudyConfig, training_dataset, training: TrainingResource,
-                 mlflow: MLflowResource, director: DirectorResource) -> Output:
+       "and the replay frame agreement with the human program, and a trial the gate would refuse on the real-media "
+       "set scores 1 lower; persisted in an RDB so it resumes; trials logged to MLflow.")
+def ranker_study(context: AssetExecutionContext, config: StudyConfig, training_dataset, real_media_set,
+                 training: TrainingResource, mlflow: MLflowResource, director: DirectorResource) -> Output:
     from ranker.train import best_params, best_policy, tune
 
+    space = json.loads(config.search_space) if config.search_space.strip() else None
     study = tune(training_dataset["train"], n_trials=config.n_trials, storage=training.optuna_storage,
                  study_name=config.study_name, folds=config.folds, seed=config.seed,
                  mlflow_tracking_uri=mlflow.tracking_uri, mlflow_artifacts_dir=mlflow.artifacts_dir,
                  max_groups=config.max_groups, policy=director.policy(), tick_s=director.tick_s,
-                 tune_policy=config.tune_policy)
+                 tune_policy=config.tune_policy, space=space, features=config.features or None,
+                 progress=context.log.info, real=real_media_set)
     params, rounds = best_params(study)
     policy = best_policy(study)
     states = [t.state.name for t in study.trials]
     best = study.best_trial.user_attrs
-    return Output({"params": params, "rounds": rounds, "best_value": study.best_value, "policy": policy},
-                  metadata={"trials": len(study.trials), "pruned": states.count("PRUNED"),
+    return Output({"params": params, "rounds": rounds, "best_value": study.best_value, "policy": policy,
+                   "features": config.features or None, "study": study.study_name},
+                  metadata={"study": study.study_name, "resumed": bool(study.user_attrs.get("resumed")),
+                            "trials": len(study.trials), "pruned": states.count("PRUNED"),
                             "best_objective": round(float(study.best_value), 4),
                             "best_cv_cut_top1": round(float(best.get("cut_top1", study.best_value)), 4),
                             **({"best_replay_agreement": round(float(best["replay_agreement"]), 4)}
@@ -178,7 +186,7 @@ def ranker_model(context: AssetExecutionContext, training_dataset, ranker_study,
                                         policy=ranker_study.get("policy"))
     else:
         booster = train_ranker(train, ranker_study["params"], ranker_study["rounds"], model_version=version,
-                               policy=ranker_study.get("policy"))
+                               policy=ranker_study.get("policy"), features=ranker_study.get("features"))
     path = Path(training.work_dir) / f"{version}.ubj"
     booster.save_model(path)
     return Output({"path": str(path), "version": version},
@@ -230,12 +238,18 @@ def ranker_evaluation(context: AssetExecutionContext, config: EvalConfig, traini
         context.log.warning(f"champion could not be evaluated, promotion is blocked: {champion_error}")
     paths = plots(learned.booster, learned, held, Path(training.work_dir) / f"plots-{ranker_model['version']}") \
         if config.plots else {}
-    meta = {f"{who}_{k}": float(v) for who, r in results.items() for k, v in r.items()
+    meta = {f"{who}_{k}": round(float(v), 4) for who, r in results.items() for k, v in r.items()
             if k in ("cut_top1", "ndcg1_cut", "ndcg3_cut", "replay_frame_agreement", "replay_cut_time_error_s",
                      "replay_switches_per_min", "replay_ping_pong", "replay_cuts_in_speech", "real_speaker_follow",
-                     "real_mid_word_cuts", "real_switches_per_min") and np.isfinite(v)}
+                     "real_mid_word_cuts", "real_switches_per_min", "replay_cut_recall") and np.isfinite(v)}
+    # what the humans did on the same sessions, beside the models' figures
+    meta["human_switches_per_min"] = round(float(results["learned"]["human_switches_per_min"]), 3)
+    meta["human_cut_points"] = int(results["learned"]["cut_points"])
     for name, p in paths.items():
         meta[f"plot_{name}"] = MetadataValue.path(p)
+    if paths:  # the plots themselves, in the asset page (a data URI per plot)
+        meta["plots"] = MetadataValue.md("\n\n".join(f"**{name.replace('_', ' ')}**\n\n![{name}]({_data_uri(p)})"
+                                                      for name, p in paths.items()))
     meta["comparison"] = MetadataValue.md(_table(results))
     meta["policy_config"] = MetadataValue.json(json.loads(director.policy_json))
     meta["learned_policy"] = MetadataValue.json(learned.policy or {})
@@ -257,7 +271,7 @@ class RegistrationConfig(Config):
        "promotion); the reason is recorded.")
 def ranker_registration(context: AssetExecutionContext, config: RegistrationConfig, ranker_model, ranker_evaluation,
                         ranker_study, training_dataset, mlflow: MLflowResource, director: DirectorResource):
-    from ranker.registry import Gate, register
+    from ranker.registry import MODEL_NAME, Gate, git_revision, register
     from ranker.xgb import XGBoostRanker
 
     res = ranker_evaluation["results"]
@@ -273,12 +287,23 @@ def ranker_registration(context: AssetExecutionContext, config: RegistrationConf
                    gate=Gate(margin=config.margin, headroom_share=config.headroom_share,
                              max_agreement_drop=config.max_agreement_drop),
                    champion_error=champion_error, real=ranker_evaluation.get("real"),
+                   run_tags={"optuna.study": str(ranker_study.get("study", "")), "dagster.run_id": context.run_id,
+                             "git.revision": git_revision()},
                    data_info={"train_sessions": len(training_dataset["train"].sessions()),
                               "heldout_sessions": len(training_dataset["heldout"].sessions())})
+    aliases = "champion + challenger" if reg.promoted else "challenger"
+    context.log.info(f"retrain: {MODEL_NAME} version {reg.version} {'PROMOTED' if reg.promoted else 'not promoted'} "
+                     f"(aliases now {aliases}): {reg.reason}")
     return Output({"version": reg.version, "promoted": reg.promoted, "reason": reg.reason, "uri": reg.model_uri},
                   metadata={"model_version": reg.version, "promoted": reg.promoted, "gate": reg.reason,
                             "mlflow_run_id": reg.run_id, "model_uri": reg.model_uri,
                             **({"champion_error": champion_error} if champion_error else {})})
+
+
+def _data_uri(path: str) -> str:
+    import base64
+
+    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
 
 
 def _real_table(real: dict) -> str:
@@ -304,11 +329,18 @@ def _first_line(e: BaseException) -> str:
 
 
 def _table(results: dict) -> str:
+    """Every evaluated ranker's figures side by side, and the human director's where the metric has one."""
     keys = ["cut_top1", "ndcg1_cut", "ndcg3_cut", "replay_frame_agreement", "replay_cut_time_error_s",
-            "replay_switches_per_min", "replay_ping_pong", "replay_cuts_in_speech", "real_speaker_follow",
-            "real_mid_word_cuts", "real_switches_per_min"]
-    head = "| metric | " + " | ".join(results) + " |\n|---|" + "---|" * len(results) + "\n"
-    return head + "".join(f"| {k} | " + " | ".join(f"{results[w].get(k, float('nan')):.3f}"
-                                                    if isinstance(results[w].get(k, 0.0), float)
-                                                    else str(results[w][k]) for w in results) + " |\n" for k in keys)
+            "replay_cut_recall", "replay_switches_per_min", "replay_ping_pong", "replay_cuts_in_speech",
+            "real_speaker_follow", "real_mid_word_cuts", "real_switches_per_min"]
+    any_result = next(iter(results.values()))
+    human = {"replay_switches_per_min": any_result.get("human_switches_per_min"), "replay_cut_recall": 1.0,
+             "replay_frame_agreement": 1.0}
+
+    def cell(v):
+        return "-" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    head = "| metric | " + " | ".join(results) + " | human |\n|---|" + "---|" * (len(results) + 1) + "\n"
+    return head + "".join(f"| {k} | " + " | ".join(cell(results[w].get(k)) for w in results)
+                          + f" | {cell(human.get(k))} |\n" for k in keys)
 

@@ -147,12 +147,18 @@ def evaluate_real(ranker, sessions, policy: PolicyConfig | None = None) -> dict:
     """A ranker on the real-media evaluation set (runtime/realset.py: sessions of the real analysis of recorded
     conversations with ground truth): each session's logged rows re-scored by `ranker` and replayed through the
     director core under `policy` (with `ranker.policy`'s learned timing, as production applies it), the program
-    scored against the truth. Returns the mean speaker follow, the total of mid-word and backchannel cuts, the mean
+    scored against the truth. Recorded media are directed as `aiobs direct` directs them: with the files lookahead
+    when the policy has none. Returns the mean speaker follow, the total of mid-word and backchannel cuts, the mean
     switches per minute and the per-session figures."""
+    from dataclasses import replace as _replace
+
     from .core import CameraTick, DirectorCore
     from .metrics import summary
+    from .policy import FILES_LOOKAHEAD_S
 
     policy = (policy or PolicyConfig()).with_tuned(getattr(ranker, "policy", None))
+    if policy.lookahead_s <= 0:
+        policy = _replace(policy, lookahead_s=FILES_LOOKAHEAD_S)
     per = {}
     for s in sessions:
         core = DirectorCore(s.name, policy=policy, tick_s=s.tick_s, rankers=ranker, explain=False,

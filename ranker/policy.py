@@ -42,6 +42,9 @@ MAX_LOCK_S = 24 * 3600.0
 # whether a talking floor-holder on program is held against a better-scoring silent camera (cuts still never land
 # inside a word either way)
 TUNED_FIELDS = ("min_hold_s", "cooldown_s", "delta", "dwell_s", "hold_speaker")
+# how far back a cut in recorded media may be placed when the policy sets no lookahead of its own (`aiobs direct`, the
+# real-media evaluation): a file knows its future
+FILES_LOOKAHEAD_S = 3.0
 
 
 @dataclass(frozen=True)

@@ -271,16 +271,28 @@ def simulate(store, sessions: int, config: SimConfig | None = None, seed: int = 
     rng = np.random.default_rng(seed)
     store.ensure_schema()
     counts = {"camera_ticks": 0, "decisions": 0, "overrides": 0}
+    plan = []
+    families = np.random.default_rng([seed, 1])  # its own stream: the sessions' draws do not depend on it
     for s in range(sessions):
-        start = t0 + s * (cfg.duration_s + 60)
         family = cfg.director.family
         if family == "mixed":
-            family = FAMILIES[int(rng.integers(len(FAMILIES)))]
-        name = f"{prefix}-{seed}-{s:05d}" if cfg.director.family == "utility" else f"{prefix}-{family}-{seed}-{s:05d}"
+            family = FAMILIES[int(families.integers(len(FAMILIES)))]
+        plan.append((s, family, f"{prefix}-{seed}-{s:05d}" if cfg.director.family == "utility"
+                     else f"{prefix}-{family}-{seed}-{s:05d}"))
+    client = getattr(store, "client", None)
+    if client is not None and plan:  # a session is never written twice (its rows and labels would double)
+        known = sorted(r[0] for r in client.query(
+            "SELECT DISTINCT session_id FROM camera_ticks WHERE session_id IN {s:Array(String)}",
+            parameters={"s": [name for _, _, name in plan]}).result_rows)
+        if known:
+            raise ValueError(f"simulated session(s) {known[:3]}{' ...' if len(known) > 3 else ''} are already in the "
+                             f"feature log: pick another --seed (or prefix) to add sessions")
+    for s, family, name in plan:
+        start = t0 + s * (cfg.duration_s + 60)
         frames = _session(rng, cfg, name, start, family)
-        for name, df in frames.items():
-            store.insert_frame(name, df)
-            counts[name] += len(df)
+        for table, df in frames.items():
+            store.insert_frame(table, df)
+            counts[table] += len(df)
     return counts
 
 

@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from typing import Any
@@ -40,10 +42,13 @@ DEFAULT_PARAMS: dict[str, Any] = {"max_depth": 6, "eta": 0.1, "min_child_weight"
 DEFAULT_ROUNDS = 200
 
 
-def dmatrix(data: RankingData, cut_weight: float = 5.0, cut_points_only: bool = False) -> xgb.DMatrix:
-    """Group-aware DMatrix; human cut-point groups weigh `cut_weight` times a steady tick."""
+def dmatrix(data: RankingData, cut_weight: float = 5.0, cut_points_only: bool = False,
+            features: list[str] | None = None) -> xgb.DMatrix:
+    """Group-aware DMatrix on `features` (default all RANKER_FEATURES); human cut-point groups weigh `cut_weight`
+    times a steady tick."""
     d = data.select_groups(data.cut_points) if cut_points_only else data
-    m = xgb.DMatrix(d.X, label=d.y, feature_names=list(RANKER_FEATURES), missing=np.nan)
+    names = list(features) if features else list(RANKER_FEATURES)
+    m = xgb.DMatrix(d.X[:, _feature_index(features)], label=d.y, feature_names=names, missing=np.nan)
     m.set_group(d.group_sizes)
     if not cut_points_only:
         m.set_weight(np.where(d.cut_points, cut_weight, 1.0).astype(np.float32))
@@ -52,16 +57,19 @@ def dmatrix(data: RankingData, cut_weight: float = 5.0, cut_points_only: bool = 
 
 def train_ranker(train: RankingData, params: dict | None = None, rounds: int = DEFAULT_ROUNDS,
                  valid: RankingData | None = None, model_version: str = "", callbacks=None,
-                 early_stopping_rounds: int | None = None, policy: dict | None = None) -> xgb.Booster:
-    """One booster; `policy` = the policy timing learned with it (stamped into the model: the core applies it)."""
+                 early_stopping_rounds: int | None = None, policy: dict | None = None,
+                 features: list[str] | None = None) -> xgb.Booster:
+    """One booster on `features` (default all RANKER_FEATURES; the model records which: the runtime feeds it those);
+    `policy` = the policy timing learned with it (stamped into the model: the director core applies it)."""
     p = {**BASE_PARAMS, **DEFAULT_PARAMS, **(params or {})}
-    dtrain = dmatrix(train, cut_weight=p.pop("cut_weight", 5.0))
-    evals = [(dmatrix(valid, cut_points_only=True), "validation")] if valid is not None and valid.n_groups else []
+    dtrain = dmatrix(train, cut_weight=p.pop("cut_weight", 5.0), features=features)
+    evals = [(dmatrix(valid, cut_points_only=True, features=features), "validation")] \
+        if valid is not None and valid.n_groups else []
     booster = xgb.train(p, dtrain, num_boost_round=rounds, evals=evals, callbacks=callbacks or None,
                         early_stopping_rounds=early_stopping_rounds if evals else None, verbose_eval=False)
     if evals and early_stopping_rounds and booster.best_iteration is not None:
         booster = booster[: booster.best_iteration + 1]
-    return stamp_booster(booster, list(RANKER_FEATURES), model_version, policy=policy)
+    return stamp_booster(booster, list(features) if features else list(RANKER_FEATURES), model_version, policy=policy)
 
 
 def session_folds(data: RankingData, k: int = 3) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -73,18 +81,48 @@ def session_folds(data: RankingData, k: int = 3) -> list[tuple[np.ndarray, np.nd
     return [(f != i, f == i) for i in range(k)]
 
 
-def suggest(trial) -> tuple[dict, int]:
-    params = {
-        "max_depth": trial.suggest_int("max_depth", 3, 8),
-        "eta": trial.suggest_float("eta", 0.03, 0.3, log=True),
-        "min_child_weight": trial.suggest_float("min_child_weight", 0.5, 20.0, log=True),
-        "subsample": trial.suggest_float("subsample", 0.6, 1.0),
-        "colsample_bytree": trial.suggest_float("colsample_bytree", 0.5, 1.0),
-        "lambda": trial.suggest_float("lambda", 1e-3, 10.0, log=True),
-        "objective": trial.suggest_categorical("objective", ["rank:pairwise", "rank:ndcg"]),
-        "cut_weight": trial.suggest_float("cut_weight", 1.0, 20.0, log=True),
-    }
-    return params, trial.suggest_int("rounds", 50, 300, step=50)
+# The XGBoost search space: name -> [low, high] (a float range; "log" in a third place = log scale; ints where both
+# bounds are ints, "step" as a third number), or a list of choices (strings). A study's run config may override any
+# entry (`search_space`), e.g. {"max_depth": [4, 10], "objective": ["rank:ndcg"]}; unknown names are an error.
+SEARCH_SPACE: dict[str, list] = {
+    "max_depth": [3, 8],
+    "eta": [0.03, 0.3, "log"],
+    "min_child_weight": [0.5, 20.0, "log"],
+    "subsample": [0.6, 1.0],
+    "colsample_bytree": [0.5, 1.0],
+    "lambda": [1e-3, 10.0, "log"],
+    "objective": ["rank:pairwise", "rank:ndcg"],
+    "cut_weight": [1.0, 20.0, "log"],
+    "rounds": [50, 300, 50],
+}
+
+
+def search_space(overrides: dict | None = None) -> dict[str, list]:
+    """SEARCH_SPACE with `overrides` applied; ValueError names an unknown parameter or a malformed range."""
+    space = {**SEARCH_SPACE}
+    for k, v in (overrides or {}).items():
+        if k not in SEARCH_SPACE:
+            raise ValueError(f"search space: unknown parameter {k!r}; known: {sorted(SEARCH_SPACE)}")
+        if not isinstance(v, (list, tuple)) or not v:
+            raise ValueError(f"search space {k}: give [low, high] (optionally 'log' or a step) or a list of choices")
+        space[k] = list(v)
+    return space
+
+
+def _suggest_one(trial, name: str, spec: list):
+    if all(isinstance(x, str) for x in spec) or len(spec) == 1:
+        return trial.suggest_categorical(name, list(spec))
+    lo, hi, *extra = spec
+    if isinstance(lo, int) and isinstance(hi, int) and not isinstance(lo, bool):
+        step = int(extra[0]) if extra and not isinstance(extra[0], str) else 1
+        return trial.suggest_int(name, lo, hi, step=step)
+    return trial.suggest_float(name, float(lo), float(hi), log=bool(extra and extra[0] == "log"))
+
+
+def suggest(trial, space: dict[str, list] | None = None) -> tuple[dict, int]:
+    space = space or SEARCH_SPACE
+    params = {k: _suggest_one(trial, k, spec) for k, spec in space.items() if k != "rounds"}
+    return params, int(_suggest_one(trial, "rounds", space["rounds"]))
 
 
 POLICY_PREFIX = "policy."
@@ -113,7 +151,8 @@ def _replay_sessions(data: RankingData, max_groups: int) -> RankingData:
 def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, folds: int = 3, seed: int = 0,
          mlflow_tracking_uri: str | None = None, experiment: str = "aiobs-ranker-tuning", max_groups: int = 50_000,
          timeout_s: float | None = None, mlflow_artifacts_dir: str | None = None, policy=None, tick_s: float = 0.2,
-         tune_policy: bool = True, replay_groups: int = 6_000):
+         tune_policy: bool = True, replay_groups: int = 6_000, space: dict | None = None,
+         features: list[str] | None = None, progress=None, real=None):
     """Run (or resume) an Optuna study; returns it. The objective is the mean of cut-point top-1 over session folds
     and, with `tune_policy`, the replay frame agreement of the first fold's held-out sessions (at most about
     `replay_groups` ticks of them) replayed through the director core under `policy` (what production runs) with the
@@ -122,7 +161,18 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
     With more than `max_groups` groups the study tunes on a session subsample; the study's user attrs record what
     it saw (`tune_groups`, `available_groups`, `tune_sessions`, `available_sessions`). Trials are logged to MLflow
     when `mlflow_tracking_uri` is given, in experiment `experiment`, created with its artifacts under
-    `mlflow_artifacts_dir` (default: `artifacts/` next to a sqlite store)."""
+    `mlflow_artifacts_dir` (default: `artifacts/` next to a sqlite store).
+
+    `space` overrides entries of SEARCH_SPACE; `features` tunes models on a subset of RANKER_FEATURES (None = all).
+    A study resumes only under the search space, feature subset and policy tuning it was started with (recorded in
+    its user attrs): when any of them changed, a NEW study `<study_name>-<hash>` is started with a warning, the old
+    one stays in storage (`study.user_attrs["resumed"]` says which happened). `progress(line)` receives one line per
+    finished trial (n/total, state, objective and its two parts, best so far); the same lines are logged at INFO.
+
+    `real` (the real-media evaluation set, runtime/realset.py) holds every trial to the gate's real-media rule: the
+    trial's model under its policy timing must follow the speaker there as well as the rule baseline does
+    (`Gate.check_real`); a trial that does not is scored `objective - 1` (its problems in the `real_problems` user
+    attribute), so the study never picks a ranker or a timing that the gate would refuse on real footage."""
     import optuna
     from optuna_integration import XGBoostPruningCallback
 
@@ -130,6 +180,8 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
     from .policy import PolicyConfig
 
     base_policy = policy or PolicyConfig()
+    space = search_space(space)
+    idx = _feature_index(features)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     available_groups, available_sessions = int(data.n_groups), len(data.sessions())
@@ -149,34 +201,75 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
     splits = [(data.select_groups(tr), data.select_groups(va)) for tr, va in fold_masks]
 
     replayed = _replay_sessions(splits[0][1], replay_groups) if tune_policy else None
+    if real:
+        from .baseline import WeightedBaselineRanker
+        from .evaluate import evaluate_real
+        from .registry import Gate
+        from .xgb import XGBoostRanker
+
+        real_baseline = evaluate_real(WeightedBaselineRanker(), real, base_policy)
 
     def objective(trial) -> float:
-        params, rounds = suggest(trial)
+        params, rounds = suggest(trial, space)
         timing = suggest_policy(trial) if tune_policy else None
         scores, agreement = [], None
         for i, (tr, va) in enumerate(splits):
             cb = [XGBoostPruningCallback(trial, "validation-ndcg@1")] if i == 0 else None
-            booster = train_ranker(tr, params, rounds, valid=va, callbacks=cb)
-            scores.append(cut_point_top1(booster.inplace_predict(va.X), va))
+            booster = train_ranker(tr, params, rounds, valid=va, callbacks=cb, features=features)
+            scores.append(cut_point_top1(booster.inplace_predict(va.X[:, idx]), va))
             if i == 0 and replayed is not None and replayed.n_groups:
-                agreement = replay(np.asarray(booster.inplace_predict(replayed.X), np.float64), replayed,
+                agreement = replay(np.asarray(booster.inplace_predict(replayed.X[:, idx]), np.float64), replayed,
                                    base_policy.with_tuned(timing), tick_s).frame_agreement
             trial.report(float(np.mean(scores)), step=rounds + i)
             if i < len(splits) - 1 and trial.should_prune():
                 raise optuna.TrialPruned()
         top1 = float(np.mean(scores))
         trial.set_user_attr("cut_top1", top1)
-        if agreement is None or not np.isfinite(agreement):
-            return top1
-        trial.set_user_attr("replay_agreement", float(agreement))
-        return 0.5 * (top1 + float(agreement))
+        value = top1
+        if agreement is not None and np.isfinite(agreement):
+            trial.set_user_attr("replay_agreement", float(agreement))
+            value = 0.5 * (top1 + float(agreement))
+        if real:  # the gate's real-media rule, for the last fold's model under this trial's timing
+            mine = evaluate_real(XGBoostRanker(booster), real, base_policy.with_tuned(timing))
+            trial.set_user_attr("real_speaker_follow", float(mine["real_speaker_follow"]))
+            problems = Gate().check_real(mine, {"baseline": real_baseline})
+            if problems:
+                trial.set_user_attr("real_problems", "; ".join(problems)[:500])
+                value -= 1.0
+        return value
 
-    callbacks = [_mlflow_trial_logger(mlflow_tracking_uri, experiment, study_name, mlflow_artifacts_dir)] \
-        if mlflow_tracking_uri else []
-    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", load_if_exists=True,
-                                sampler=optuna.samplers.TPESampler(seed=seed),
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=20))
+    setup = {"search_space": space, "features": list(features) if features else list(RANKER_FEATURES),
+             "tune_policy": bool(tune_policy), "policy_space": POLICY_SPACE if tune_policy else {}}
+    setup = json.loads(json.dumps(setup))  # as the storage gives it back (tuples -> lists)
+
+    def create(name):
+        return optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                                   sampler=optuna.samplers.TPESampler(seed=seed),
+                                   pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=20))
+
+    study = create(study_name)
+    before = {k: study.user_attrs.get(k) for k in setup}
+    resumed = bool(study.trials)
+    if resumed and before != setup:
+        changed = sorted(k for k in setup if before[k] != setup[k])
+        digest = hashlib.sha1(json.dumps(setup, sort_keys=True).encode()).hexdigest()[:8]
+        new_name = f"{study_name}-{digest}"
+        log.warning("study %s was run with another %s: its trials do not describe this search; tuning in study %s "
+                    "(the old study stays in storage)", study_name, " and ".join(changed), new_name)
+        if progress:
+            progress(f"study {study_name}: {', '.join(changed)} changed since its last run -> study {new_name}")
+        study_name, study = new_name, create(new_name)
+        resumed = bool(study.trials)
+    for k, v in setup.items():
+        study.set_user_attr(k, v)
+    study.set_user_attr("resumed", resumed)
     done = len([t for t in study.trials if t.state.is_finished()])
+    if progress:
+        progress(f"study {study_name}: {'resuming after ' + str(done) + ' trials' if resumed else 'new'}; "
+                 f"{n_trials} trial(s) on {data.n_groups:,} ticks of {len(data.sessions())} sessions")
+    callbacks = [_progress_logger(n_trials, done, progress)]
+    if mlflow_tracking_uri:
+        callbacks.append(_mlflow_trial_logger(mlflow_tracking_uri, experiment, study_name, mlflow_artifacts_dir))
     seen = {"tune_groups": int(data.n_groups), "available_groups": available_groups,
             "tune_sessions": len(data.sessions()), "available_sessions": available_sessions}
     for k, v in seen.items():  # what this call tuned on (a resumed study records its latest call)
@@ -186,6 +279,39 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
     log.info("study %s: %d trials before, %d now; best %.4f", study_name, done, len(study.trials),
              study.best_value if study.best_trial else float("nan"))
     return study
+
+
+def _feature_index(features: list[str] | None) -> slice | np.ndarray:
+    """Columns of RANKER_FEATURES rows that a model on `features` reads (all when None); ValueError names unknowns."""
+    if not features:
+        return slice(None)
+    unknown = [f for f in features if f not in RANKER_FEATURES]
+    if unknown:
+        raise ValueError(f"unknown feature(s) {unknown}; the contract's ranker features are {list(RANKER_FEATURES)}")
+    return np.array([RANKER_FEATURES.index(f) for f in features], dtype=np.intp)
+
+
+def _progress_logger(total: int, before: int, progress=None):
+    """An Optuna callback: one line per finished trial (n/total, state, objective and its parts, best so far)."""
+
+    def report(study, trial) -> None:
+        n = len([t for t in study.trials if t.state.is_finished()]) - before
+        parts = ", ".join(f"{k} {trial.user_attrs[k]:.4f}" for k in ("cut_top1", "replay_agreement",
+                                                                       "real_speaker_follow") if k in trial.user_attrs)
+        if "real_problems" in trial.user_attrs:
+            parts += "; refused on real media"
+        value = f"objective {trial.value:.4f}" if trial.value is not None else ""
+        try:
+            best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
+        except ValueError:  # no complete trial yet
+            best = "no complete trial yet"
+        line = (f"trial {n}/{total} #{trial.number} {trial.state.name.lower()}"
+                + (f": {value}" if value else "") + (f" ({parts})" if parts else "") + f"; {best}")
+        log.info(line)
+        if progress:
+            progress(line)
+
+    return report
 
 
 def _mlflow_trial_logger(tracking_uri: str, experiment: str, study_name: str, artifacts_dir: str | None = None):
@@ -231,7 +357,13 @@ def best_params(study) -> tuple[dict, int]:
 
 
 def best_policy(study) -> dict[str, float] | None:
-    """The policy timing of the best trial (ranker.policy.TUNED_FIELDS -> value), None when it was not tuned."""
+    """The policy timing of the best trial (ranker.policy.TUNED_FIELDS -> value), None when it was not tuned, or when
+    even the best trial failed the real-media rule (then the front door's timing stays: no learned timing is better
+    than one that loses the speaker on real footage)."""
+    if "real_problems" in study.best_trial.user_attrs:
+        log.warning("study %s: no trial passed the real-media rule (best: %s); the model keeps the front door's "
+                    "policy timing", study.study_name, study.best_trial.user_attrs["real_problems"])
+        return None
     p = {k[len(POLICY_PREFIX):]: v if isinstance(v, bool) else float(v)
          for k, v in study.best_params.items() if k.startswith(POLICY_PREFIX)}
     return p or None

@@ -41,6 +41,10 @@ def stamp_booster(booster, features: list[str], model_version: str = "", schema_
 
 
 class XGBoostRanker:
+    """`version` is what reports and logs name the model by: the registry's `name/version` when it was loaded from
+    the registry (models:/name@alias, models:/name/3), else the label stamped at training; `trained_as` is always
+    the label stamped at training (`xgb-...`)."""
+
     def __init__(self, booster, version: str | None = None):
         attrs = booster.attributes()  # (booster.attr() asserts on a missing key in xgboost 3.2)
         feats = attrs.get(ATTR_FEATURES)
@@ -54,7 +58,8 @@ class XGBoostRanker:
         self.booster = booster
         self.features: list[str] = json.loads(feats)
         self.schema_version = int(schema)
-        self.version = version or attrs.get(ATTR_VERSION) or "xgboost"
+        self.trained_as: str = attrs.get(ATTR_VERSION) or "xgboost"
+        self.version = version or self.trained_as
         try:  # the policy timing learned with this model (None: the front door's configuration applies as is)
             self.policy: dict | None = json.loads(attrs[ATTR_POLICY]) if attrs.get(ATTR_POLICY) else None
             from .policy import PolicyConfig
@@ -68,15 +73,19 @@ class XGBoostRanker:
     def load(cls, source: str | Path, version: str | None = None, tracking_uri: str | None = None) -> "XGBoostRanker":
         """From a saved booster file (.ubj/.json) or an MLflow model URI (models:/name@alias, models:/name/version,
         models:/m-..., runs:/..., or an artifact URI), resolved against `tracking_uri` (default: MLflow's current
-        tracking URI) through an explicit client: MLflow's process-global tracking URI is never changed."""
+        tracking URI) through an explicit client: MLflow's process-global tracking URI is never changed.
+
+        A registered version is labelled `name/version` (`aiobs-ranker/3`, unless `version` is given); a missing
+        model, version or alias is a RankerError that names the store searched."""
         import xgboost as xgb
 
         src = str(source)
+        registered: dict = {}
         try:
             if "://" in src or src.startswith(("models:/", "runs:/")):
                 import mlflow.xgboost
 
-                with _downloaded(src, tracking_uri) as local:
+                with _downloaded(src, tracking_uri, registered) as local:
                     model = mlflow.xgboost.load_model(local)
                 booster = model.get_booster() if hasattr(model, "get_booster") else model
             else:
@@ -84,12 +93,14 @@ class XGBoostRanker:
                     raise RankerError(f"no model file at {src}")
                 booster = xgb.Booster()
                 booster.load_model(src)
-        except RankerError:
-            raise
+        except RankerError as e:
+            if str(e).startswith(("no model file", "cannot load")):
+                raise
+            raise RankerError(f"cannot load XGBoost model {src}: {e}") from None
         except Exception as e:  # noqa: BLE001 - corrupt file, unreachable registry, wrong flavour
             raise RankerError(f"cannot load XGBoost model {src}: {type(e).__name__}: {e}") from e
         booster.set_param({"nthread": 1})  # one tick is 5 rows: threads only add overhead
-        return cls(booster, version=version)
+        return cls(booster, version=version or registered.get("label"))
 
     def score(self, x: np.ndarray) -> np.ndarray:
         x = np.atleast_2d(x)
@@ -106,10 +117,11 @@ class XGBoostRanker:
 
 
 @contextmanager
-def _downloaded(uri: str, tracking_uri: str | None):
+def _downloaded(uri: str, tracking_uri: str | None, registered: dict | None = None):
     """A local directory holding the MLflow model at `uri`: read in place from a local artifact store, else downloaded
     into a temporary directory. Registry and logged-model URIs are resolved with MlflowClient(tracking_uri) (MLflow's
-    own models:/ resolution reads the process-global registry URI)."""
+    own models:/ resolution reads the process-global registry URI). For a registered version, `registered["label"]`
+    is set to `name/version`."""
     import os
     import tempfile
 
@@ -119,17 +131,22 @@ def _downloaded(uri: str, tracking_uri: str | None):
     import mlflow
     from mlflow.artifacts import download_artifacts
     from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
-    from mlflow.store.artifact.utils.models import get_model_name_and_version
 
     registry_uri = tracking_uri or mlflow.get_registry_uri()  # an explicit tracking URI is the registry too
     tracking_uri = tracking_uri or mlflow.get_tracking_uri()
     artifact_uri = uri
     if uri.startswith("models:/"):
+        from .registry import registry_errors, require_store, resolve_models_uri
+
         base, sub = ModelsArtifactRepository.split_models_uri(uri)
+        require_store(registry_uri, base)
         client = mlflow.MlflowClient(tracking_uri, registry_uri=registry_uri)
-        ref = get_model_name_and_version(client, base)
-        root = client.get_logged_model(ref[0]).artifact_location if len(ref) == 1 \
-            else client.get_model_version_download_uri(*ref)
+        ref = resolve_models_uri(client, registry_uri, base)
+        with registry_errors(registry_uri, ref[0]):
+            root = client.get_logged_model(ref[0]).artifact_location if len(ref) == 1 \
+                else client.get_model_version_download_uri(*ref)
+        if len(ref) == 2 and registered is not None:
+            registered["label"] = f"{ref[0]}/{ref[1]}"
         artifact_uri = f"{root.rstrip('/')}/{sub}" if sub else root
     elif uri.startswith("runs:/"):
         artifact_uri = _run_artifact_uri(mlflow.MlflowClient(tracking_uri, registry_uri=registry_uri), uri)

@@ -150,8 +150,12 @@ def cmd_simulate(args) -> int:
 
     s = _settings(args)
     cfg = SimConfig(cameras=args.cameras, duration_s=args.duration, director=HiddenDirector(family=args.director))
-    with FeatureStore(s.clickhouse_dsn) as store:
-        counts = simulate(store, args.sessions, cfg, seed=args.seed)
+    try:
+        with FeatureStore(s.clickhouse_dsn) as store:
+            counts = simulate(store, args.sessions, cfg, seed=args.seed)
+    except ValueError as e:
+        print(f"aiobs simulate: {e}", file=sys.stderr)
+        return 1
     print(f"simulate: {args.sessions} synthetic session(s) into {describe_dsn(s.clickhouse_dsn)}: "
           + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
     if args.real:
@@ -225,6 +229,13 @@ def cmd_token(args) -> int:
         print(f"aiobs token: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def cmd_model(args) -> int:
+    """aiobs model list|promote|rollback: the registered rankers and audited champion moves (runtime/models_cli.py)."""
+    from .models_cli import run
+
+    return run(args, _settings(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -311,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("tables", help="create/migrate the feature-log tables and print their row counts")
     t.set_defaults(fn=cmd_tables)
+
+    from .models_cli import add_parser as add_model_parser
+
+    add_model_parser(sub).set_defaults(fn=cmd_model)
     return p
 
 

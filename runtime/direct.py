@@ -25,7 +25,7 @@ from features.schema import CAMERA_TICKS, DECISIONS, OVERRIDES
 from features.spool import FeatureLog
 from ranker.core import CameraTick, DirectorCore
 from ranker.metrics import Shot, shots_from_decisions, summary
-from ranker.policy import Override, PolicyConfig
+from ranker.policy import FILES_LOOKAHEAD_S, Override, PolicyConfig
 
 from .alignment import align_offsets
 from .analysis.engine import AnalysisEngine
@@ -36,7 +36,6 @@ from .render import Timeline, render_program
 
 log = logging.getLogger(__name__)
 
-FILES_LOOKAHEAD_S = 3.0  # how far back `direct` may place a cut when the policy sets no lookahead of its own
 
 __all__ = ["DirectError", "DirectResult", "direct"]
 
@@ -70,7 +69,9 @@ def read_operator_script(path: str | Path) -> list[tuple[float, Override]]:
             t = item.get("t")
             if isinstance(t, bool) or not isinstance(t, (int, float)) or not np.isfinite(t) or t < 0:
                 raise ValueError(f"t must be a number of seconds >= 0, not {t!r}")
-            out.append((float(t), Override.from_message({k: v for k, v in item.items() if k != "t"})))
+            msg = {k: v for k, v in item.items() if k != "t"}
+            msg.setdefault("operator", "operator-script")  # the log names who directed
+            out.append((float(t), Override.from_message(msg)))
         except ValueError as e:
             raise DirectError(f"operator script {path}, action {i}: {e}") from None
     return sorted(out, key=lambda x: x[0])
@@ -112,6 +113,9 @@ def direct(paths: list[str | Path], out_dir: str | Path, settings, *, offsets: d
     unknown = sorted({ov.camera for _, ov in script if ov.camera} - {c.id for c in cams})
     if unknown:
         raise DirectError(f"the operator script names camera(s) {unknown}; the inputs are {[c.id for c in cams]}")
+    late = [t for t, _ in script if t > duration]
+    if late:
+        warnings.append(f"{len(late)} operator action(s) after the end of the media ({duration:.1f} s) are not used")
     policy_cfg = policy or settings.policy
     if policy_cfg.lookahead_s <= 0:  # files know the whole future: cuts are placed back in time, in pauses
         policy_cfg = replace(policy_cfg, lookahead_s=FILES_LOOKAHEAD_S)
@@ -141,6 +145,9 @@ def direct(paths: list[str | Path], out_dir: str | Path, settings, *, offsets: d
         with FeatureLog(settings.spool_dir, [CAMERA_TICKS, DECISIONS, OVERRIDES]) as flog:
             core = DirectorCore(session_id, policy=policy_cfg, tick_s=1.0 / hz, rankers=ranker, variant="files",
                                 room="files", sink=flog, synthetic=synthetic)
+            if core.config != policy_cfg:
+                log.info("direct: the model's learned policy timing applies: %s", {
+                    k: v for k, v in asdict(core.config).items() if asdict(policy_cfg)[k] != v})
             for k in range(n_ticks):
                 t = k / hz
                 for c in cams:
@@ -204,7 +211,8 @@ def direct(paths: list[str | Path], out_dir: str | Path, settings, *, offsets: d
                "x_realtime": round(duration / max(1e-9, time.perf_counter() - t_job), 2),
                "stage_ms": {k: round(v["mean"], 2) for k, v in engine.latency_summary().items()}}
     result = DirectResult(out, session_id, duration, shots, metrics, warnings, timings)
-    write_report(out, result, cams, ticks, score_rows, decisions, lines, model_version, asdict(policy_cfg))
+    # the configuration the session was directed under: the model's learned timing applied (what the log records)
+    write_report(out, result, cams, ticks, score_rows, decisions, lines, model_version, asdict(core.config))
     ship = ship_if_embedded(settings)
     if ship:
         warnings.append(ship)

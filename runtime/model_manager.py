@@ -102,8 +102,7 @@ class ModelManager:
     def _load(self, version: str):
         from ranker.xgb import XGBoostRanker
 
-        return XGBoostRanker.load(f"models:/{self.name}/{version}", version=f"{self.name}:{version}",
-                                  tracking_uri=self.tracking_uri)
+        return XGBoostRanker.load(f"models:/{self.name}/{version}", tracking_uri=self.tracking_uri)  # "name/version"
 
     def versions(self) -> dict[str, str | None]:
         with self._lock:

@@ -47,6 +47,12 @@ def platform(tmp_path_factory):
     with FeatureStore(settings.clickhouse_dsn) as store:  # directors of every family, as `aiobs simulate` makes them
         simulate(store, 20, SimConfig(duration_s=240, director=HiddenDirector(family="mixed")), seed=1)
     first = run_graph(settings)
+    reg = first.output_for_node("ranker_registration")
+    if not reg["promoted"]:  # the gate may refuse a model trained on simulated data alone (the real-media rule):
+        from ranker.registry import promote  # a data scientist's audited override makes it champion for these tests
+
+        promote(settings.mlflow_tracking_uri, reg["version"], reason=f"test fixture, over the gate: {reg['reason']}",
+                who="tests")
     return settings, first
 
 
@@ -62,10 +68,15 @@ def test_whole_graph_learns_what_the_baseline_does_not(platform):
     assert learned["replay_frame_agreement"] > baseline["replay_frame_agreement"]
     assert learned["cut_points"] > 20 and learned["sessions"] >= 2
     reg = res.output_for_node("ranker_registration")
-    assert reg["promoted"] and reg["reason"].startswith("promoted") and reg["version"] == "1"
-    # judged on the real analysis of recorded conversations too: it follows the speaker as well as the baseline
-    assert learned["real_sessions"] == baseline["real_sessions"] == 3
-    assert learned["real_speaker_follow"] >= baseline["real_speaker_follow"] - 0.02 and "real-media" in reg["reason"]
+    assert reg["version"] == "1" and "real-media" in reg["reason"]
+    # judged on the real analysis of recorded conversations too: on simulated data it beats the baseline (above), so
+    # it is promoted exactly when the real-media rule holds, and refused only for that
+    assert learned["real_sessions"] == baseline["real_sessions"] == 4
+    if reg["promoted"]:
+        assert reg["reason"].startswith("promoted")
+        assert learned["real_speaker_follow"] >= baseline["real_speaker_follow"] - 0.02
+    else:
+        assert reg["reason"].startswith("stays challenger: real-media") and "cut_top1" not in reg["reason"].split("[")[0]
     study = res.output_for_node("ranker_study")
     assert study["rounds"] >= 50 and "max_depth" in study["params"]
     # the policy's timing was tuned with the ranker; the registered model carries it and production applies it
@@ -96,7 +107,10 @@ def test_registry_aliases_signature_and_runtime_loading(platform):
     champ = client.get_model_version_by_alias("aiobs-ranker", CHAMPION)
     chall = client.get_model_version_by_alias("aiobs-ranker", CHALLENGER)
     assert str(champ.version) == str(chall.version) == "1"
-    assert champ.tags["feature_schema_version"] == str(SCHEMA_VERSION) and "promoted" in champ.tags["gate"]
+    assert champ.tags["feature_schema_version"] == str(SCHEMA_VERSION) and champ.tags["gate"]
+    run = client.get_run(champ.run_id)  # named after the version, tagged with the study, the Dagster run, the code
+    assert run.info.run_name == "aiobs-ranker-v1" and run.data.tags["optuna.study"] == "aiobs-ranker"
+    assert run.data.tags["dagster.run_id"] and "git.revision" in run.data.tags
     ranker = XGBoostRanker.load("models:/aiobs-ranker@champion",  # what `aiobs direct --ranker` does
                                 tracking_uri=settings.mlflow_tracking_uri)
     from features.extract import RANKER_FEATURES
@@ -226,7 +240,8 @@ def test_notebooks_execute(name, platform, tmp_path):
     # the exploration notebook opens ClickHouse: give it a data dir no other process holds (it simulates there);
     # the comparison notebook reads the platform's MLflow registry
     data_dir = tmp_path if name == "ranker_exploration" else settings.data_dir
-    env_keys = {"AIOBS_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT)}
+    env_keys = {"AIOBS_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT), "AIOBS_REALSET_DIR": str(REALSET),
+                "NOTEBOOK_SIMULATE": "1"}
     old = {k: os.environ.get(k) for k in env_keys}
     os.environ.update(env_keys)
     try:
@@ -239,9 +254,16 @@ def test_notebooks_execute(name, platform, tmp_path):
                 os.environ[k] = v
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
+    nbformat.write(nb, tmp_path / f"{name}.executed.ipynb")  # the executed copy, plots inline
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) >= 2, "the plots render inline"
+    text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     if name == "model_comparison":
-        text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
         assert "registered version(s)" in text
+        html = "".join(o.get("data", {}).get("text/html", "") for c in nb.cells for o in c.get("outputs", []))
+        assert "champion" in html  # the aliases column is filled
+    else:
+        assert "NOTEBOOK_SIMULATE=1: simulating" in text  # never silently
 
 
 def test_dagster_loads_the_definitions_from_the_project_config(tmp_path):
@@ -539,7 +561,7 @@ def test_the_loop_closes_on_real_logs_without_the_simulator(tmp_path):
     reg = res.output_for_node("ranker_registration")
     assert reg["version"] == "1" and reg["reason"]  # registered (champion or challenger, with the gate's reason)
     ev = res.output_for_node("ranker_evaluation")["results"]["learned"]
-    assert ev["cut_points"] >= 2 and ev["real_sessions"] == 3
+    assert ev["cut_points"] >= 2 and ev["real_sessions"] == 4
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps([{"t": 1.0, "action": "take", "camera": "cam9"}]))
@@ -571,3 +593,38 @@ def test_simulate_adds_director_families_and_real_media_training_sessions(tmp_pa
     assert len(real) == 1 and bool(real["synthetic"].iloc[0]) and int(real["n"].iloc[0]) > 300
     assert int(ov.loc[ov["session_id"] == "realtrain-00003", "n"].iloc[0]) >= 2
     assert s["synthetic"].all()  # scripted labels are never a human's
+    again = subprocess.run([sys.executable, "-m", "runtime.cli", "--data-dir", str(data), "simulate", "--sessions", "2",
+                            "--duration", "30", "--seed", "3"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert again.returncode == 1 and "already in the feature log" in again.stderr  # never doubled
+
+
+def test_a_study_reports_progress_takes_its_space_and_features_from_config_and_never_mixes_searches(platform,
+                                                                                                   tmp_path):
+    from ranker.train import best_params, train_ranker, tune
+
+    settings, _ = platform
+    with FeatureStore(settings.clickhouse_dsn) as store:
+        data = load_ranking_data(store)
+    train, _ = split_by_session(data)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    lines: list[str] = []
+    kw = dict(storage=storage, study_name="exp", folds=2, max_groups=4000, progress=lines.append)
+    feats = ["speech_prob", "audio_rel_db", "speech_run_s", "floor_holder"]
+    study = tune(train, n_trials=2, space={"max_depth": [2, 3], "rounds": [20, 40, 20]}, features=feats, **kw)
+    assert study.study_name == "exp" and not study.user_attrs["resumed"]
+    assert all(2 <= t.params["max_depth"] <= 3 and t.params["rounds"] in (20, 40) for t in study.trials)
+    trial_lines = [x for x in lines if x.startswith("trial ")]
+    assert len(trial_lines) == 2 and trial_lines[-1].startswith("trial 2/2") and "best" in trial_lines[-1]
+    params, rounds = best_params(study)
+    model = XGBoostRanker(train_ranker(train, params, rounds, features=feats))
+    assert model.features == feats  # the subset travels with the model; the runtime feeds it those columns
+
+    same = tune(train, n_trials=1, space={"max_depth": [2, 3], "rounds": [20, 40, 20]}, features=feats, **kw)
+    assert same.study_name == "exp" and same.user_attrs["resumed"] and len(same.trials) == 3
+    other = tune(train, n_trials=1, space={"max_depth": [2, 3], "rounds": [20, 40, 20]}, **kw)  # all features now
+    assert other.study_name.startswith("exp-") and len(other.trials) == 1
+    assert any("features changed" in x for x in lines)
+    with pytest.raises(ValueError, match="unknown parameter"):
+        tune(train, n_trials=1, space={"max_dept": [2, 3]}, **kw)
+    with pytest.raises(ValueError, match="unknown feature"):
+        tune(train, n_trials=1, features=["crowd_roar"], **kw)
