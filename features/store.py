@@ -211,10 +211,13 @@ class FeatureStore:
     def query_df(self, sql: str, parameters: dict | None = None) -> pd.DataFrame:
         return self._run("query", lambda: self.client.query_df(sql, parameters=parameters or {}))
 
-    def sessions(self, table: str = "camera_ticks") -> list[str]:
+    def sessions(self, table: str = "camera_ticks", among: Sequence[str] | None = None) -> list[str]:
+        """The session ids in `table`, sorted; with `among`, only those of these ids that are already there (what a
+        writer checks so a session is never logged twice: its rows and labels would count twice)."""
         t = table_named(table)
+        where, params = (" WHERE session_id IN {s:Array(String)}", {"s": list(among)}) if among is not None else ("", {})
         rows = self._run("sessions", lambda: self.client.query(
-            f"SELECT DISTINCT session_id FROM {t.name} ORDER BY session_id").result_rows)
+            f"SELECT DISTINCT session_id FROM {t.name}{where} ORDER BY session_id", parameters=params).result_rows)
         return [r[0] for r in rows]
 
 

@@ -279,11 +279,8 @@ def simulate(store, sessions: int, config: SimConfig | None = None, seed: int = 
             family = FAMILIES[int(families.integers(len(FAMILIES)))]
         plan.append((s, family, f"{prefix}-{seed}-{s:05d}" if cfg.director.family == "utility"
                      else f"{prefix}-{family}-{seed}-{s:05d}"))
-    client = getattr(store, "client", None)
-    if client is not None and plan:  # a session is never written twice (its rows and labels would double)
-        known = sorted(r[0] for r in client.query(
-            "SELECT DISTINCT session_id FROM camera_ticks WHERE session_id IN {s:Array(String)}",
-            parameters={"s": [name for _, _, name in plan]}).result_rows)
+    if hasattr(store, "sessions") and plan:  # a session is never written twice (its rows and labels would double)
+        known = store.sessions(among=[name for _, _, name in plan])
         if known:
             raise ValueError(f"simulated session(s) {known[:3]}{' ...' if len(known) > 3 else ''} are already in the "
                              f"feature log: pick another --seed (or prefix) to add sessions")

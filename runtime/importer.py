@@ -177,12 +177,11 @@ def _refuse_known_sessions(settings, sessions: list[str]) -> None:
     try:
         with FeatureStore(settings.clickhouse_dsn) as store:
             store.ensure_schema()
-            known = store.client.query("SELECT DISTINCT session_id FROM camera_ticks WHERE session_id IN {s:Array(String)}",
-                                       parameters={"s": sessions}).result_rows
+            known = store.sessions(among=sessions)
     except Exception as e:  # noqa: BLE001 - the check needs the store: say why it could not be made
         raise ImportFileError(f"cannot check the feature log for these sessions ({type(e).__name__}: {e})") from None
     if known:
-        names = sorted(r[0] for r in known)
+        names = known
         raise ImportFileError(f"session(s) {names[:5]}{' ...' if len(names) > 5 else ''} are already in the feature "
                               f"log: importing them again would count their labels twice (rename the session_id)")
 

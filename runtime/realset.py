@@ -165,9 +165,7 @@ def add_training_sessions(settings, n: int, seed: int = 0, progress=None) -> int
     names = [f"realtrain-{seed + i:05d}" for i in range(n)]
     with FeatureStore(settings.clickhouse_dsn) as store:  # a session is never logged twice (its labels would count twice)
         store.ensure_schema()
-        known = {r[0] for r in store.client.query(
-            "SELECT DISTINCT session_id FROM camera_ticks WHERE session_id IN {s:Array(String)}",
-            parameters={"s": names}).result_rows}
+        known = set(store.sessions(among=names)) if names else set()
     written = 0
     for i in range(n):
         name = names[i]
