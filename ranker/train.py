@@ -136,6 +136,16 @@ def suggest_policy(trial) -> dict[str, float | bool]:
             else trial.suggest_float(POLICY_PREFIX + k, *space) for k, space in POLICY_SPACE.items()}
 
 
+def incumbent_timing(policy) -> dict[str, float | bool]:
+    """`policy`'s TUNED_FIELDS as trial params (`policy.<field>`), clipped into POLICY_SPACE: what `tune` enqueues as
+    a new study's first trial."""
+    out = {}
+    for k, space in POLICY_SPACE.items():
+        v = getattr(policy, k)
+        out[POLICY_PREFIX + k] = bool(v) if isinstance(space[0], bool) else float(min(max(v, space[0]), space[1]))
+    return out
+
+
 def _replay_sessions(data: RankingData, max_groups: int) -> RankingData:
     """Whole sessions of `data`, in order, up to about `max_groups` ticks: what one trial replays."""
     keep, total = [], 0
@@ -172,7 +182,9 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
     `real` (the real-media evaluation set, runtime/realset.py) holds every trial to the gate's real-media rule: the
     trial's model under its policy timing must follow the speaker there as well as the rule baseline does
     (`Gate.check_real`); a trial that does not is scored `objective - 1` (its problems in the `real_problems` user
-    attribute), so the study never picks a ranker or a timing that the gate would refuse on real footage."""
+    attribute), so the study never picks a ranker or a timing that the gate would refuse on real footage. With
+    `tune_policy`, a new study's first trial tries `policy`'s own timing (`incumbent_timing`): the timing production
+    runs now is always among the candidates."""
     import optuna
     from optuna_integration import XGBoostPruningCallback
 
@@ -263,6 +275,8 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
     for k, v in setup.items():
         study.set_user_attr(k, v)
     study.set_user_attr("resumed", resumed)
+    if tune_policy and not resumed:  # the first trial tries the timing production runs now (the incumbent), so a
+        study.enqueue_trial(incumbent_timing(base_policy))  # learned timing is adopted only when it does better
     done = len([t for t in study.trials if t.state.is_finished()])
     if progress:
         progress(f"study {study_name}: {'resuming after ' + str(done) + ' trials' if resumed else 'new'}; "
