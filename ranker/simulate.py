@@ -18,6 +18,11 @@ that depend on what happened in the last seconds, which no single tick shows:
 - `silence`: a silence longer than 1.5-3 s goes wide (to the action camera when there is action); shorter ones stay on
   the last speaker.
 
+The analysis setup varies too (`Sensors`, drawn per session by `draw_sensors` unless `sensors="ideal"`): framing,
+whether faces are found, a VLM and ASR configured or not (their rows say so in `degraded`, as the real analysis's do),
+mic bleed, a b-roll feed that always moves and sounds like speech. A ranker trained here cannot lean on one setup's
+quirks; ranker/drift.py checks that the simulated features cover what the real analysis of recorded media produces.
+
 `mixed` draws a family per session. Every session also draws its director's own minimum shot length (1.5-4 s) and
 reaction lag. The family is part of the session id (`<prefix>-<family>-<seed>-<n>`), so results can be split by it.
 """
@@ -54,6 +59,49 @@ class HiddenDirector:
 
 
 @dataclass(frozen=True)
+class Sensors:
+    """How the analysis sees one session: which stages ran and how its detectors and microphones behave. The real
+    analysis differs between setups (framing, detectors that find faces or not, a VLM or none, mic bleed, a b-roll
+    feed whose sound is speech-like noise), so `SimConfig(sensors="varied")` draws one per session (`draw_sensors`)
+    and a model trained on simulated sessions must not lean on any one setup's quirks. `Sensors()` is the
+    idealised setup (every stage on, clean mics), `sensors="ideal"`."""
+    faces: bool = True  # the face detector finds the faces (the real analysis of generated media finds none)
+    vlm: bool = True  # a VLM is configured (about 20% of its reads still missing per tick)
+    asr: bool = True  # speech recognition runs (words per second, keyword hits)
+    closeup_area: float = 0.3  # a close-up's largest person box, share of the frame
+    closeup_double: float = 0.0  # chance that a close-up's one person is counted twice (a detector artefact)
+    wide_people: tuple[int, int] = (3, 7)  # people the wide shot's detector counts: [low, high)
+    area_per_person: float = 0.04  # the wide and action shots' largest person box, per person counted
+    motion: tuple[float, float] = (0.04, 0.02)  # idle motion energy: mean, spread
+    broll_idle_motion: float = 0.04  # the action/b-roll camera's motion between bursts (b-roll never stands still)
+    broll_idle_speech: float = 0.1  # its speech probability between bursts (speech-like noise in its sound)
+    broll_idle_db: float = -52.0  # its level between bursts
+    broll_people: bool = True  # people on the action camera between bursts (b-roll footage often has none)
+    speaker_db: float = -18.0  # the speaker's own mic
+    listener_gap_db: float = 16.0  # a listener's close-up mic below the speaker's (bleed)
+    listener_speech: float = 0.28  # mean speech probability on a listener's mic while someone speaks
+    speaker_speech: float = 0.8  # mean speech probability on the speaker's mic
+    wide_gap_db: float = 10.0  # the wide (room) mic below the speaker's
+
+
+def draw_sensors(rng: np.random.Generator) -> Sensors:
+    """One session's analysis setup, from ranges that include what the real analysis of recorded media produces
+    (ranker/drift.py and tests/test_drift.py check that they do)."""
+    lo = int(rng.integers(1, 4))
+    return Sensors(
+        faces=bool(rng.random() < 0.5), vlm=bool(rng.random() < 0.5), asr=bool(rng.random() < 0.6),
+        closeup_area=float(rng.uniform(0.2, 0.97)),
+        closeup_double=float(rng.uniform(0, 0.8)) if rng.random() < 0.5 else 0.0,
+        wide_people=(lo, lo + int(rng.integers(1, 5))), area_per_person=float(rng.uniform(0.03, 0.25)),
+        motion=(float(rng.uniform(0.02, 0.14)), float(rng.uniform(0.01, 0.03))),
+        broll_idle_motion=float(rng.uniform(0.02, 0.26)), broll_idle_speech=float(rng.uniform(0.03, 0.8)),
+        broll_idle_db=float(rng.uniform(-55, -36)), broll_people=bool(rng.random() < 0.5),
+        speaker_db=float(rng.uniform(-30, -16)), listener_gap_db=float(rng.uniform(8, 28)),
+        listener_speech=float(rng.uniform(0.15, 0.65)), speaker_speech=float(rng.uniform(0.65, 0.9)),
+        wide_gap_db=float(rng.uniform(4, 16)))
+
+
+@dataclass(frozen=True)
 class SimConfig:
     cameras: int = 5
     duration_s: float = 300.0
@@ -61,6 +109,11 @@ class SimConfig:
     turn_s: float = 7.0  # mean speaker turn
     action_every_s: float = 15.0  # mean gap between action bursts
     director: HiddenDirector = field(default_factory=HiddenDirector)
+    sensors: str = "varied"  # "varied": an analysis setup drawn per session (draw_sensors); "ideal": Sensors()
+
+    def __post_init__(self) -> None:
+        if self.sensors not in ("varied", "ideal"):
+            raise ValueError(f"unknown sensors {self.sensors!r}; one of 'varied', 'ideal'")
 
 
 def _runs(active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -126,7 +179,8 @@ def _family_utility(rng, family: str, util: np.ndarray, active: np.ndarray, acti
 
 
 def _session(rng: np.random.Generator, cfg: SimConfig, session_id: str, t0: float,
-             family: str = "utility") -> dict[str, pd.DataFrame]:
+             family: str = "utility", sensors: Sensors | None = None) -> dict[str, pd.DataFrame]:
+    sensors = sensors or Sensors()
     C, hz = cfg.cameras, cfg.tick_hz
     T = int(cfg.duration_s * hz)
     cams = [f"cam{i + 1}" for i in range(C)]
@@ -157,33 +211,53 @@ def _session(rng: np.random.Generator, cfg: SimConfig, session_id: str, t0: floa
         interest[:, c] = 1 / (1 + np.exp(-(walk - walk.mean()) * 1.5))
     interest[:, action_cam] = np.maximum(interest[:, action_cam], action * 0.9)
 
-    # -- observed features: noisy views of the latent scene -----------------------------------------------------
+    # -- observed features: noisy views of the latent scene, as this session's analysis setup sees it ----------------
+    p = sensors
     shape = (T, C)
+    closeups = slice(1, C - 1)
     is_speaker = np.zeros(shape, bool)
     is_speaker[np.arange(T)[active >= 0], active[active >= 0]] = True
     anyone = (active >= 0)[:, None]
-    speech = np.where(is_speaker, rng.beta(8, 2, shape), np.where(anyone, rng.beta(2, 5, shape), rng.beta(1, 9, shape)))
-    dbfs = np.where(is_speaker, rng.normal(-18, 2.5, shape), np.where(anyone, rng.normal(-34, 3, shape),
-                                                                      rng.normal(-52, 3, shape)))
-    dbfs[:, action_cam] = np.where(action, rng.normal(-16, 2, T), dbfs[:, action_cam])
-    dbfs[:, 0] = np.where(anyone[:, 0], rng.normal(-28, 2, T), dbfs[:, 0])  # the wide mic hears the room
+
+    def beta(mean, n=10.0, size=shape):
+        mean = float(np.clip(mean, 0.02, 0.98))
+        return rng.beta(mean * n, (1 - mean) * n, size)
+
+    speech = np.where(is_speaker, beta(p.speaker_speech), np.where(anyone, beta(p.listener_speech),
+                                                                   rng.beta(1, 9, shape)))
+    speech[:, action_cam] = np.where(action, beta(0.3, size=T), beta(p.broll_idle_speech, size=T))
+    dbfs = np.where(is_speaker, rng.normal(p.speaker_db, 2.5, shape),
+                    np.where(anyone, rng.normal(p.speaker_db - p.listener_gap_db, 3, shape), rng.normal(-52, 3, shape)))
+    dbfs[:, action_cam] = np.where(action, rng.normal(-16, 2, T), rng.normal(p.broll_idle_db, 3, T))
+    dbfs[:, 0] = np.where(anyone[:, 0], rng.normal(p.speaker_db - p.wide_gap_db, 2, T), dbfs[:, 0])  # the room
     rel = dbfs - dbfs.max(axis=1, keepdims=True)
     people = np.zeros(shape, int)
-    people[:, 0] = rng.integers(3, 7, T)
-    people[:, 1:C - 1] = 1
-    people[:, action_cam] = np.where(action, rng.integers(3, 9, T), rng.integers(0, 3, T))
-    motion = np.clip(rng.normal(0.04, 0.02, shape), 0, 1)
-    motion[:, action_cam] = np.clip(np.where(action, rng.normal(0.45, 0.1, T), motion[:, action_cam]), 0, 1)
+    people[:, 0] = rng.integers(*p.wide_people, T)
+    people[:, closeups] = 1 + (rng.random((T, C - 2)) < p.closeup_double)
+    people[:, action_cam] = np.where(action, rng.integers(3, 9, T), rng.integers(0, 3, T) if p.broll_people else 0)
+    motion = np.clip(rng.normal(*p.motion, shape), 0, 1)
+    motion[:, action_cam] = np.clip(np.where(action, rng.normal(0.45, 0.1, T),
+                                             rng.normal(p.broll_idle_motion, p.motion[1], T)), 0, 1)
     motion[:, 0] = np.clip(motion[:, 0] + action * rng.normal(0.1, 0.03, T), 0, 1)
-    person_area = np.clip(people * 0.04, 0, 0.6)  # the wide and action shots: small people
-    person_area[:, 1:C - 1] = np.clip(rng.normal(0.3, 0.05, (T, C - 2)), 0.05, 0.6)  # a close-up fills the frame
+    seen = people > 0
+    person_area = np.clip(people * p.area_per_person, 0, 0.6)  # the wide and action shots: smaller people
+    person_area[:, closeups] = np.clip(rng.normal(p.closeup_area, 0.04, (T, C - 2)), 0.05, 0.99)  # a close-up
+    person_area = np.where(seen, person_area, 0.0)
+    centrality = np.where(seen, np.clip(rng.normal(0.7, 0.15, shape), 0, 1), 0.0)
+    centrality[:, closeups] = np.clip(rng.normal(0.9, 0.06, (T, C - 2)), 0, 1)
+    subject_motion = np.where(seen, np.clip(motion * rng.uniform(0.6, 1.1, shape) + rng.normal(0, 0.01, shape), 0, 1),
+                              0.0)
     face_area = np.zeros(shape)
-    face_area[:, 1:C - 1] = np.clip(rng.normal(0.035, 0.006, (T, C - 2)), 0, 1)
-    face_area[:, 0] = np.clip(rng.normal(0.002, 0.001, T), 0, 1)
+    if p.faces:
+        face_area[:, closeups] = np.clip(rng.normal(0.12 * p.closeup_area, 0.006, (T, C - 2)), 0, 1)
+        face_area[:, 0] = np.clip(rng.normal(0.002, 0.001, T), 0, 1)
+    faces = face_area > 0.01
     vlm = np.clip(1 + 4 * interest + rng.normal(0, 0.5, shape), 1, 5).round()
     vlm_age = (np.arange(T)[:, None] % int(3.5 * hz)) / hz + rng.uniform(0, 0.7, shape)
-    vlm_missing = rng.random(shape) < 0.2
-    kw_hits = (keyword & (rng.random(shape) < 0.6)).astype(int)
+    vlm_missing = (rng.random(shape) < 0.2) | (not p.vlm)
+    kw_hits = (keyword & (rng.random(shape) < 0.6) & p.asr).astype(int)
+    words = np.where(is_speaker & p.asr, rng.normal(2.5, 0.4, shape), 0.0).clip(0)
+    degraded = {**({} if p.vlm else {"vlm": "no VLM configured"}), **({} if p.asr else {"asr": "ASR disabled"})}
     # phrases: a speaker pauses for a tick roughly every 0.8-1.4 s (the policy's word boundaries)
     phrase = rng.integers(4, 8, C)
     speaking = is_speaker & ((np.arange(T)[:, None] + rng.integers(0, 8, C)) % phrase != 0)
@@ -229,13 +303,16 @@ def _session(rng: np.random.Generator, cfg: SimConfig, session_id: str, t0: floa
         "ts": np.repeat(ts, C), "tick": np.repeat(np.arange(T), C), "t": np.repeat(t, C),
         "camera_id": np.tile(cams, T),
         "people_count": people.ravel(), "largest_person_area": person_area.ravel(),
-        "person_centrality": np.clip(rng.normal(0.7, 0.15, n), 0, 1),
-        "track_continuity": np.clip(rng.normal(0.85, 0.1, n), 0, 1), "track_age_s": rng.uniform(0, 30, n),
-        "person_speed": np.clip(motion.ravel() * 0.3, 0, 1), "face_count": (face_area.ravel() > 0.01).astype(int),
-        "largest_face_area": face_area.ravel(), "face_centrality": np.clip(rng.normal(0.6, 0.2, n), 0, 1),
-        "motion_energy": motion.ravel(), "audio_dbfs": np.clip(dbfs.ravel(), -120, 0),
+        "person_centrality": centrality.ravel(),
+        "track_continuity": np.where(seen.ravel(), np.clip(rng.normal(0.85, 0.1, n), 0, 1), 0.0),
+        "track_age_s": np.where(seen.ravel(), rng.uniform(0, 30, n), 0.0),
+        "person_speed": np.where(seen.ravel(), np.clip(motion.ravel() * 0.1, 0, 1), 0.0),
+        "face_count": faces.ravel().astype(int), "largest_face_area": np.where(faces, face_area, 0.0).ravel(),
+        "face_centrality": np.where(faces.ravel(), np.clip(rng.normal(0.6, 0.2, n), 0, 1), 0.0),
+        "motion_energy": motion.ravel(), "subject_motion": subject_motion.ravel(),
+        "audio_dbfs": np.clip(dbfs.ravel(), -120, 0),
         "audio_rel_db": rel.ravel(), "speech_prob": speech.ravel(), "keyword_hits": kw_hits.ravel(),
-        "asr_words_per_s": np.where(is_speaker.ravel(), rng.normal(2.5, 0.4, n), 0.0).clip(0),
+        "asr_words_per_s": words.ravel(),
         "vlm_interest": np.where(vlm_missing.ravel(), np.nan, vlm.ravel()),
         "vlm_age_s": np.where(vlm_missing.ravel(), np.nan, vlm_age.ravel()),
         "speaking": speaking.ravel(), "speech_mask": np.where(speaking.ravel(), 255, 0).astype(np.uint8),
@@ -243,7 +320,7 @@ def _session(rng: np.random.Generator, cfg: SimConfig, session_id: str, t0: floa
         # a pause in the camera's audio during the tick (where a cut may be placed); NULL while speech runs on
         "quiet_at": np.where(speaking.ravel(), np.nan, np.repeat(t, C) - 0.5 / hz),
         "on_program": on_prog.ravel(), "since_on_program_s": since.ravel(), "score": np.nan,
-        "model_version": "human", "ab_variant": "human", "stale": False, "degraded": [{}] * n,
+        "model_version": "human", "ab_variant": "human", "stale": False, "degraded": [degraded] * n,
     })
     ticks = pd.concat([ticks, temporal_columns(ticks, tick_s=1.0 / hz)], axis=1)  # what the director core computes
     cut = np.r_[True, program[1:] != program[:-1]]
@@ -286,7 +363,8 @@ def simulate(store, sessions: int, config: SimConfig | None = None, seed: int = 
                              f"feature log: pick another --seed (or prefix) to add sessions")
     for s, family, name in plan:
         start = t0 + s * (cfg.duration_s + 60)
-        frames = _session(rng, cfg, name, start, family)
+        sensors = draw_sensors(np.random.default_rng([seed, 2, s])) if cfg.sensors == "varied" else Sensors()
+        frames = _session(rng, cfg, name, start, family, sensors)
         for table, df in frames.items():
             store.insert_frame(table, df)
             counts[table] += len(df)

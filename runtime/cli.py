@@ -149,7 +149,8 @@ def cmd_simulate(args) -> int:
     from ranker.simulate import HiddenDirector, SimConfig, simulate
 
     s = _settings(args)
-    cfg = SimConfig(cameras=args.cameras, duration_s=args.duration, director=HiddenDirector(family=args.director))
+    cfg = SimConfig(cameras=args.cameras, duration_s=args.duration, director=HiddenDirector(family=args.director),
+                    sensors=args.sensors)
     try:
         with FeatureStore(s.clickhouse_dsn) as store:
             counts = simulate(store, args.sessions, cfg, seed=args.seed)
@@ -304,6 +305,10 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument("--director", default="mixed", choices=["utility", "patient", "reactions", "silence", "mixed"],
                     help="the hidden human director: a utility over the scene tick by tick, or a family whose choices "
                          "depend on the last seconds (see ranker/simulate.py); mixed = one family per session")
+    si.add_argument("--sensors", default="varied", choices=["varied", "ideal"],
+                    help="how the analysis sees each session: varied = a setup drawn per session (framing, faces "
+                         "found or not, VLM/ASR on or off, mic bleed, b-roll noise), as real deployments differ; "
+                         "ideal = every stage on, clean mics")
     si.set_defaults(fn=cmd_simulate)
 
     tk = sub.add_parser("token", help="print a LiveKit access token for one role: camera (publish only), viewer "
