@@ -58,6 +58,7 @@ class ReplayResult:
     ping_pong: int
     cuts_in_speech: int
     sessions: int
+    human_ping_pong: int = 0  # the human program's own quick returns (A -> B -> A), on the same sessions
 
 
 def _human_shots(data: RankingData, idx: np.ndarray, end: float) -> list[Shot]:
@@ -79,7 +80,7 @@ def _pairs(spans) -> tuple[tuple[float, float], ...]:
 def replay(scores: np.ndarray, data: RankingData, config: PolicyConfig | None = None, tick_s: float = 0.2,
            match_window_s: float = 5.0) -> ReplayResult:
     off = data.offsets
-    agree, errors, matched, total_h, sw, hsw, pp, in_speech, minutes = [], [], 0, 0, 0, 0, 0, 0, 0.0
+    agree, errors, matched, total_h, sw, hsw, pp, hpp, in_speech, minutes = [], [], 0, 0, 0, 0, 0, 0, 0, 0.0
     sessions = data.sessions()
     quiet = np.where(np.isnan(data.quiet_at), None, data.quiet_at).tolist() if len(data.quiet_at) else []
     for sess in sessions:
@@ -104,6 +105,7 @@ def replay(scores: np.ndarray, data: RankingData, config: PolicyConfig | None = 
         sw += max(0, len(shots) - 1)
         hsw += max(0, len(human) - 1)
         pp += ping_pong(shots)
+        hpp += ping_pong(human)
         replay_cuts = [(s.start, s.camera) for s in shots[1:]]
         for h in human[1:]:
             total_h += 1
@@ -117,7 +119,7 @@ def replay(scores: np.ndarray, data: RankingData, config: PolicyConfig | None = 
         cut_recall=matched / total_h if total_h else float("nan"),
         switches_per_min=sw / minutes if minutes else 0.0,
         human_switches_per_min=hsw / minutes if minutes else 0.0,
-        ping_pong=pp, cuts_in_speech=in_speech, sessions=len(sessions))
+        ping_pong=pp, cuts_in_speech=in_speech, sessions=len(sessions), human_ping_pong=hpp)
 
 
 def evaluate(ranker, data: RankingData, policy: PolicyConfig | None = None, tick_s: float = 0.2) -> dict:
@@ -136,6 +138,7 @@ def evaluate(ranker, data: RankingData, policy: PolicyConfig | None = None, tick
         "replay_switches_per_min": r.switches_per_min,
         "human_switches_per_min": r.human_switches_per_min,
         "replay_ping_pong": r.ping_pong,
+        "human_ping_pong": r.human_ping_pong,
         "replay_cuts_in_speech": r.cuts_in_speech,
         "cut_points": int(data.cut_points.sum()),
         "groups": int(data.n_groups),

@@ -118,9 +118,13 @@ class Gate:
         if challenger["replay_frame_agreement"] < reference["replay_frame_agreement"] - self.max_agreement_drop:
             problems.append(f"replay agreement {challenger['replay_frame_agreement']:.3f} regresses from "
                             f"{reference_name}'s {reference['replay_frame_agreement']:.3f}")
-        if challenger["replay_ping_pong"] > reference["replay_ping_pong"] + self.max_ping_pong_increase:
+        # quick returns (A -> B -> A) beyond both the reference's and the humans' own on the same sessions: a program
+        # that returns as often as the people it learned from follows their conversation, it does not flicker
+        allowed = max(reference["replay_ping_pong"], challenger.get("human_ping_pong", 0))
+        if challenger["replay_ping_pong"] > allowed + self.max_ping_pong_increase:
             problems.append(f"ping-pong {challenger['replay_ping_pong']} > {reference_name}'s "
-                            f"{reference['replay_ping_pong']}")
+                            f"{reference['replay_ping_pong']}" + (f" and the humans' {challenger['human_ping_pong']}"
+                                                                  if "human_ping_pong" in challenger else ""))
         if challenger["replay_cuts_in_speech"] > reference["replay_cuts_in_speech"] + self.max_cuts_in_speech_increase:
             problems.append(f"cuts in speech {challenger['replay_cuts_in_speech']} > {reference_name}'s "
                             f"{reference['replay_cuts_in_speech']}")

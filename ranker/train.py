@@ -5,10 +5,10 @@
 - `tune`: an Optuna study (TPE sampler, median pruner, pruning inside XGBoost through optuna-integration's
   callback) over grouped cross-validation by session, persisted in an RDB storage (resumable, shareable by many
   workers), each trial logged to MLflow when a tracking URI is given. It tunes the ranker's parameters and the
-  switching policy's timing (`ranker.policy.TUNED_FIELDS`: minimum hold, cooldown, delta, dwell) JOINTLY, against
-  what the gate judges: the objective is the mean of cut-point top-1 (over the folds) and the replay frame agreement
-  with the human program (the held-out fold's sessions replayed through the director core under the trial's
-  policy). Both are recorded per trial (`cut_top1`, `replay_agreement` user attributes, MLflow metrics).
+  switching policy's timing (`ranker.policy.TUNED_FIELDS`: minimum hold, cooldown, delta, dwell, holding the
+  speaker, the ping-pong window) JOINTLY, against what the gate judges: the objective is the mean of cut-point
+  top-1 (over the folds) and the replay frame agreement with the human program (the held-out fold's sessions
+  replayed through the director core under the trial's policy). Both are recorded per trial (`cut_top1`, `replay_agreement` user attributes, MLflow metrics).
 - `train_ranker_dask`: the same training on a Dask cluster through `xgboost.dask`.
 """
 
@@ -128,7 +128,8 @@ def suggest(trial, space: dict[str, list] | None = None) -> tuple[dict, int]:
 POLICY_PREFIX = "policy."
 # the learned policy timing's search space (ranker.policy.TUNED_FIELDS), seconds or score units
 POLICY_SPACE: dict[str, tuple] = {"min_hold_s": (0.8, 5.0), "cooldown_s": (0.5, 6.0), "delta": (0.02, 0.4),
-                                  "dwell_s": (0.0, 1.5), "hold_speaker": (True, False)}
+                                  "dwell_s": (0.0, 1.5), "hold_speaker": (True, False),
+                                  "pingpong_window_s": (0.5, 10.0)}
 
 
 def suggest_policy(trial) -> dict[str, float | bool]:
@@ -161,7 +162,7 @@ def _replay_sessions(data: RankingData, max_groups: int) -> RankingData:
 def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, folds: int = 3, seed: int = 0,
          mlflow_tracking_uri: str | None = None, experiment: str = "aiobs-ranker-tuning", max_groups: int = 50_000,
          timeout_s: float | None = None, mlflow_artifacts_dir: str | None = None, policy=None, tick_s: float = 0.2,
-         tune_policy: bool = True, replay_groups: int = 6_000, space: dict | None = None,
+         tune_policy: bool = True, replay_groups: int = 15_000, space: dict | None = None,
          features: list[str] | None = None, progress=None, real=None):
     """Run (or resume) an Optuna study; returns it. The objective is the mean of cut-point top-1 over session folds
     and, with `tune_policy`, the replay frame agreement of the first fold's held-out sessions (at most about
@@ -232,15 +233,21 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
             if i == 0 and replayed is not None and replayed.n_groups:
                 agreement = replay(np.asarray(booster.inplace_predict(replayed.X[:, idx]), np.float64), replayed,
                                    base_policy.with_tuned(timing), tick_s).frame_agreement
-            trial.report(float(np.mean(scores)), step=rounds + i)
+            so_far = [x for x in scores if np.isfinite(x)]
+            if so_far:
+                trial.report(float(np.mean(so_far)), step=rounds + i)
             if i < len(splits) - 1 and trial.should_prune():
                 raise optuna.TrialPruned()
-        top1 = float(np.mean(scores))
+        finite = [x for x in scores if np.isfinite(x)]  # a fold whose held-out sessions have no cut point has no top-1
+        top1 = float(np.mean(finite)) if finite else float("nan")
         trial.set_user_attr("cut_top1", top1)
-        value = top1
+        parts = [x for x in (top1, agreement) if x is not None and np.isfinite(x)]
         if agreement is not None and np.isfinite(agreement):
             trial.set_user_attr("replay_agreement", float(agreement))
-            value = 0.5 * (top1 + float(agreement))
+        if not parts:
+            raise ValueError("tuning has nothing to score: no held-out fold has a human cut point and no replay ran "
+                             f"({data.n_groups} ticks of {len(data.sessions())} sessions); log more directed sessions")
+        value = float(np.mean(parts))
         if real:  # the gate's real-media rule, for the last fold's model under this trial's timing
             mine = evaluate_real(XGBoostRanker(booster), real, base_policy.with_tuned(timing))
             trial.set_user_attr("real_speaker_follow", float(mine["real_speaker_follow"]))
@@ -290,8 +297,11 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
         study.set_user_attr(k, v)
     if n_trials > 0:
         study.optimize(objective, n_trials=n_trials, callbacks=callbacks, timeout=timeout_s, gc_after_trial=True)
+        if replayed is not None and replayed.n_groups and _has_value(study):
+            _refine_timing(study, splits[0][0], replayed, base_policy, tick_s, features, idx, real,
+                           real_baseline if real else None, progress)
     log.info("study %s: %d trials before, %d now; best %.4f", study_name, done, len(study.trials),
-             study.best_value if study.best_trial else float("nan"))
+             max((t.value for t in study.trials if t.value is not None), default=float("nan")))
     return study
 
 
@@ -363,6 +373,71 @@ def _millis(dt) -> int | None:
     return int(dt.timestamp() * 1000) if dt is not None else None
 
 
+def _has_value(study) -> bool:
+    return any(t.value is not None and np.isfinite(t.value) for t in study.trials)
+
+
+REFINE_CANDIDATES = 8  # timings of the best trials tried for the chosen ranker (plus production's own)
+
+
+def _refine_timing(study, train: RankingData, replayed: RankingData, base_policy, tick_s: float, features, idx,
+                   real, real_baseline, progress=None) -> None:
+    """The timing for the best trial's ranker, chosen for THAT ranker: the joint objective picks the ranker's
+    parameters well (cut-point top-1 varies most between trials) but the winning trial's timing is only as good as
+    one draw next to them. So the best trial's model (trained on the first fold) is replayed under the timings of the
+    `REFINE_CANDIDATES` best trials that passed the real-media rule and under production's own (`incumbent_timing`),
+    and the timing with the highest replay agreement that keeps the real-media rule is kept in the study's user
+    attributes (`refined_timing`, with every candidate's agreement in `refined_candidates`); `best_policy` returns
+    it."""
+    from .evaluate import replay
+    from .registry import Gate
+    from .xgb import XGBoostRanker
+
+    best = study.best_trial
+    params, rounds = best_params(study)
+    booster = train_ranker(train, params, rounds, features=features)
+    scores = np.asarray(booster.inplace_predict(replayed.X[:, idx]), np.float64)
+    ranked = sorted((t for t in study.trials if t.value is not None and "real_problems" not in t.user_attrs
+                     and any(k.startswith(POLICY_PREFIX) for k in t.params)), key=lambda t: -t.value)
+    candidates = [incumbent_timing(base_policy)]
+    for t in ranked[:REFINE_CANDIDATES]:
+        timing = {k: v for k, v in t.params.items() if k.startswith(POLICY_PREFIX)}
+        if timing not in candidates:
+            candidates.append(timing)
+    results = []
+    for timing in candidates:
+        tuned = {k[len(POLICY_PREFIX):]: v for k, v in timing.items()}
+        agreement = replay(scores, replayed, base_policy.with_tuned(tuned), tick_s).frame_agreement
+        results.append((float(agreement) if np.isfinite(agreement) else -1.0, tuned))
+    results.sort(key=lambda r: -r[0])
+    chosen = None
+    for agreement, tuned in results:
+        if real:
+            from .evaluate import evaluate_real
+
+            mine = evaluate_real(XGBoostRanker(booster), real, base_policy.with_tuned(tuned))
+            if Gate().check_real(mine, {"baseline": real_baseline}):
+                continue
+        chosen = (agreement, tuned)
+        break
+    study.set_user_attr("refined_candidates", [{"agreement": round(a, 4), "timing": t} for a, t in results])
+    if chosen is None:
+        study.set_user_attr("refined_timing", None)
+        return
+    study.set_user_attr("refined_timing", {k: v if isinstance(v, bool) else float(v) for k, v in chosen[1].items()})
+    study.set_user_attr("refined_agreement", chosen[0])
+    def agreement_of(timing: dict) -> float:
+        tuned = {k[len(POLICY_PREFIX):]: v for k, v in timing.items() if k.startswith(POLICY_PREFIX)}
+        return next((a for a, t in results if t == tuned), float("nan"))
+
+    line = (f"study {study.study_name}: timing for the best trial's ranker: replay agreement {chosen[0]:.4f} "
+            f"(its own trial's timing {agreement_of(best.params):.4f}, production's "
+            f"{agreement_of(candidates[0]):.4f})")
+    log.info(line)
+    if progress:
+        progress(line)
+
+
 def best_params(study) -> tuple[dict, int]:
     """The best trial's XGBoost parameters and rounds (its policy timing: `best_policy`)."""
     p = {k: v for k, v in study.best_params.items() if not k.startswith(POLICY_PREFIX)}
@@ -371,9 +446,16 @@ def best_params(study) -> tuple[dict, int]:
 
 
 def best_policy(study) -> dict[str, float] | None:
-    """The policy timing of the best trial (ranker.policy.TUNED_FIELDS -> value), None when it was not tuned, or when
+    """The policy timing learned with the best trial's ranker (ranker.policy.TUNED_FIELDS -> value): the refined one
+    (`_refine_timing`) when tuning refined it, else the best trial's own; None when it was not tuned, or when
     even the best trial failed the real-media rule (then the front door's timing stays: no learned timing is better
     than one that loses the speaker on real footage)."""
+    if "refined_timing" in study.user_attrs:  # chosen for the best trial's ranker (tune's last step)
+        if study.user_attrs["refined_timing"] is None:
+            log.warning("study %s: no candidate timing kept the real-media rule for the best trial's ranker; the "
+                        "model keeps the front door's policy timing", study.study_name)
+            return None
+        return dict(study.user_attrs["refined_timing"])
     if "real_problems" in study.best_trial.user_attrs:
         log.warning("study %s: no trial passed the real-media rule (best: %s); the model keeps the front door's "
                     "policy timing", study.study_name, study.best_trial.user_attrs["real_problems"])
