@@ -359,6 +359,10 @@ CAMERA_TICKS = Table(
     order_by=("session_id", "ts", "camera_id"),
 )
 
+# `degraded` reasons for an analysis stage that is switched off by configuration (not failing): written by the
+# engine (runtime/analysis/engine.py) and by the simulator's sessions without that stage (ranker/simulate.py)
+STAGE_OFF: dict[str, str] = {"asr": "ASR disabled", "vlm": "no VLM configured"}
+
 DECISIONS = Table(
     name="decisions",
     doc="One row per director tick: what the policy did and why.",

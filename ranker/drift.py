@@ -37,7 +37,8 @@ def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
     if not len(a) or not len(b):
         return float("nan")
     grid = np.union1d(a, b)
-    return float(np.max(np.abs(np.searchsorted(a, grid, "right") / len(a) - np.searchsorted(b, grid, "right") / len(b))))
+    cdf_a, cdf_b = np.searchsorted(a, grid, "right") / len(a), np.searchsorted(b, grid, "right") / len(b)
+    return float(np.max(np.abs(cdf_a - cdf_b)))
 
 
 def _all_null_sessions(df: pd.DataFrame, f: str) -> float:

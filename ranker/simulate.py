@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.schema import SCHEMA_VERSION
+from features.schema import SCHEMA_VERSION, STAGE_OFF
 from features.temporal import temporal_columns
 
 
@@ -257,7 +257,7 @@ def _session(rng: np.random.Generator, cfg: SimConfig, session_id: str, t0: floa
     vlm_missing = (rng.random(shape) < 0.2) | (not p.vlm)
     kw_hits = (keyword & (rng.random(shape) < 0.6) & p.asr).astype(int)
     words = np.where(is_speaker & p.asr, rng.normal(2.5, 0.4, shape), 0.0).clip(0)
-    degraded = {**({} if p.vlm else {"vlm": "no VLM configured"}), **({} if p.asr else {"asr": "ASR disabled"})}
+    degraded = {stage: why for stage, why in STAGE_OFF.items() if not getattr(p, stage)}  # as the engine writes it
     # phrases: a speaker pauses for a tick roughly every 0.8-1.4 s (the policy's word boundaries)
     phrase = rng.integers(4, 8, C)
     speaking = is_speaker & ((np.arange(T)[:, None] + rng.integers(0, 8, C)) % phrase != 0)

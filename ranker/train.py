@@ -8,7 +8,8 @@
   switching policy's timing (`ranker.policy.TUNED_FIELDS`: minimum hold, cooldown, delta, dwell, holding the
   speaker, the ping-pong window) JOINTLY, against what the gate judges: the objective is the mean of cut-point
   top-1 (over the folds) and the replay frame agreement with the human program (the held-out fold's sessions
-  replayed through the director core under the trial's policy). Both are recorded per trial (`cut_top1`, `replay_agreement` user attributes, MLflow metrics).
+  replayed through the director core under the trial's policy). Both are recorded per trial (`cut_top1`,
+  `replay_agreement` user attributes, MLflow metrics).
 - `train_ranker_dask`: the same training on a Dask cluster through `xgboost.dask`.
 """
 
@@ -137,6 +138,47 @@ def suggest_policy(trial) -> dict[str, float | bool]:
             else trial.suggest_float(POLICY_PREFIX + k, *space) for k, space in POLICY_SPACE.items()}
 
 
+def timing_of(params: dict) -> dict[str, float | bool]:
+    """The policy timing in a trial's params (`policy.<field>` -> TUNED_FIELDS names); {} when it has none."""
+    return {k[len(POLICY_PREFIX):]: v if isinstance(v, bool) else float(v)
+            for k, v in params.items() if k.startswith(POLICY_PREFIX)}
+
+
+class _TimingJudge:
+    """What a (ranker, timing) pair is judged on while tuning, written once for the trials and the refinement: replay
+    agreement with the human program on `replayed` and, with `real`, the gate's real-media rule against the rule
+    baseline (`Gate.check_real`), both under `base_policy` with the timing applied."""
+
+    def __init__(self, replayed: RankingData | None, base_policy, tick_s: float, idx, real=None):
+        self.replayed, self.base_policy, self.tick_s, self.idx, self.real = replayed, base_policy, tick_s, idx, real
+        self.real_baseline = None
+        if real:
+            from .baseline import WeightedBaselineRanker
+            from .evaluate import evaluate_real
+
+            self.real_baseline = evaluate_real(WeightedBaselineRanker(), real, base_policy)
+
+    @property
+    def replays(self) -> bool:
+        return self.replayed is not None and self.replayed.n_groups > 0
+
+    def agreement(self, booster, timing: dict | None, scores: np.ndarray | None = None) -> float:
+        from .evaluate import replay
+
+        if scores is None:
+            scores = np.asarray(booster.inplace_predict(self.replayed.X[:, self.idx]), np.float64)
+        return float(replay(scores, self.replayed, self.base_policy.with_tuned(timing), self.tick_s).frame_agreement)
+
+    def real_rule(self, booster, timing: dict | None) -> tuple[float, list[str]]:
+        """(real-media speaker follow, the rule's problems: [] = kept)."""
+        from .evaluate import evaluate_real
+        from .registry import Gate
+        from .xgb import XGBoostRanker
+
+        mine = evaluate_real(XGBoostRanker(booster), self.real, self.base_policy.with_tuned(timing))
+        return float(mine["real_speaker_follow"]), Gate().check_real(mine, {"baseline": self.real_baseline})
+
+
 def incumbent_timing(policy) -> dict[str, float | bool]:
     """`policy`'s TUNED_FIELDS as trial params (`policy.<field>`), clipped into POLICY_SPACE: what `tune` enqueues as
     a new study's first trial."""
@@ -189,7 +231,7 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
     import optuna
     from optuna_integration import XGBoostPruningCallback
 
-    from .evaluate import cut_point_top1, replay
+    from .evaluate import cut_point_top1
     from .policy import PolicyConfig
 
     base_policy = policy or PolicyConfig()
@@ -213,14 +255,8 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
     fold_masks = session_folds(data, folds)
     splits = [(data.select_groups(tr), data.select_groups(va)) for tr, va in fold_masks]
 
-    replayed = _replay_sessions(splits[0][1], replay_groups) if tune_policy else None
-    if real:
-        from .baseline import WeightedBaselineRanker
-        from .evaluate import evaluate_real
-        from .registry import Gate
-        from .xgb import XGBoostRanker
-
-        real_baseline = evaluate_real(WeightedBaselineRanker(), real, base_policy)
+    judge = _TimingJudge(_replay_sessions(splits[0][1], replay_groups) if tune_policy else None, base_policy, tick_s,
+                         idx, real)
 
     def objective(trial) -> float:
         params, rounds = suggest(trial, space)
@@ -230,9 +266,8 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
             cb = [XGBoostPruningCallback(trial, "validation-ndcg@1")] if i == 0 else None
             booster = train_ranker(tr, params, rounds, valid=va, callbacks=cb, features=features)
             scores.append(cut_point_top1(booster.inplace_predict(va.X[:, idx]), va))
-            if i == 0 and replayed is not None and replayed.n_groups:
-                agreement = replay(np.asarray(booster.inplace_predict(replayed.X[:, idx]), np.float64), replayed,
-                                   base_policy.with_tuned(timing), tick_s).frame_agreement
+            if i == 0 and judge.replays:
+                agreement = judge.agreement(booster, timing)
             so_far = [x for x in scores if np.isfinite(x)]
             if so_far:
                 trial.report(float(np.mean(so_far)), step=rounds + i)
@@ -249,9 +284,8 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
                              f"({data.n_groups} ticks of {len(data.sessions())} sessions); log more directed sessions")
         value = float(np.mean(parts))
         if real:  # the gate's real-media rule, for the last fold's model under this trial's timing
-            mine = evaluate_real(XGBoostRanker(booster), real, base_policy.with_tuned(timing))
-            trial.set_user_attr("real_speaker_follow", float(mine["real_speaker_follow"]))
-            problems = Gate().check_real(mine, {"baseline": real_baseline})
+            follow, problems = judge.real_rule(booster, timing)
+            trial.set_user_attr("real_speaker_follow", follow)
             if problems:
                 trial.set_user_attr("real_problems", "; ".join(problems)[:500])
                 value -= 1.0
@@ -297,9 +331,8 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
         study.set_user_attr(k, v)
     if n_trials > 0:
         study.optimize(objective, n_trials=n_trials, callbacks=callbacks, timeout=timeout_s, gc_after_trial=True)
-        if replayed is not None and replayed.n_groups and _has_value(study):
-            _refine_timing(study, splits[0][0], replayed, base_policy, tick_s, features, idx, real,
-                           real_baseline if real else None, progress)
+        if judge.replays and _has_value(study):
+            _refine_timing(study, splits[0][0], judge, features, progress)
     log.info("study %s: %d trials before, %d now; best %.4f", study_name, done, len(study.trials),
              max((t.value for t in study.trials if t.value is not None), default=float("nan")))
     return study
@@ -380,58 +413,40 @@ def _has_value(study) -> bool:
 REFINE_CANDIDATES = 8  # timings of the best trials tried for the chosen ranker (plus production's own)
 
 
-def _refine_timing(study, train: RankingData, replayed: RankingData, base_policy, tick_s: float, features, idx,
-                   real, real_baseline, progress=None) -> None:
+def _refine_timing(study, train: RankingData, judge: _TimingJudge, features, progress=None) -> None:
     """The timing for the best trial's ranker, chosen for THAT ranker: the joint objective picks the ranker's
     parameters well (cut-point top-1 varies most between trials) but the winning trial's timing is only as good as
     one draw next to them. So the best trial's model (trained on the first fold) is replayed under the timings of the
     `REFINE_CANDIDATES` best trials that passed the real-media rule and under production's own (`incumbent_timing`),
     and the timing with the highest replay agreement that keeps the real-media rule is kept in the study's user
-    attributes (`refined_timing`, with every candidate's agreement in `refined_candidates`); `best_policy` returns
-    it."""
-    from .evaluate import replay
-    from .registry import Gate
-    from .xgb import XGBoostRanker
-
-    best = study.best_trial
+    attributes (`refined_timing`, None when none keeps it; every candidate's agreement in `refined_candidates`);
+    `best_policy` returns it."""
     params, rounds = best_params(study)
     booster = train_ranker(train, params, rounds, features=features)
-    scores = np.asarray(booster.inplace_predict(replayed.X[:, idx]), np.float64)
+    scores = np.asarray(booster.inplace_predict(judge.replayed.X[:, judge.idx]), np.float64)
     ranked = sorted((t for t in study.trials if t.value is not None and "real_problems" not in t.user_attrs
-                     and any(k.startswith(POLICY_PREFIX) for k in t.params)), key=lambda t: -t.value)
-    candidates = [incumbent_timing(base_policy)]
+                     and timing_of(t.params)), key=lambda t: -t.value)
+    candidates = [timing_of(incumbent_timing(judge.base_policy))]
     for t in ranked[:REFINE_CANDIDATES]:
-        timing = {k: v for k, v in t.params.items() if k.startswith(POLICY_PREFIX)}
-        if timing not in candidates:
-            candidates.append(timing)
+        if timing_of(t.params) not in candidates:
+            candidates.append(timing_of(t.params))
     results = []
     for timing in candidates:
-        tuned = {k[len(POLICY_PREFIX):]: v for k, v in timing.items()}
-        agreement = replay(scores, replayed, base_policy.with_tuned(tuned), tick_s).frame_agreement
-        results.append((float(agreement) if np.isfinite(agreement) else -1.0, tuned))
+        agreement = judge.agreement(booster, timing, scores)
+        results.append((agreement if np.isfinite(agreement) else -1.0, timing))
     results.sort(key=lambda r: -r[0])
-    chosen = None
-    for agreement, tuned in results:
-        if real:
-            from .evaluate import evaluate_real
-
-            mine = evaluate_real(XGBoostRanker(booster), real, base_policy.with_tuned(tuned))
-            if Gate().check_real(mine, {"baseline": real_baseline}):
-                continue
-        chosen = (agreement, tuned)
-        break
+    chosen = next(((a, t) for a, t in results if not judge.real or not judge.real_rule(booster, t)[1]), None)
     study.set_user_attr("refined_candidates", [{"agreement": round(a, 4), "timing": t} for a, t in results])
+    study.set_user_attr("refined_timing", chosen[1] if chosen else None)
+    study.set_user_attr("refined_agreement", chosen[0] if chosen else None)
     if chosen is None:
-        study.set_user_attr("refined_timing", None)
         return
-    study.set_user_attr("refined_timing", {k: v if isinstance(v, bool) else float(v) for k, v in chosen[1].items()})
-    study.set_user_attr("refined_agreement", chosen[0])
+
     def agreement_of(timing: dict) -> float:
-        tuned = {k[len(POLICY_PREFIX):]: v for k, v in timing.items() if k.startswith(POLICY_PREFIX)}
-        return next((a for a, t in results if t == tuned), float("nan"))
+        return next((a for a, t in results if t == timing), float("nan"))
 
     line = (f"study {study.study_name}: timing for the best trial's ranker: replay agreement {chosen[0]:.4f} "
-            f"(its own trial's timing {agreement_of(best.params):.4f}, production's "
+            f"(its own trial's timing {agreement_of(timing_of(study.best_trial.params)):.4f}, production's "
             f"{agreement_of(candidates[0]):.4f})")
     log.info(line)
     if progress:
@@ -460,9 +475,7 @@ def best_policy(study) -> dict[str, float] | None:
         log.warning("study %s: no trial passed the real-media rule (best: %s); the model keeps the front door's "
                     "policy timing", study.study_name, study.best_trial.user_attrs["real_problems"])
         return None
-    p = {k[len(POLICY_PREFIX):]: v if isinstance(v, bool) else float(v)
-         for k, v in study.best_params.items() if k.startswith(POLICY_PREFIX)}
-    return p or None
+    return timing_of(study.best_params) or None
 
 
 def train_ranker_dask(client, train: RankingData, params: dict | None = None, rounds: int = DEFAULT_ROUNDS,

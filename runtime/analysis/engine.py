@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from features.observations import CameraObservation
+from features.schema import STAGE_OFF
 from runtime import metrics
 from runtime.media import SAMPLE_RATE
 from runtime.models import resolve_whisper, resolve_yolo
@@ -200,14 +201,14 @@ class AnalysisEngine:
             resolve_whisper(settings.whisper_model, models_dir=settings.models_dir, offline=settings.offline),
             device=settings.device)) if asr else None
         if not asr:
-            degraded["asr"] = "ASR disabled"
+            degraded["asr"] = STAGE_OFF["asr"]
         vlm = None
         if settings.vlm_model:
             from .vlm import VlmAnalyzer
 
             vlm = load("vlm", lambda: VlmAnalyzer.from_settings(settings, camera_ids))
         else:
-            degraded["vlm"] = "no VLM configured"
+            degraded["vlm"] = STAGE_OFF["vlm"]
         if "vision_every" not in kwargs:  # people/faces rate per camera: configured, or auto
             from .people import resolve_device
 
