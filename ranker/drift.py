@@ -50,17 +50,27 @@ def _all_null_sessions(df: pd.DataFrame, f: str) -> float:
 def feature_drift(sim: pd.DataFrame, real: pd.DataFrame, features=None, tol: float = 0.05,
                   abs_tol: float = 1e-6) -> pd.DataFrame:
     """One row per feature: null rates, medians, simulated 5/95% quantiles, coverage, median_inside, null_covered,
-    ks, and `ok` (coverage >= MIN_COVERAGE, median_inside and null_covered; a feature the real set never observes is
-    ok on its null coverage alone)."""
+    ks, `sim_missing` (the simulated rows have no such column), and `ok` (present, coverage >= MIN_COVERAGE,
+    median_inside and null_covered; a feature the real set never observes is ok on its null coverage alone).
+    TypeError/ValueError for input that is not two non-empty DataFrames or names unknown features."""
     from features.extract import RANKER_FEATURES
 
+    for name, df in (("sim", sim), ("real", real)):
+        if not isinstance(df, pd.DataFrame):
+            raise TypeError(f"feature_drift: {name} must be a DataFrame of camera_ticks rows, not "
+                            f"{type(df).__name__} (for the real-media set: pd.concat(s.camera_ticks for s in sessions))")
+        if df.empty:
+            raise ValueError(f"feature_drift: no {name} rows to compare")
+    unknown = [f for f in features or () if f not in RANKER_FEATURES]
+    if unknown:
+        raise ValueError(f"feature_drift: unknown feature(s) {unknown}; the ranker's are {list(RANKER_FEATURES)}")
     rows = []
     for f in features or RANKER_FEATURES:
         a, b = _values(sim, f), _values(real, f)
         fa, fb = a[np.isfinite(a)], b[np.isfinite(b)]
         real_null = float(np.mean(~np.isfinite(b))) if len(b) else 1.0
         null_sessions = _all_null_sessions(sim, f)
-        row = {"feature": f, "sim_null": float(np.mean(~np.isfinite(a))) if len(a) else 1.0, "real_null": real_null,
+        row = {"feature": f, "sim_missing": f not in sim, "sim_null": float(np.mean(~np.isfinite(a))) if len(a) else 1.0, "real_null": real_null,
                "sim_all_null_sessions": null_sessions,
                "sim_median": float(np.median(fa)) if len(fa) else np.nan,
                "real_median": float(np.median(fb)) if len(fb) else np.nan,
@@ -74,7 +84,7 @@ def feature_drift(sim: pd.DataFrame, real: pd.DataFrame, features=None, tol: flo
                        median_inside=bool(q05 - pad <= np.median(fb) <= q95 + pad))
         elif len(fb):  # the real analysis produces values the simulator never does
             row.update(coverage=0.0, median_inside=False)
-        row["ok"] = bool(row["null_covered"] and row["median_inside"]
+        row["ok"] = bool(not row["sim_missing"] and row["null_covered"] and row["median_inside"]
                          and (np.isnan(row["coverage"]) or row["coverage"] >= MIN_COVERAGE))
         rows.append(row)
     return pd.DataFrame(rows)

@@ -90,7 +90,8 @@ def draw_sensors(rng: np.random.Generator) -> Sensors:
     lo = int(rng.integers(1, 4))
     return Sensors(
         faces=bool(rng.random() < 0.5), vlm=bool(rng.random() < 0.5), asr=bool(rng.random() < 0.6),
-        closeup_area=float(rng.uniform(0.2, 0.97)),
+        # tight close-ups that fill the frame (as the real analysis sees the sample's) in about 40% of sessions
+        closeup_area=float(rng.uniform(0.85, 0.99) if rng.random() < 0.4 else rng.uniform(0.2, 0.85)),
         closeup_double=float(rng.uniform(0, 0.8)) if rng.random() < 0.5 else 0.0,
         wide_people=(lo, lo + int(rng.integers(1, 5))), area_per_person=float(rng.uniform(0.03, 0.25)),
         motion=(float(rng.uniform(0.02, 0.14)), float(rng.uniform(0.01, 0.03))),
@@ -360,7 +361,7 @@ def simulate(store, sessions: int, config: SimConfig | None = None, seed: int = 
         known = store.sessions(among=[name for _, _, name in plan])
         if known:
             raise ValueError(f"simulated session(s) {known[:3]}{' ...' if len(known) > 3 else ''} are already in the "
-                             f"feature log: pick another --seed (or prefix) to add sessions")
+                             f"feature log: pick another --seed to add sessions")
     for s, family, name in plan:
         start = t0 + s * (cfg.duration_s + 60)
         sensors = draw_sensors(np.random.default_rng([seed, 2, s])) if cfg.sensors == "varied" else Sensors()

@@ -252,6 +252,9 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
             keep.append(s)
             total += per[s]
         data = data.select_groups(np.isin(data.session, keep))
+    if len(data.sessions()) < 2 or not data.n_groups:
+        raise ValueError(f"tuning needs labelled ticks of at least 2 sessions (models are validated on sessions they "
+                         f"did not see); got {data.n_groups} ticks of {len(data.sessions())} session(s)")
     fold_masks = session_folds(data, folds)
     splits = [(data.select_groups(tr), data.select_groups(va)) for tr, va in fold_masks]
 
@@ -316,8 +319,9 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
     for k, v in setup.items():
         study.set_user_attr(k, v)
     study.set_user_attr("resumed", resumed)
-    if tune_policy and not resumed:  # the first trial tries the timing production runs now (the incumbent), so a
-        study.enqueue_trial(incumbent_timing(base_policy))  # learned timing is adopted only when it does better
+    incumbent = incumbent_timing(base_policy)
+    if tune_policy and not _tried(study, incumbent):  # the timing production runs now is tried first (again, when the
+        study.enqueue_trial(incumbent)  # trial that had it failed), so a learned timing is adopted only when better
     done = len([t for t in study.trials if t.state.is_finished()])
     if progress:
         progress(f"study {study_name}: {'resuming after ' + str(done) + ' trials' if resumed else 'new'}; "
@@ -404,6 +408,15 @@ def _mlflow_trial_logger(tracking_uri: str, experiment: str, study_name: str, ar
 
 def _millis(dt) -> int | None:
     return int(dt.timestamp() * 1000) if dt is not None else None
+
+
+def _tried(study, params: dict) -> bool:
+    """Some trial of `study` that did not fail ran (or is queued to run) `params`' policy timing."""
+    from optuna.trial import TrialState
+
+    want = timing_of(params)
+    return any(timing_of(t.system_attrs.get("fixed_params", t.params)) == want
+               for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL)
 
 
 def _has_value(study) -> bool:

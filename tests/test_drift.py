@@ -26,17 +26,18 @@ def real():
     return pd.concat([s.camera_ticks for s in real_sessions(REALSET)], ignore_index=True)
 
 
-def simulated(tmp_path, sensors: str, sessions: int = 12) -> pd.DataFrame:
+def simulated(tmp_path, sensors: str, sessions: int = 12, seed: int = 5) -> pd.DataFrame:
     settings = load_settings(env={}, data_dir=tmp_path / sensors)
     settings.ensure_dirs()
     with FeatureStore(settings.clickhouse_dsn) as store:
         simulate(store, sessions, SimConfig(duration_s=120, director=HiddenDirector(family="mixed"), sensors=sensors),
-                 seed=5)
+                 seed=seed)
         return store.frame("camera_ticks")
 
 
-def test_every_simulated_feature_covers_the_real_analysis(tmp_path, real):
-    drift = feature_drift(simulated(tmp_path, "varied"), real)
+@pytest.mark.parametrize("seed", [5, 6, 7, 8])  # any dozen sessions, not one lucky draw
+def test_every_simulated_feature_covers_the_real_analysis(tmp_path, real, seed):
+    drift = feature_drift(simulated(tmp_path, "varied", seed=seed), real)
     from features.extract import RANKER_FEATURES
 
     assert list(drift["feature"]) == list(RANKER_FEATURES)
@@ -52,6 +53,18 @@ def test_the_idealised_simulator_fails_the_check(tmp_path, real):
     drift = feature_drift(simulated(tmp_path, "ideal", sessions=6), real).set_index("feature")
     # close-ups that fill the frame and a deployment without a VLM: never seen by a model trained on ideal sessions
     assert not drift.loc["largest_person_area", "ok"] and not drift.loc["vlm_interest", "null_covered"]
+
+
+def test_drift_refuses_what_it_cannot_compare(tmp_path, real):
+    sim = simulated(tmp_path, "varied", sessions=2)
+    with pytest.raises(TypeError, match="DataFrame"):  # e.g. the RealSession list itself
+        feature_drift(sim, real_sessions(REALSET))
+    with pytest.raises(ValueError, match="no sim rows"):
+        feature_drift(sim.iloc[:0], real)
+    with pytest.raises(ValueError, match="unknown feature"):
+        feature_drift(sim, real, features=["crowd_roar"])
+    gone = feature_drift(sim.drop(columns=["face_count"]), real).set_index("feature").loc["face_count"]
+    assert gone["sim_missing"] and not gone["ok"]  # a missing column is not an all-NULL one
 
 
 def test_a_sessions_sensors_are_consistent_and_logged(tmp_path):

@@ -660,3 +660,20 @@ def test_a_study_reports_progress_takes_its_space_and_features_from_config_and_n
         tune(train, n_trials=1, space={"max_dept": [2, 3]}, **kw)
     with pytest.raises(ValueError, match="unknown feature"):
         tune(train, n_trials=1, features=["crowd_roar"], **kw)
+    with pytest.raises(ValueError, match="at least 2 sessions"):  # nothing to validate on: refused, not scored
+        tune(train.select_groups(train.session == train.sessions()[0]), n_trials=1, **kw)
+
+    # production's timing is tried again when the trial that ran it failed (a crash, a bad batch)
+    from optuna.trial import TrialState
+
+    from ranker.policy import PolicyConfig
+    from ranker.train import incumbent_timing, timing_of
+
+    retry = dict(kw, study_name="retry")
+    study = tune(train, n_trials=0, **retry)  # new: production's timing is queued
+    trial = study.ask()
+    assert timing_of(study.trials[-1].system_attrs["fixed_params"]) == timing_of(incumbent_timing(PolicyConfig()))
+    study.tell(trial, state=TrialState.FAIL)
+    again = tune(train, n_trials=1, **retry)
+    assert again.user_attrs["resumed"] and again.trials[-1].state != TrialState.FAIL
+    assert timing_of(again.trials[-1].params) == timing_of(incumbent_timing(PolicyConfig()))
