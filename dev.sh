@@ -29,7 +29,7 @@ LIVEKIT_CLIENT_INTEGRITY="sha512-j9Kg86nJjBjNFUD+ukp2jwMCGa0k+YD5gU//RzAM+ZY3pbG
 export YOLO_OFFLINE=1 YOLO_AUTOINSTALL=false YOLO_CONFIG_DIR="$ROOT/.cache/ultralytics"
 export MLFLOW_DISABLE_TELEMETRY=true DAGSTER_DISABLE_TELEMETRY=1 BENTOML_DO_NOT_TRACK=true ORT_DISABLE_TELEMETRY=1
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TRANSFORMERS_OFFLINE=1 DO_NOT_TRACK=1
-export UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy PIP_DISABLE_PIP_VERSION_CHECK=1
+export UV_PYTHON_DOWNLOADS=never PIP_DISABLE_PIP_VERSION_CHECK=1
 export PATH="$ROOT/.bin:$PATH"
 
 log() { printf '[dev.sh] %s\n' "$*" >&2; }
@@ -59,13 +59,37 @@ setup_uv() {
   "$ROOT/.cache/uv-tool/bin/pip" install -q "uv==$UV_VERSION"
 }
 
+# The venv unpacked is ~8.7 GB (5.5 GB of it CUDA libs torch's PyPI wheel drags in). Copying it out of uv's cache
+# needs that much again on the disk, which a CI machine has not always had (it ran out of space once). So: hardlinks
+# when the cache is on the same filesystem (no extra space), a copy when it is not and the disk has room, symlinks
+# into the cache otherwise (setup_venv re-syncs if a cache clean left them dangling).
+VENV_NEED_KB=$((10 * 1024 * 1024))
+choose_link_mode() {
+  if [ -n "${UV_LINK_MODE:-}" ]; then log "uv link mode $UV_LINK_MODE (from UV_LINK_MODE)"; return 0; fi
+  local cache free
+  cache="$("$UV" cache dir 2>/dev/null)"; mkdir -p "$cache"
+  free="$(df -Pk .venv | awk 'NR==2 {print $4}')"
+  if [ "$(stat -c %d "$cache")" = "$(stat -c %d .venv)" ]; then
+    export UV_LINK_MODE=hardlink
+  elif [ "$free" -ge "$VENV_NEED_KB" ]; then
+    export UV_LINK_MODE=copy
+  else
+    export UV_LINK_MODE=symlink
+    log "only $((free / 1024)) MB free beside .venv and uv's cache ($cache) is on another filesystem:" \
+        "linking the venv's files into the cache instead of copying them"
+  fi
+}
+
 setup_venv() {
   local want have=""
   want="$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)"
   [ -f .venv/.aiobs-lock ] && have="$(cat .venv/.aiobs-lock)"
-  if [ "$want" = "$have" ] && [ -x .venv/bin/aiobs ]; then return 0; fi
+  if [ "$want" = "$have" ] && [ -x .venv/bin/aiobs ] && [ -e .venv/lib/python3.11/site-packages/torch/__init__.py ]; then
+    return 0
+  fi
   log "syncing .venv with requirements.lock (first run downloads ~3 GB of wheels; later runs use uv's cache)"
   [ -x .venv/bin/python ] || "$UV" venv -q --python "$PYTHON" .venv
+  choose_link_mode
   # bytecode compiled once here: every `aiobs` start imports torch and friends, and a shell with
   # PYTHONDONTWRITEBYTECODE would otherwise recompile them on every run (seconds each time)
   VIRTUAL_ENV="$ROOT/.venv" "$UV" pip sync -q --compile-bytecode requirements.lock
@@ -147,15 +171,17 @@ case "$cmd" in
     log "data dir $DEVSH_DATA_DIR (DAGSTER_HOME $DAGSTER_HOME, MLflow $DEVSH_MLFLOW)"
     mkdir -p "$DAGSTER_HOME" && cp -n dagster.yaml "$DAGSTER_HOME/dagster.yaml"
     if [ "$cmd" = retrain ]; then
-      exec .venv/bin/dagster job execute -m pipelines.definitions -j retrain_ranker "$@"
+      exec env --default-signal=INT,TERM .venv/bin/dagster job execute -m pipelines.definitions -j retrain_ranker "$@"
     fi
-    exec .venv/bin/dagster dev -m pipelines.definitions -h 127.0.0.1 -p "${PORT:-3000}" "$@" ;;
+    # a shell that started us in the background ignores SIGINT, and `dagster dev` copies SIGINT's handler onto
+    # SIGTERM: both were ignored (~60 s until a kill). Default handlers make INT/TERM a clean, prompt shutdown.
+    exec env --default-signal=INT,TERM .venv/bin/dagster dev -m pipelines.definitions -h 127.0.0.1 -p "${PORT:-3000}" "$@" ;;
   mlflow)
     setup
     eval "$(stores)"
     log "MLflow UI on $DEVSH_MLFLOW (artifacts $DEVSH_ARTIFACTS)"
     # one worker: the UI starts in seconds on a small machine (four took ~90 s on 2 cores)
-    exec .venv/bin/mlflow ui --backend-store-uri "$DEVSH_MLFLOW" \
+    exec env --default-signal=INT,TERM .venv/bin/mlflow ui --backend-store-uri "$DEVSH_MLFLOW" \
       --workers "${MLFLOW_WORKERS:-1}" --host 127.0.0.1 --port "${PORT:-5000}" "$@" ;;
   *)
     sed -n '2,15p' "$0"; exit 2 ;;
