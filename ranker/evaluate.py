@@ -12,12 +12,12 @@ Two views, because "stay on the current camera" agrees with a human on ~98% of t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .dataset import RankingData, scene_part
-from .metrics import Shot, frame_agreement, ping_pong, shots_from_decisions
+from .metrics import Shot, disagreements, frame_agreement, ping_pong, shots_from_decisions
 from .core import CameraTick, DirectorCore
 from .policy import PolicyConfig
 
@@ -59,6 +59,11 @@ class ReplayResult:
     cuts_in_speech: int
     sessions: int
     human_ping_pong: int = 0  # the human program's own quick returns (A -> B -> A), on the same sessions
+    # per session: agreement, switches/min of the replay and of the human, ping-pong, cuts inside speech (worst first
+    # is `sorted(per_session, key=lambda r: r["agreement"])`)
+    per_session: list = field(default_factory=list)
+    # every span where the replay shows another camera than the human (ranker.metrics.disagreements, with `session`)
+    disagreements: list = field(default_factory=list)
 
 
 def _human_shots(data: RankingData, idx: np.ndarray, end: float) -> list[Shot]:
@@ -81,12 +86,13 @@ def replay(scores: np.ndarray, data: RankingData, config: PolicyConfig | None = 
            match_window_s: float = 5.0) -> ReplayResult:
     off = data.offsets
     agree, errors, matched, total_h, sw, hsw, pp, hpp, in_speech, minutes = [], [], 0, 0, 0, 0, 0, 0, 0, 0.0
+    per_session, spans = [], []
     sessions = data.sessions()
     quiet = np.where(np.isnan(data.quiet_at), None, data.quiet_at).tolist() if len(data.quiet_at) else []
     for sess in sessions:
         idx = np.flatnonzero(data.session == sess)
         core = DirectorCore(sess, policy=config, tick_s=tick_s, explain=False, model_policy=False)
-        decisions = []
+        decisions, speech_before = [], in_speech
         for g in idx:
             a, b = off[g], off[g + 1]
             cams = [CameraTick(str(data.camera[i]), scene_part(data.X[i]), speaking=bool(data.speaking[i]),
@@ -106,6 +112,11 @@ def replay(scores: np.ndarray, data: RankingData, config: PolicyConfig | None = 
         hsw += max(0, len(human) - 1)
         pp += ping_pong(shots)
         hpp += ping_pong(human)
+        per_session.append({"session": sess, "agreement": agree[-1], "seconds": round(dur, 3),
+                            "switches_per_min": max(0, len(shots) - 1) / (dur / 60) if dur else 0.0,
+                            "human_switches_per_min": max(0, len(human) - 1) / (dur / 60) if dur else 0.0,
+                            "ping_pong": ping_pong(shots), "cuts_in_speech": in_speech - speech_before})
+        spans.extend({"session": sess, **d} for d in disagreements(shots, human, start, end, tick_s))
         replay_cuts = [(s.start, s.camera) for s in shots[1:]]
         for h in human[1:]:
             total_h += 1
@@ -119,7 +130,8 @@ def replay(scores: np.ndarray, data: RankingData, config: PolicyConfig | None = 
         cut_recall=matched / total_h if total_h else float("nan"),
         switches_per_min=sw / minutes if minutes else 0.0,
         human_switches_per_min=hsw / minutes if minutes else 0.0,
-        ping_pong=pp, cuts_in_speech=in_speech, sessions=len(sessions), human_ping_pong=hpp)
+        ping_pong=pp, cuts_in_speech=in_speech, sessions=len(sessions), human_ping_pong=hpp,
+        per_session=per_session, disagreements=spans)
 
 
 def evaluate(ranker, data: RankingData, policy: PolicyConfig | None = None, tick_s: float = 0.2) -> dict:

@@ -132,6 +132,29 @@ def frame_agreement(a: Sequence[Shot], b: Sequence[Shot], start: float, end: flo
     return float(np.mean(program_at(a, t) == program_at(b, t))) if len(t) else 0.0
 
 
+def disagreements(program: Sequence[Shot], human: Sequence[Shot], start: float, end: float,
+                  step_s: float = 0.2) -> list[dict]:
+    """The spans where `program` shows another camera than `human`, on frame_agreement's sample grid (so their
+    seconds add up to (1 - agreement) x duration): start, end, seconds, the human's camera, the program's camera."""
+    t = np.arange(start, end, step_s)
+    if not len(t) or not program or not human:
+        return []
+    p, h = program_at(program, t), program_at(human, t)
+    spans, i = [], 0
+    while i < len(t):
+        if p[i] == h[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < len(t) and p[j + 1] == p[i] and h[j + 1] == h[i]:
+            j += 1
+        s, e = float(t[i]), float(min(end, t[j] + step_s))
+        spans.append({"start": round(s, 3), "end": round(e, 3), "seconds": round(e - s, 3), "human": h[i],
+                      "program": p[i]})
+        i = j + 1
+    return spans
+
+
 def summary(shots: Sequence[Shot], duration_s: float, lines: Sequence[dict] | None = None,
             audio_lead_s: float = 0.0) -> dict:
     out = {

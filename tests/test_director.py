@@ -227,3 +227,34 @@ def test_compositor_cut_dissolve_and_overlays():
     for i in range(20):
         comp.compose(30.0 + i, {"a": white})
     assert (time.perf_counter() - t) / 20 < 0.2  # sanity only; the 10 ms target is measured by bench/director.py
+
+
+def test_a_disagreement_clip_shows_the_humans_and_the_models_camera(directed, tmp_path):
+    """runtime/clips.py cuts the moment a model and the human differ from the recorded files of a directed session
+    (found through its report.json): human's camera left, model's right, at the right session time."""
+    from runtime.clips import disagreement_clip, find_reports
+
+    r, out, _, _ = directed
+    report = find_reports(out.parent)[r.session_id]
+    cams = json.loads(report.read_text())["cameras"]
+    human, model = cams[1], cams[2]
+    clip = disagreement_clip(report, 20.0, 22.0, human["id"], model["id"], tmp_path, context_s=1.0, fps=10)
+    assert (clip["start"], clip["end"]) == (19.0, 23.0)
+    info = probe(clip["mp4"])
+    assert info.width == 640 and abs(info.duration - 4.0) < 0.25
+    import cv2
+
+    strip = cv2.cvtColor(cv2.imread(clip["png"]), cv2.COLOR_BGR2RGB)
+    assert strip.shape == (3 * 180, 640, 3)
+    # the first still (t = 20 s): the left panel is the human's camera at its file time, the right the model's
+    for cam, x0 in ((human, 0), (model, 320)):
+        cursor = FrameCursor(cam["file"], (320, 180))
+        want = cursor.frame_at(20.0 - cam["offset_s"]).astype(float)
+        other = FrameCursor((model if cam is human else human)["file"], (320, 180))
+        wrong = other.frame_at(20.0 - (model if cam is human else human)["offset_s"]).astype(float)
+        cursor.close()
+        other.close()
+        got = strip[30:180, x0:x0 + 320].astype(float)  # below the label bar
+        assert np.abs(got - want[30:]).mean() < 12 < np.abs(got - wrong[30:]).mean()
+    with pytest.raises(Exception, match="camera 'nope'"):
+        disagreement_clip(report, 1.0, 2.0, "nope", model["id"], tmp_path)

@@ -263,7 +263,7 @@ def test_notebooks_execute(name, platform, tmp_path):
     # the comparison notebook reads the platform's MLflow registry
     data_dir = tmp_path if name == "ranker_exploration" else settings.data_dir
     env_keys = {"AIOBS_DATA_DIR": str(data_dir), "PYTHONPATH": str(ROOT), "AIOBS_REALSET_DIR": str(REALSET),
-                "NOTEBOOK_SIMULATE": "1"}
+                "NOTEBOOK_SIMULATE": "1", "NOTEBOOK_OUT_DIR": str(tmp_path / "out")}
     old = {k: os.environ.get(k) for k in env_keys}
     os.environ.update(env_keys)
     try:
@@ -279,11 +279,19 @@ def test_notebooks_execute(name, platform, tmp_path):
     nbformat.write(nb, tmp_path / f"{name}.executed.ipynb")  # the executed copy, plots inline
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) >= 2, "the plots render inline"
+    # what `jupyter nbconvert --to html` makes of it (nbconvert is in the lock): the plots embedded in the page
+    from nbconvert import HTMLExporter
+
+    page, _ = HTMLExporter().from_notebook_node(nb)
+    assert page.count("data:image/png;base64,") >= len(images)
     text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     if name == "model_comparison":
         assert "registered version(s)" in text
         html = "".join(o.get("data", {}).get("text/html", "") for c in nb.cells for o in c.get("outputs", []))
         assert "champion" in html  # the aliases column is filled
+        # the disagreement view: worst sessions, the longest moments with both cameras' features, and why no clips
+        assert "disagreeing span(s)" in text and "cuts_in_speech" in html and "human.speech_prob" in html
+        assert "no recorded media for these sessions" in text
     else:
         assert "NOTEBOOK_SIMULATE=1: simulating" in text  # never silently
 

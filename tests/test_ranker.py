@@ -125,3 +125,38 @@ def test_unreachable_registry_fails_fast_with_a_clear_error():
     with pytest.raises(RankerError, match="cannot load XGBoost model models:/aiobs-ranker@champion"):
         XGBoostRanker.load("models:/aiobs-ranker@champion", tracking_uri="http://127.0.0.1:1")
     assert time.perf_counter() - t < 60
+
+
+def test_replay_says_which_sessions_and_moments_disagree_with_the_human(data_dir):
+    """The disagreement view: per-session replay figures (worst sessions first by agreement) and every span where the
+    replayed program shows another camera than the human, adding up to exactly the frames that disagree."""
+    from features.store import FeatureStore
+    from ranker.dataset import load_ranking_data
+    from ranker.evaluate import replay
+    from ranker.metrics import disagreements, Shot
+    from ranker.simulate import HiddenDirector, SimConfig, simulate
+    from runtime.settings import load_settings
+
+    a = [Shot("cam1", 0.0, 4.0), Shot("cam2", 4.0, 10.0)]
+    h = [Shot("cam1", 0.0, 3.0), Shot("cam2", 3.0, 8.0), Shot("cam3", 8.0, 10.0)]
+    assert disagreements(a, h, 0.0, 10.0, 0.5) == [
+        {"start": 3.0, "end": 4.0, "seconds": 1.0, "human": "cam2", "program": "cam1"},
+        {"start": 8.0, "end": 10.0, "seconds": 2.0, "human": "cam3", "program": "cam2"}]
+    assert disagreements(a, a, 0.0, 10.0) == [] and disagreements([], h, 0.0, 10.0) == []
+
+    settings = load_settings(env={}, data_dir=data_dir)
+    settings.ensure_dirs()
+    with FeatureStore(settings.clickhouse_dsn) as store:
+        simulate(store, 3, SimConfig(duration_s=90, director=HiddenDirector(family="mixed")), seed=11)
+        data = load_ranking_data(store)
+    scores = WeightedBaselineRanker().score(data.X)
+    r = replay(scores, data, tick_s=0.2)
+    assert len(r.per_session) == 3 == r.sessions
+    assert r.frame_agreement == pytest.approx(np.mean([s["agreement"] for s in r.per_session]))
+    for s in r.per_session:
+        spans = [d for d in r.disagreements if d["session"] == s["session"]]
+        assert all(d["human"] != d["program"] and d["end"] > d["start"] for d in spans)
+        assert all(x["end"] <= y["start"] + 1e-9 for x, y in zip(spans, spans[1:]))
+        disagreeing = sum(d["seconds"] for d in spans)
+        assert disagreeing == pytest.approx((1 - s["agreement"]) * s["seconds"], abs=0.21)
+    assert r.cuts_in_speech == sum(s["cuts_in_speech"] for s in r.per_session)
