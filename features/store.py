@@ -40,8 +40,6 @@ def describe_dsn(dsn: str) -> str:
 
 def _connect(dsn: str, connect_timeout: float):
     import clickhouse_connect
-    from clickhouse_connect.driver.exceptions import ClickHouseError
-
     u = urlparse(dsn)
     if u.scheme == "chdb":
         if u.path:
@@ -53,10 +51,34 @@ def _connect(dsn: str, connect_timeout: float):
         if u.scheme != "chdb":
             kwargs.update(connect_timeout=max(1, int(connect_timeout)), query_retries=0)
         return clickhouse_connect.get_client(**kwargs)
-    except ClickHouseError as e:
-        raise StoreUnavailable(f"ClickHouse unreachable: cannot open {describe_dsn(dsn)}: {_first_line(e)}") from e
-    except Exception as e:  # chdb raises its own errors, e.g. "Code: 36 ... EmbeddedServer" when the path is locked
-        raise StoreUnavailable(f"ClickHouse unreachable: cannot open {describe_dsn(dsn)}: {_first_line(e)}") from e
+    except Exception as e:  # ClickHouseError, or chdb's own ("Code: 36 ... EmbeddedServer" when the path is locked)
+        raise _cannot_open(dsn, e) from e
+
+
+def _cannot_open(dsn: str, e: BaseException) -> StoreUnavailable:
+    if dsn.startswith("chdb:") and _held_elsewhere(urlparse(dsn).path):
+        return StoreUnavailable(
+            f"the feature log at {describe_dsn(dsn)} is in use by another process (embedded chDB opens in one process "
+            "at a time: a running `aiobs direct`/`live`/`simulate`, `bentoml serve`, a notebook kernel or a Dagster "
+            "run): wait for it or stop it, give this command another data dir, or use a ClickHouse server "
+            "(AIOBS_CLICKHOUSE_DSN=http://...)")
+    return StoreUnavailable(f"ClickHouse unreachable: cannot open {describe_dsn(dsn)}: {_first_line(e)}")
+
+
+def _held_elsewhere(path: str) -> bool:
+    """Another process runs an embedded ClickHouse on `path` (it holds the lock on its `status` file)."""
+    import fcntl
+
+    try:
+        with open(os.path.join(path, "status"), "rb") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+    except OSError:  # no status file: nobody runs there
+        pass
+    return False
 
 
 def _first_line(e: BaseException) -> str:

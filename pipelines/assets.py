@@ -55,6 +55,7 @@ def training_dataset(context: AssetExecutionContext, config: DatasetConfig, clic
     from ranker.dataset import load_ranking_data, split_by_session
 
     with clickhouse.store() as store:
+        store.ensure_schema()  # a fresh data dir has no tables yet: an empty dataset, which the checks then explain
         data = load_ranking_data(store, synthetic=config.synthetic)
     train, held_out = split_by_session(data, config.eval_percent) if data.n_groups else (data, data)
     meta = {"rows": int(len(data.y)), "groups": int(data.n_groups), "sessions": len(data.sessions()),
@@ -64,16 +65,19 @@ def training_dataset(context: AssetExecutionContext, config: DatasetConfig, clic
 
 
 @asset_check(asset=training_dataset, blocking=True, description="enough labelled ticks and human cut points")
-def dataset_row_counts(training_dataset) -> AssetCheckResult:
+def dataset_row_counts(context, training_dataset) -> AssetCheckResult:
     d = training_dataset["all"]
     ok = d.n_groups >= 100 and d.cut_points.sum() >= 10 and training_dataset["heldout"].n_groups > 0
-    return AssetCheckResult(passed=bool(ok), metadata={"groups": int(d.n_groups),
-                                                       "cut_points": int(d.cut_points.sum())})
+    why = (f"{d.n_groups:,} labelled ticks ({int(d.cut_points.sum())} human cut points) in {len(d.sessions())} "
+           f"session(s), {training_dataset['heldout'].n_groups:,} of them held out; training needs >= 100 ticks, >= 10 "
+           "cut points and a held-out session: label more (operators' overrides in `aiobs direct --operator` or live, "
+           "`aiobs import`, or `aiobs simulate`)")
+    return _verdict(context, bool(ok), why, metadata={"groups": int(d.n_groups), "cut_points": int(d.cut_points.sum())})
 
 
 @asset_check(asset=training_dataset, blocking=True, description="feature NULLs (NaN) only where the rows say the "
              "feature's stage was off or degraded (the `degraded` map); unexplained NULL rates within limits")
-def dataset_null_rates(training_dataset) -> AssetCheckResult:
+def dataset_null_rates(context, training_dataset) -> AssetCheckResult:
     d = training_dataset["all"]
     rates, expected, unexplained = {}, {}, {}
     for i, f in enumerate(RANKER_FEATURES):
@@ -84,7 +88,8 @@ def dataset_null_rates(training_dataset) -> AssetCheckResult:
         expected[f] = float((null & off).mean()) if len(null) else 0.0
         unexplained[f] = float((null & ran).sum() / ran.sum()) if ran.any() else 0.0
     bad = {f: round(r, 4) for f, r in unexplained.items() if r > UNEXPLAINED_NULL_LIMIT.get(f, DEFAULT_NULL_LIMIT)}
-    return AssetCheckResult(passed=not bad, severity=AssetCheckSeverity.ERROR,
+    why = f"features NULL where their stage ran, over the limit: {bad}"
+    return _verdict(context, not bad, why, severity=AssetCheckSeverity.ERROR,
                             metadata={"over_limit": MetadataValue.json(bad),
                                       "null_rates": MetadataValue.json({k: round(v, 4) for k, v in rates.items()}),
                                       "expected_null_rates": MetadataValue.json(
@@ -94,21 +99,33 @@ def dataset_null_rates(training_dataset) -> AssetCheckResult:
 
 
 @asset_check(asset=training_dataset, blocking=True, description="rows were written under this feature contract")
-def dataset_schema_version(training_dataset) -> AssetCheckResult:
+def dataset_schema_version(context, training_dataset) -> AssetCheckResult:
     versions = training_dataset["all"].schema_versions
-    return AssetCheckResult(passed=bool(versions) and max(versions) <= SCHEMA_VERSION and min(versions) >= 1,
-                            metadata={"versions": str(sorted(versions)), "code_version": SCHEMA_VERSION})
+    why = f"rows written under feature-schema versions {sorted(versions)}; this code reads 1..{SCHEMA_VERSION}"
+    return _verdict(context, bool(versions) and max(versions) <= SCHEMA_VERSION and min(versions) >= 1, why,
+                    metadata={"versions": str(sorted(versions)), "code_version": SCHEMA_VERSION})
 
 
 @asset_check(asset=training_dataset, blocking=True, description="one human choice per tick; no camera dominates")
-def dataset_label_balance(training_dataset) -> AssetCheckResult:
+def dataset_label_balance(context, training_dataset) -> AssetCheckResult:
     d = training_dataset["all"]
     per_group = np.add.reduceat(d.y, d.offsets[:-1]) if d.n_groups else np.zeros(0)
     cams, counts = np.unique(d.human, return_counts=True)
     share = {c: round(float(n) / max(1, d.n_groups), 4) for c, n in zip(cams, counts)}
     ok = d.n_groups > 0 and bool((per_group == 1).all()) and max(share.values(), default=1.0) <= 0.9
-    return AssetCheckResult(passed=ok, metadata={"chosen_share": MetadataValue.json(share),
-                                                 "groups_without_one_label": int((per_group != 1).sum())})
+    why = ("no labelled ticks" if not d.n_groups else
+           f"{int((per_group != 1).sum())} tick(s) without exactly one human choice; the human's share per camera "
+           f"{share} (no camera may take over 0.9)")
+    return _verdict(context, ok, why, metadata={"chosen_share": MetadataValue.json(share),
+                                                "groups_without_one_label": int((per_group != 1).sum())})
+
+
+def _verdict(context, passed: bool, why: str, **kwargs) -> AssetCheckResult:
+    """A dataset check's result; a failure says why in the run's log (the terminal of `./dev.sh retrain`) and in
+    the check's description, not only in its metadata."""
+    if not passed:
+        context.log.error(f"dataset check {context.check_specs[0].name} failed: {why}")
+    return AssetCheckResult(passed=bool(passed), description=None if passed else why[:1000], **kwargs)
 
 
 class RealMediaConfig(Config):

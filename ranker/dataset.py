@@ -103,7 +103,10 @@ class RankingData:
         return sorted(set(self.session.tolist()))
 
 
-def is_eval_session(session_id: str, eval_percent: int = 20) -> bool:
+EVAL_PERCENT = 20  # the share of sessions held out for evaluation (by a hash of their id)
+
+
+def is_eval_session(session_id: str, eval_percent: int = EVAL_PERCENT) -> bool:
     """Deterministic session split (stable across runs and machines)."""
     return zlib.crc32(session_id.encode()) % 100 < eval_percent
 
@@ -239,7 +242,7 @@ def _empty() -> RankingData:
                        z.astype(int), z, z, z.astype(str), z.astype(str), set(), np.zeros((0, len(STAGES)), bool))
 
 
-def split_by_session(data: RankingData, eval_percent: int = 20) -> tuple[RankingData, RankingData]:
+def split_by_session(data: RankingData, eval_percent: int = EVAL_PERCENT) -> tuple[RankingData, RankingData]:
     ev = np.array([is_eval_session(s, eval_percent) for s in data.session], bool)
     if ev.all() or not ev.any():  # tiny data: keep at least one session on each side
         sessions = data.sessions()

@@ -451,7 +451,13 @@ def record_audit(client, name: str, version: str, entry: dict, describe: bool = 
 
 
 def default_who() -> str:
-    return os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
+    """Who runs this: $USER, else the login name of the process's user (a container's shell often sets no $USER)."""
+    import getpass
+
+    try:
+        return os.environ.get("USER") or os.environ.get("USERNAME") or getpass.getuser()
+    except (KeyError, OSError):  # a uid with no passwd entry
+        return "unknown"
 
 
 @dataclass

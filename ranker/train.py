@@ -264,18 +264,19 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
     def objective(trial) -> float:
         params, rounds = suggest(trial, space)
         timing = suggest_policy(trial) if tune_policy else None
-        scores, agreement = [], None
+        scores, agreement, first = [], None, None
         for i, (tr, va) in enumerate(splits):
             cb = [XGBoostPruningCallback(trial, "validation-ndcg@1")] if i == 0 else None
             booster = train_ranker(tr, params, rounds, valid=va, callbacks=cb, features=features)
+            first = booster if first is None else first
             scores.append(cut_point_top1(booster.inplace_predict(va.X[:, idx]), va))
-            if i == 0 and judge.replays:
-                agreement = judge.agreement(booster, timing)
             so_far = [x for x in scores if np.isfinite(x)]
             if so_far:
                 trial.report(float(np.mean(so_far)), step=rounds + i)
             if i < len(splits) - 1 and trial.should_prune():
                 raise optuna.TrialPruned()
+        if judge.replays:  # the first fold's model replayed; only for trials that were not pruned (the costly part)
+            agreement = judge.agreement(first, timing)
         finite = [x for x in scores if np.isfinite(x)]  # a fold whose held-out sessions have no cut point has no top-1
         top1 = float(np.mean(finite)) if finite else float("nan")
         trial.set_user_attr("cut_top1", top1)
@@ -448,19 +449,29 @@ def _refine_timing(study, train: RankingData, judge: _TimingJudge, features, pro
         agreement = judge.agreement(booster, timing, scores)
         results.append((agreement if np.isfinite(agreement) else -1.0, timing))
     results.sort(key=lambda r: -r[0])
-    chosen = next(((a, t) for a, t in results if not judge.real or not judge.real_rule(booster, t)[1]), None)
+    chosen, refused = None, []
+    for a, t in results:  # best agreement first; the first that keeps the real-media rule wins
+        if not judge.real or not judge.real_rule(booster, t)[1]:
+            chosen = (a, t)
+            break
+        refused.append(t)
     study.set_user_attr("refined_candidates", [{"agreement": round(a, 4), "timing": t} for a, t in results])
     study.set_user_attr("refined_timing", chosen[1] if chosen else None)
     study.set_user_attr("refined_agreement", chosen[0] if chosen else None)
     if chosen is None:
-        return
+        line = (f"study {study.study_name}: none of {len(results)} candidate timings keeps the real-media rule for the "
+                "best trial's ranker; the model keeps the front door's timing")
+    else:
+        def agreement_of(timing: dict) -> float:
+            return next((a for a, t in results if t == timing), float("nan"))
 
-    def agreement_of(timing: dict) -> float:
-        return next((a for a, t in results if t == timing), float("nan"))
-
-    line = (f"study {study.study_name}: timing for the best trial's ranker: replay agreement {chosen[0]:.4f} "
-            f"(its own trial's timing {agreement_of(timing_of(study.best_trial.params)):.4f}, production's "
-            f"{agreement_of(candidates[0]):.4f})")
+        production = f"{agreement_of(candidates[0]):.4f}"
+        if candidates[0] in refused:
+            production += ", which fails the real-media rule"
+        line = (f"study {study.study_name}: timing for the best trial's ranker: replay agreement {chosen[0]:.4f} "
+                f"(its own trial's timing {agreement_of(timing_of(study.best_trial.params)):.4f}, production's "
+                f"{production})" + (f"; {len(refused)} better-agreeing timing(s) fail the real-media rule"
+                                    if refused else ""))
     log.info(line)
     if progress:
         progress(line)

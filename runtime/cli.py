@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import threading
 from pathlib import Path
@@ -148,6 +149,14 @@ def cmd_simulate(args) -> int:
     from features.store import FeatureStore, describe_dsn
     from ranker.simulate import HiddenDirector, SimConfig, simulate
 
+    for ok, what in ((args.sessions >= 1, "--sessions must be at least 1"),
+                     (args.cameras >= 3, "--cameras must be at least 3 (the simulator stages a wide shot and two "
+                                         "speakers)"),
+                     (args.duration >= 10, "--duration must be at least 10 seconds (a session with a few turns)"),
+                     (args.real >= 0, "--real must be 0 or more")):
+        if not ok:
+            print(f"aiobs simulate: {what}", file=sys.stderr)
+            return 2
     s = _settings(args)
     cfg = SimConfig(cameras=args.cameras, duration_s=args.duration, director=HiddenDirector(family=args.director),
                     sensors=args.sensors)
@@ -339,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from features.spool import SpoolLocked
+    from features.store import StoreUnavailable
 
     try:
         return args.fn(args)
@@ -349,6 +359,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aiobs: {e}: another aiobs process (a `direct`, `import`, `live` or `bentoml serve`) writes this data "
               f"dir's feature log; wait for it, or give this command its own --data-dir", file=sys.stderr)
         return 1
+    except StoreUnavailable as e:  # the feature log cannot be opened (server down, chDB in use): say so, no traceback
+        print(f"aiobs: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `aiobs tables | head -1`: the reader is gone, which is not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 0
 
 
 if __name__ == "__main__":

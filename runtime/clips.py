@@ -35,6 +35,17 @@ def find_reports(root: str | Path) -> dict[str, Path]:
     return found
 
 
+def _media_path(file: str, report: Path) -> Path:
+    """A camera file as the report names it: absolute (what `aiobs direct` writes), or relative to where `direct`
+    ran (older reports), tried from here and from the report's folder."""
+    p = Path(file)
+    for candidate in ([p] if p.is_absolute() else [p, report.parent / p, report.parent.parent / p]):
+        if candidate.is_file():
+            return candidate
+    raise MediaError(f"{report}: camera file {file} not found" + ("" if p.is_absolute() else
+                     f" (relative: tried from {Path.cwd()} and from {report.parent})"))
+
+
 def _label(img: np.ndarray, text: str, colour) -> np.ndarray:
     import cv2
 
@@ -57,12 +68,17 @@ def disagreement_clip(report: str | Path, start: float, end: float, human: str, 
         if cam not in cams:
             raise MediaError(f"{report}: camera {cam!r} is not one of {sorted(cams)}")
     sid = rep.get("session_id", Path(report).parent.name)
+    duration = float(rep.get("duration_s") or 0.0)
+    start, end = float(start), float(end)
+    if not (np.isfinite(start) and np.isfinite(end)) or start < 0 or end <= start or (duration and start >= duration):
+        raise ValueError(f"{report}: the moment {start:g}..{end:g} s is not a span inside session {sid} "
+                         f"(0..{duration:.1f} s)")
     t0 = max(0.0, start - context_s)
-    t1 = min(float(rep.get("duration_s", end + context_s)), end + context_s)
+    t1 = min(duration or end + context_s, end + context_s)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{sid}-{start:.1f}s"
-    cursors = {cam: FrameCursor(cams[cam]["file"], PANEL) for cam in (human, program)}
+    cursors = {cam: FrameCursor(_media_path(cams[cam]["file"], Path(report)), PANEL) for cam in (human, program)}
     blank = np.zeros((PANEL[1], PANEL[0], 3), np.uint8)
 
     def picture(cam: str, t: float) -> np.ndarray:

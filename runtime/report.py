@@ -28,7 +28,7 @@ def write_report(out: Path, result, cams, ticks, score_rows, decisions, lines, m
         "session_id": result.session_id,
         **result.metrics,
         "duration_s": round(result.duration_s, 3),
-        "cameras": [{"id": c.id, "name": c.name, "file": str(c.path), "offset_s": c.offset,
+        "cameras": [{"id": c.id, "name": c.name, "file": str(Path(c.path).resolve()), "offset_s": c.offset,
                      "duration_s": round(c.duration, 3), "has_audio": c.has_audio} for c in cams],
         "shots": [{"camera": s.camera, "start": round(s.start, 3), "end": round(s.end, 3), "reason": s.reason,
                    "transition": s.transition} for s in result.shots],

@@ -258,3 +258,6 @@ def test_a_disagreement_clip_shows_the_humans_and_the_models_camera(directed, tm
         assert np.abs(got - want[30:]).mean() < 12 < np.abs(got - wrong[30:]).mean()
     with pytest.raises(Exception, match="camera 'nope'"):
         disagreement_clip(report, 1.0, 2.0, "nope", model["id"], tmp_path)
+    for start, end in ((65.0, 70.0), (5.0, 4.0), (-2.0, 1.0), (float("nan"), 3.0)):  # outside the 60 s session
+        with pytest.raises(ValueError, match=r"not a span inside session .* \(0\.\.60\.0 s\)"):
+            disagreement_clip(report, start, end, human["id"], model["id"], tmp_path)

@@ -111,3 +111,47 @@ def test_cli_entry_point(data_dir, livekit_server):
     p = subprocess.run([sys.executable, "-m", "runtime.cli", "doctor"], env={**env, "AIOBS_TICK_HZ": "x"},
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "tick_hz" in p.stderr
+
+
+def test_output_into_a_closed_pipe_is_not_an_error(data_dir):
+    """`aiobs doctor | head -1`: the reader goes away after one line; no BrokenPipeError traceback, exit 0."""
+    import os as _os
+
+    r, w = _os.pipe()
+    _os.close(r)  # the reader is gone before anything is written
+    env = {**os.environ, "AIOBS_DATA_DIR": str(data_dir)}
+    p = subprocess.run([sys.executable, "-m", "runtime.cli", "doctor"], env=env, stdout=w, stderr=subprocess.PIPE,
+                       text=True, timeout=120)
+    _os.close(w)
+    assert "Traceback" not in p.stderr and "BrokenPipe" not in p.stderr, p.stderr[-2000:]
+    assert p.returncode == 0
+
+
+def test_a_feature_log_held_by_another_process_is_named_as_such(data_dir):
+    """Embedded chDB opens in one process at a time: a second command says the feature log is in use (and where),
+    exit 1, no traceback; once the first lets go, the second works."""
+    from features.store import FeatureStore
+
+    settings = load_settings(env={}, data_dir=data_dir)
+    settings.ensure_dirs()
+    env = {**os.environ, "AIOBS_DATA_DIR": str(data_dir)}
+    with FeatureStore(settings.clickhouse_dsn) as store:
+        store.ensure_schema()
+        p = subprocess.run([sys.executable, "-m", "runtime.cli", "simulate", "--sessions", "1", "--duration", "30"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    assert f"the feature log at chdb (embedded) at {data_dir / 'clickhouse'} is in use by another process" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "runtime.cli", "simulate", "--sessions", "1", "--duration", "30"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+
+
+@pytest.mark.parametrize("argv, message", [(["--sessions", "0"], "--sessions must be at least 1"),
+                                           (["--sessions", "-3"], "--sessions must be at least 1"),
+                                           (["--duration", "0.1"], "--duration must be at least 10 seconds"),
+                                           (["--cameras", "2"], "--cameras must be at least 3")])
+def test_simulate_refuses_arguments_it_cannot_honour(argv, message, data_dir):
+    env = {**os.environ, "AIOBS_DATA_DIR": str(data_dir)}
+    p = subprocess.run([sys.executable, "-m", "runtime.cli", "simulate", *argv], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]

@@ -201,14 +201,29 @@ def test_asset_checks_fail_on_broken_data(tmp_path):
         store.insert_frame("camera_ticks", old)
         ov = store.frame("overrides", sessions=["sim-2-00001"]).assign(session_id="legacy-v3")
         store.insert_frame("overrides", ov)
-    res = materialize([assets.training_dataset, *CHECKS], resources=default_resources(settings),
-                      instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    instance = DagsterInstance.ephemeral()
+    res = materialize([assets.training_dataset, *CHECKS], resources=default_resources(settings), instance=instance,
+                      raise_on_error=False)
     checks = {c.check_name: c for c in res.get_asset_check_evaluations()}
     assert not checks["dataset_schema_version"].passed
     assert not checks["dataset_null_rates"].passed
     meta = checks["dataset_null_rates"].metadata
     assert set(meta["over_limit"].value) == {"speech_prob"}
     assert meta["expected_null_rates"].value["speech_run_s"] == meta["null_rates"].value["speech_run_s"] > 0.1
+    # why, in words (the check's description, and an error line in the run's log: the terminal of ./dev.sh retrain)
+    assert "speech_prob" in checks["dataset_null_rates"].description
+    assert "99" in checks["dataset_schema_version"].description
+    logged = [e.user_message for e in instance.all_logs(res.run_id)]
+    assert any("dataset check dataset_schema_version failed: rows written under" in m for m in logged)
+
+
+def test_retraining_an_empty_data_dir_says_what_is_missing(tmp_path):
+    res = materialize([assets.training_dataset, *CHECKS], resources=default_resources(settings_for(tmp_path)),
+                      instance=DagsterInstance.ephemeral(), raise_on_error=False)
+    checks = {c.check_name: c for c in res.get_asset_check_evaluations()}
+    assert not checks["dataset_row_counts"].passed
+    assert "0 labelled ticks" in checks["dataset_row_counts"].description
+    assert "aiobs simulate" in checks["dataset_row_counts"].description
 
 
 def test_new_labels_sensor_and_definitions(platform):
