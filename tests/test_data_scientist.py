@@ -87,10 +87,13 @@ def _screenshot(page, url: str, wait_for: list[str], out: Path, dismiss: list[st
     page.goto(url)
     for text in wait_for:
         page.get_by_text(text, exact=False).first.wait_for(timeout=60_000)
-    for name in dismiss:  # first-visit popups that would cover the page
-        button = page.get_by_role("button", name=name)
-        if button.count():
-            button.first.click()
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    for name in dismiss:  # first-visit popups that would cover the page (they open a moment after the page)
+        try:
+            page.get_by_role("button", name=name, exact=True).first.click(timeout=5_000)
+        except PlaywrightTimeout:
+            pass
     page.wait_for_timeout(500)
     page.screenshot(path=str(out), full_page=True)
     return page.inner_text("body")
