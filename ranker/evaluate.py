@@ -108,14 +108,15 @@ def replay(scores: np.ndarray, data: RankingData, config: PolicyConfig | None = 
         agree.append(frame_agreement(shots, human, start, end, tick_s))
         dur = end - start
         minutes += dur / 60
-        sw += max(0, len(shots) - 1)
-        hsw += max(0, len(human) - 1)
-        pp += ping_pong(shots)
+        cuts, human_cuts, returns = max(0, len(shots) - 1), max(0, len(human) - 1), ping_pong(shots)
+        sw += cuts
+        hsw += human_cuts
+        pp += returns
         hpp += ping_pong(human)
         per_session.append({"session": sess, "agreement": agree[-1], "seconds": round(dur, 3),
-                            "switches_per_min": max(0, len(shots) - 1) / (dur / 60) if dur else 0.0,
-                            "human_switches_per_min": max(0, len(human) - 1) / (dur / 60) if dur else 0.0,
-                            "ping_pong": ping_pong(shots), "cuts_in_speech": in_speech - speech_before})
+                            "switches_per_min": cuts / (dur / 60) if dur else 0.0,
+                            "human_switches_per_min": human_cuts / (dur / 60) if dur else 0.0,
+                            "ping_pong": returns, "cuts_in_speech": in_speech - speech_before})
         spans.extend({"session": sess, **d} for d in disagreements(shots, human, start, end, tick_s))
         replay_cuts = [(s.start, s.camera) for s in shots[1:]]
         for h in human[1:]:

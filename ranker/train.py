@@ -268,7 +268,8 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
         for i, (tr, va) in enumerate(splits):
             cb = [XGBoostPruningCallback(trial, "validation-ndcg@1")] if i == 0 else None
             booster = train_ranker(tr, params, rounds, valid=va, callbacks=cb, features=features)
-            first = booster if first is None else first
+            if i == 0:
+                first = booster
             scores.append(cut_point_top1(booster.inplace_predict(va.X[:, idx]), va))
             so_far = [x for x in scores if np.isfinite(x)]
             if so_far:

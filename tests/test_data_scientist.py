@@ -27,10 +27,9 @@ AIOBS = ROOT / ".venv" / "bin" / "aiobs"
 
 
 def _env(data_dir: Path, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIOBS_")}
     # the real-media set of the gate is a cache shared with the other tests (built once, ~100 s); everything else
-    # comes from the data dir
-    return {**env, "AIOBS_DATA_DIR": str(data_dir), "AIOBS_REALSET_DIR": str(REALSET), **extra}
+    # comes from the data dir (conftest has removed the developer's own AIOBS_* settings)
+    return {**os.environ, "AIOBS_DATA_DIR": str(data_dir), "AIOBS_REALSET_DIR": str(REALSET), **extra}
 
 
 def _snapshot(d: Path) -> dict:
