@@ -179,6 +179,8 @@ class LiveStartIn(BaseModel):
     program_size: Annotated[list[Annotated[int, Field(ge=64, le=3840)]], AfterValidator(_even)] = Field(
         [1280, 720], min_length=2, max_length=2, description="[width, height] of the program picture (even numbers)")
     program_fps: int = Field(25, ge=1, le=60)
+    narrate: bool = Field(False, description="narrate in the pauses with the service's voice (tts_backend): a "
+                                             "`narration` track, and in the program sound")
 
 
 class LiveRoomIn(BaseModel):
@@ -540,7 +542,8 @@ def report_summary(rep, recent: int = 50) -> dict | None:
             "rejected_overrides": rep.rejected_overrides, "unauthorised_overrides": rep.unauthorised_overrides,
             "failed_ticks": rep.failed_ticks, "missed_ticks": rep.missed_ticks, "late_cuts": rep.late_cuts,
             "program_frames": rep.program_frames, "program_audio_s": round(rep.program_audio_s, 3),
-            "first_program_frame_s": rep.first_program_frame_s}
+            "first_program_frame_s": rep.first_program_frame_s, "narration_lines": len(rep.narration_lines),
+            "narration_audio_s": round(rep.narration_audio_s, 3)}
 
 
 @bentoml.service(name="aiobs-director", workers=1, traffic={"timeout": 30})
@@ -671,9 +674,9 @@ class Director:
     async def live_start(self, payload: LiveStartBody, /) -> dict:
         """Direct a LiveKit room (at the service's AIOBS_LIVEKIT_URL) until live_stop. Body (LiveStartIn): {"room",
         "policy": {policy field: value} over the service's policy, "program_delay_s", "program_audio",
-        "program_size": [w, h], "program_fps"}. Answers at once with the room's state ("starting": the models load
-        and warm up, then the director joins); poll live_status. 409 while the room is directed already, 429 beyond
-        service_max_rooms. Needs the bearer token."""
+        "program_size": [w, h], "program_fps", "narrate"}. Answers at once with the room's state ("starting": the
+        models load and warm up, then the director joins); poll live_status. 409 while the room is directed
+        already, 429 beyond service_max_rooms. Needs the bearer token."""
         try:
             req = parse_body(LiveStartIn, payload)
             policy = live_policy(self.settings.policy, req.policy)
@@ -703,26 +706,26 @@ class Director:
         config = {"spool_dir": settings.spool_dir,
                   "program_delay_s": settings.program_delay_s, "program_audio": settings.program_audio,
                   "program_size": list(req.program_size), "program_fps": req.program_fps,
-                  "policy": req.policy or {}}
+                  "policy": req.policy or {}, "narrate": req.narrate}
         room = _Room(req.room, f"live-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}", asyncio.Event(),
                      time.time(), config=config)
         if old is not None:
             log.info("aiobs-director: room %r restarted after it failed: %s", req.room, old.error)
         self.rooms[req.room] = room
         room.task = asyncio.create_task(self._direct(room, settings, policy, tuple(req.program_size),
-                                                     req.program_fps), name=f"live:{req.room}")
+                                                     req.program_fps, req.narrate), name=f"live:{req.room}")
         log.info("aiobs-director: room %r starting (session %s, %s)", req.room, room.session_id, config)
         return room.summary()
 
     async def _direct(self, room: _Room, settings: Settings, policy: PolicyConfig, size: tuple[int, int],
-                      fps: int) -> None:
+                      fps: int, narrate: bool = False) -> None:
         """The room's background task: build the director off the event loop, run it until the stop event."""
         live = None
         try:  # importing runtime.live (OpenCV, LiveKit) and loading the models both stay off the event loop
             live = await asyncio.to_thread(importlib.import_module, "runtime.live")
             room.director = await asyncio.to_thread(live.LiveDirector, settings, room.name, models=self.models,
                                                     policy=policy, program_size=size, program_fps=fps,
-                                                    session_id=room.session_id)
+                                                    session_id=room.session_id, narrate=narrate)
             if room.stop.is_set():  # stopped while the models loaded
                 room.director.close()
                 room.state = "stopped"

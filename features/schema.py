@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Mapping
 
-SCHEMA_VERSION = 4  # v2: the director core's exact inputs (session clock, pause position, policy config)
+SCHEMA_VERSION = 5  # v2: the director core's exact inputs (session clock, pause position, policy config)
 #                    v3: the ASR's word times (cuts never land inside a recognised word)
 #                    v4: temporal context features (features/temporal.py)
+#                    v5: the narration table (runtime/narration/)
 
 ROLES = ("key", "feature", "context", "state", "output", "meta")
 
@@ -400,7 +401,30 @@ OVERRIDES = Table(
     order_by=("session_id", "ts"),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (CAMERA_TICKS, DECISIONS, OVERRIDES)}
+NARRATION = Table(
+    name="narration",
+    doc="One row per narration line the narrator wrote: aired (when and by which voice) or why not. The text is "
+        "what passed the safety filter; what the filter removed is counted by kind, never stored.",
+    columns=_session_columns() + (
+        Column("outcome", "LowCardinality(String)", "output", "aired | stale | refused | tts_failed | unwritten"),
+        Column("event", "LowCardinality(String)", "meta", "what the line is about: keyword | scene | operator | "
+               "turn | cut"),
+        Column("event_t", "Float64", "meta", "session time of the event"),
+        Column("start_s", "Nullable(Float64)", "output", "session (program) time the line starts; NULL = not aired"),
+        Column("end_s", "Nullable(Float64)", "output", "session time the line ends"),
+        Column("text", "String", "output", "the line as spoken ('' when refused)", default=""),
+        Column("provider", "LowCardinality(String)", "output", "the voice that spoke it (piper, elevenlabs)",
+               default=""),
+        Column("removed", "Map(String, String)", "meta", "kind of personal data / banned word -> how many the "
+               "safety filter took out", default={}),
+        Column("verified_pause", "Bool", "meta", "the whole pause was heard before the line was placed",
+               default=False),
+        Column("first_audio_ms", "Nullable(Float32)", "meta", "from the TTS request to its first audio"),
+    ),
+    order_by=("session_id", "ts"),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (CAMERA_TICKS, DECISIONS, OVERRIDES, NARRATION)}
 
 
 def table(name: str) -> Table:

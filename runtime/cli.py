@@ -131,7 +131,7 @@ def cmd_direct(args) -> int:
     try:
         operator = read_operator_script(args.operator) if args.operator else None
         r = direct(args.inputs, args.out, s, offsets=offsets, truth=args.truth, ranker=ranker,
-                   compositor=comp, asr=args.asr, operator=operator)
+                   compositor=comp, asr=args.asr, operator=operator, narrate=args.narrate)
     except DirectError as e:
         print(f"aiobs direct: {e}", file=sys.stderr)
         return 1
@@ -141,6 +141,13 @@ def cmd_direct(args) -> int:
     print(f"direct: {r.duration_s:.1f} s program, {m['cuts']} cuts ({m['switches_per_min']:.2f}/min, mean shot "
           f"{m['mean_shot_s']:.1f} s), ping-pong {m['ping_pong']}, mid-word {m['mid_word_cuts']}, speaker follow "
           f"{m['speaker_follow']}; {r.timings['x_realtime']}x real time")
+    if args.narrate:
+        import json
+
+        n = json.loads((Path(r.out_dir) / "report.json").read_text()).get("narration") or {}
+        voices = sorted({line["provider"] for line in n.get("lines", [])})
+        print(f"narration: {len(n.get('lines', []))} line(s) ({', '.join(voices) or 'no voice'}); "
+              f"{n.get('stats', {})}")
     print(f"wrote {r.out_dir}/program.mp4, cuts.edl, cuts.otio, report.html, report.json")
     return 0
 
@@ -209,7 +216,7 @@ def cmd_live(args) -> int:
     models.start(stop_polling)
     try:
         w, h = (int(v) for v in args.size.lower().split("x"))
-        director = LiveDirector(s, args.room, models=models, program_size=(w, h))
+        director = LiveDirector(s, args.room, models=models, program_size=(w, h), narrate=args.narrate)
         report = asyncio.run(director.run(duration_s=args.duration))
     except LiveError as e:
         print(f"aiobs live: {e}", file=sys.stderr)
@@ -224,7 +231,8 @@ def cmd_live(args) -> int:
           f"{sorted(report.cameras)}, {len(report.cuts)} cuts, {report.overrides} overrides "
           f"({report.rejected_overrides} malformed, {report.unauthorised_overrides} not from an operator), "
           f"{report.program_frames} program frames, {report.program_audio_s:.0f} s of program sound, "
-          f"{report.late_cuts} late cuts")
+          f"{report.late_cuts} late cuts" + (f", {len(report.narration_lines)} narration lines" if args.narrate
+                                             else ""))
     return 0
 
 
@@ -288,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--wide", help="camera id of the wide shot (fallback when nothing is interesting); policy setting")
     dr.add_argument("--size", help="program size WxH (default: the first input's)")
     dr.add_argument("--tally", action="store_true", help="burn a score/tally overlay into the program")
+    dr.add_argument("--narrate", action="store_true", help="narrate the program in its pauses (voice: the "
+                                                            "tts_backend setting; lines in the report and OTIO)")
     dr.set_defaults(fn=cmd_direct)
 
     lv = sub.add_parser("live", help="direct a LiveKit room: subscribe to the cameras, publish the `program` track")
@@ -298,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "inside it (default AIOBS_PROGRAM_DELAY_S, 0)")
     lv.add_argument("--program-audio", choices=("follow", "mix", "off"),
                     help="program sound: the program camera's mic, every mic mixed, or none (default follow)")
+    lv.add_argument("--narrate", action="store_true", help="narrate in the pauses: a `narration` track, and "
+                                                            "in the program sound unless narration_in_program is off")
     lv.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port (127.0.0.1)")
     lv.add_argument("--asr", action="store_true", help="run Whisper on every mic (keywords, word times); "
                                                        "costly on a CPU")

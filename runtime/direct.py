@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from features.extract import scene_matrix
-from features.schema import CAMERA_TICKS, DECISIONS, OVERRIDES
+from features.schema import CAMERA_TICKS, DECISIONS, NARRATION, OVERRIDES
 from features.spool import FeatureLog
 from ranker.core import CameraTick, DirectorCore
 from ranker.metrics import Shot, shots_from_decisions, summary
@@ -81,11 +81,12 @@ def direct(paths: list[str | Path], out_dir: str | Path, settings, *, offsets: d
            truth: str | Path | None = None, ranker=None, policy: PolicyConfig | None = None,
            compositor: CompositorConfig | None = None, asr: bool = False, session_id: str | None = None,
            progress=None, operator: list[tuple[float, Override]] | None = None,
-           synthetic: bool = False) -> DirectResult:
+           synthetic: bool = False, narrate: bool = False) -> DirectResult:
     """`policy` defaults to the settings' policy; `compositor` without a size renders at the first input's size.
     `operator` = (session time, Override) actions (`read_operator_script`), obeyed at the first tick at or after
     their time and logged (a supervised session: its rows are labels for the learned ranker); `synthetic` marks the
-    rows as not a human's (a scripted operator)."""
+    rows as not a human's (a scripted operator). `narrate`: the narrator (runtime/narration/) speaks into the
+    program's pauses with the settings' voice; its lines go into report.json and as markers into cuts.otio."""
     t_job = time.perf_counter()
     out = Path(out_dir)
     try:
@@ -131,8 +132,12 @@ def direct(paths: list[str | Path], out_dir: str | Path, settings, *, offsets: d
     n_ticks = int(np.floor(duration * hz))
     # rendering runs beside analysis: the renderer follows the core's decisions as they are made
     # a decision may move a cut back by the lookahead, and a J-cut switches the audio before the picture
-    timeline = Timeline(max(1.0 / hz, policy_cfg.lookahead_s) + max(0.0, policy_cfg.audio_lead_s) + 1.0 / hz,
-                        audio_lead_s=policy_cfg.audio_lead_s)
+    lookback = max(1.0 / hz, policy_cfg.lookahead_s) + max(0.0, policy_cfg.audio_lead_s) + 1.0 / hz
+    narrator = _narrator(settings, cams, hz) if narrate else None
+    if narrator is not None:  # a line goes back into a pause the narrator has heard whole: render that far behind
+        lookback = max(lookback, NARRATION_LOOKBACK_S + 2.0 / hz)
+    timeline = Timeline(lookback, audio_lead_s=policy_cfg.audio_lead_s)
+    timeline.duck_db = settings.narration_duck_db
     comp_cfg = compositor or CompositorConfig()
     if compositor is None or compositor.size is None:
         comp_cfg = replace(comp_cfg, size=_even(cams[0].size))
@@ -142,9 +147,11 @@ def direct(paths: list[str | Path], out_dir: str | Path, settings, *, offsets: d
     renderer.start()
     t_analysis = time.perf_counter()
     try:
-        with FeatureLog(settings.spool_dir, [CAMERA_TICKS, DECISIONS, OVERRIDES]) as flog:
+        with FeatureLog(settings.spool_dir, [CAMERA_TICKS, DECISIONS, OVERRIDES, NARRATION]) as flog:
             core = DirectorCore(session_id, policy=policy_cfg, tick_s=1.0 / hz, rankers=ranker, variant="files",
                                 room="files", sink=flog, synthetic=synthetic)
+            if narrator is not None:
+                narrator.bind(flog, session_id, "files", synthetic)
             if core.config != policy_cfg:
                 log.info("direct: the model's learned policy timing applies: %s", {
                     k: v for k, v in asdict(core.config).items() if asdict(policy_cfg)[k] != v})
@@ -176,12 +183,15 @@ def direct(paths: list[str | Path], out_dir: str | Path, settings, *, offsets: d
                 r = core.tick(t, inputs, due, ts=wall0 + t)
                 decisions.append(r.decision)
                 model_version = r.model_version
-                timeline.add(t, r.decision, r.scores if comp_cfg.tally else None)
+                line = narrator.tick(t, ordered, r, ts=wall0 + t) if narrator is not None else None
+                timeline.add(t, r.decision, r.scores if comp_cfg.tally else None, line)
                 score_rows.append(r.scores)
                 ticks.append(t)
                 progress("analyse", k + 1, n_ticks)
     finally:
         timeline.finish()  # never leave the renderer waiting, even when analysis fails
+        if narrator is not None:
+            narrator.close()
     for c in cams:
         if cursors[c.id].error:
             warnings.append(cursors[c.id].error)
@@ -205,18 +215,37 @@ def direct(paths: list[str | Path], out_dir: str | Path, settings, *, offsets: d
     metrics = summary(shots, duration, lines, policy_cfg.audio_lead_s)
     lead = policy_cfg.audio_lead_s
     write_edl(out / "cuts.edl", shots, cams, fps=comp_cfg.fps, dissolve_s=comp_cfg.dissolve_s, audio_lead_s=lead)
-    write_otio(out / "cuts.otio", shots, cams, fps=comp_cfg.fps, dissolve_s=comp_cfg.dissolve_s, audio_lead_s=lead)
+    narration = narrator.summary() if narrator is not None else None
+    write_otio(out / "cuts.otio", shots, cams, fps=comp_cfg.fps, dissolve_s=comp_cfg.dissolve_s, audio_lead_s=lead,
+               narration=narration["lines"] if narration else None)
     timings = {"analysis_s": round(t_analysis, 2), "render_tail_s": round(t_render, 2),
                "total_s": round(time.perf_counter() - t_job, 2), "duration_s": round(duration, 2),
                "x_realtime": round(duration / max(1e-9, time.perf_counter() - t_job), 2),
                "stage_ms": {k: round(v["mean"], 2) for k, v in engine.latency_summary().items()}}
     result = DirectResult(out, session_id, duration, shots, metrics, warnings, timings)
     # the configuration the session was directed under: the model's learned timing applied (what the log records)
-    write_report(out, result, cams, ticks, score_rows, decisions, lines, model_version, asdict(core.config))
+    write_report(out, result, cams, ticks, score_rows, decisions, lines, model_version, asdict(core.config),
+                 narration)
     ship = ship_if_embedded(settings)
     if ship:
         warnings.append(ship)
     return result
+
+
+NARRATION_LOOKBACK_S = 4.0  # files: how far back the narrator may place a line (the renderer stays that far behind)
+
+
+def _narrator(settings, cams, hz: float):
+    """The narrator of a files session, or None (with a warning) when the settings have no voice."""
+    from .narration import Narrator
+    from .tts import build_tts
+
+    tts = build_tts(settings, SAMPLE_RATE)
+    if tts is None:
+        log.warning("direct: --narrate with tts_backend=none: no narration")
+        return None
+    return Narrator.from_settings(settings, tts, names={c.id: c.name for c in cams},
+                                  lookback_s=NARRATION_LOOKBACK_S, tick_s=1.0 / hz, synchronous=True)
 
 
 def _even(size: tuple[int, int]) -> tuple[int, int]:

@@ -144,11 +144,34 @@ def check_vad() -> tuple[str, str]:
 
 
 def check_tts(s: Settings) -> tuple[str, str]:
+    """The narration voices: Piper must load and speak (it is every configuration's fallback); ElevenLabs, when
+    chosen, must have a key and answer (GET /v1/models, nothing is synthesised)."""
     if s.tts_backend == "none":
         return OFF, "narration disabled"
     from .models import resolve_piper_voice
+    from .tts import PiperTTS
 
-    return OK, f"Piper voice {resolve_piper_voice().describe()}"
+    try:
+        first = PiperTTS().speak("Check.").first_audio_s
+    except Exception as e:  # noqa: BLE001
+        return FAIL, f"Piper cannot speak ({type(e).__name__}: {e}); narration has no voice"
+    piper = f"Piper voice {resolve_piper_voice().describe()} (first audio {first * 1000:.0f} ms)"
+    if s.tts_backend != "elevenlabs":
+        return OK, piper
+    key = s.elevenlabs_api_key.get_secret_value()
+    if not key:
+        return WARN, f"tts_backend=elevenlabs but no elevenlabs_api_key: narration speaks with the fallback, {piper}"
+    from elevenlabs.client import ElevenLabs
+
+    where = s.elevenlabs_base_url or "api.elevenlabs.io"
+    try:
+        ElevenLabs(api_key=key, base_url=s.elevenlabs_base_url.rstrip("/") or None,
+                   timeout=min(5.0, s.elevenlabs_timeout_s)).models.list(request_options={"max_retries": 0})
+    except Exception as e:  # noqa: BLE001 - unreachable, bad key: the fallback speaks
+        code = getattr(e, "status_code", None)
+        why = f"HTTP {code}" if code else type(e).__name__
+        return WARN, f"ElevenLabs at {where} does not answer ({why}): narration falls back to {piper}"
+    return OK, f"ElevenLabs at {where} (voice {s.elevenlabs_voice_id}, {s.elevenlabs_model_id}); fallback {piper}"
 
 
 def check_vlm(s: Settings) -> tuple[str, str]:

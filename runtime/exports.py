@@ -63,8 +63,10 @@ def write_edl(path: Path, shots, cams, fps: int, dissolve_s: float, audio_lead_s
     Path(path).write_text("\n".join(lines))
 
 
-def write_otio(path: Path, shots, cams, fps: int, dissolve_s: float, audio_lead_s: float = 0.0) -> None:
-    """A video track of the shots and an audio track of the program audio (split from the picture by a J/L-cut)."""
+def write_otio(path: Path, shots, cams, fps: int, dissolve_s: float, audio_lead_s: float = 0.0,
+               narration: list[dict] | None = None) -> None:
+    """A video track of the shots and an audio track of the program audio (split from the picture by a J/L-cut);
+    narration lines (`Utterance.as_row()`) as markers on the program track, spanning each line."""
     import opentimelineio as otio
 
     by_id = {c.id: c for c in cams}
@@ -86,6 +88,14 @@ def write_otio(path: Path, shots, cams, fps: int, dissolve_s: float, audio_lead_
             metadata={"aiobs": {"camera": s.camera, "reason": s.reason, "program_start_s": s.start,
                                 "program_end_s": s.end}})
         track.append(clip)
+    for line in narration or []:
+        span = otio.opentime.TimeRange(otio.opentime.RationalTime(round(line["start"] * fps), fps),
+                                       otio.opentime.RationalTime(max(1, round((line["end"] - line["start"]) * fps)),
+                                                                  fps))
+        track.markers.append(otio.schema.Marker(name=line["text"], marked_range=span,
+                                                color=otio.schema.MarkerColor.PURPLE,
+                                                metadata={"aiobs": {"narration": line["event"],
+                                                                    "provider": line["provider"]}}))
     sound = otio.schema.Track(name="program audio", kind=otio.schema.TrackKind.Audio)
     tl.tracks.append(sound)
     for s in audio_shots(shots, audio_lead_s):

@@ -1,6 +1,8 @@
 """Live mode: direct a LiveKit room. The director joins the room, subscribes to every camera (video + audio), runs
 the same director core as `aiobs direct` on a tick clock, and publishes the composited program: the `program` video
-track and, unless `program_audio` is off, the `program` audio track (the program camera's mic, or a mix).
+track and, unless `program_audio` is off, the `program` audio track (the program camera's mic, or a mix). With
+`narrate`, the narrator (runtime/narration/) speaks into the pauses on its own `narration` audio track, and into the
+program sound (ducked under it) unless `narration_in_program` is off.
 
 The program airs `program_delay_s` after the cameras (the broadcast delay; 0 = none). Received frames and sound wait
 in per-camera delay lines; the director decides on the analysis timeline, and with a delay its cuts are placed at the
@@ -26,7 +28,7 @@ import cv2
 import numpy as np
 
 from features.extract import scene_matrix
-from features.schema import CAMERA_TICKS, DECISIONS, OVERRIDES
+from features.schema import CAMERA_TICKS, DECISIONS, NARRATION, OVERRIDES
 from features.spool import FeatureLog
 from ranker.core import CameraTick, DirectorCore, TickResult
 from ranker.policy import Override, PolicyConfig
@@ -75,6 +77,8 @@ class LiveReport:
     late_cuts: int = 0  # cuts decided after their placed time had already aired (aired at once instead)
     program_frames: int = 0
     program_audio_s: float = 0.0
+    narration_lines: list[dict] = field(default_factory=list)  # Utterance.as_row() of every line placed
+    narration_audio_s: float = 0.0
     first_program_frame_s: float | None = None  # from joining to the first program frame showing a camera
 
 
@@ -150,7 +154,7 @@ class AudioRing:
 class LiveDirector:
     def __init__(self, settings, room: str | None = None, *, ranker=None, models=None,
                  policy: PolicyConfig | None = None, program_size: tuple[int, int] = (1280, 720),
-                 program_fps: int = 25, session_id: str | None = None):
+                 program_fps: int = 25, session_id: str | None = None, narrate: bool = False):
         """`models` (a runtime.model_manager.ModelManager) picks the ranker per session (champion / A/B challenger /
         baseline) and hot-swaps it between ticks; otherwise `ranker`, or the rule baseline."""
         if not settings.livekit_url:
@@ -173,6 +177,7 @@ class LiveDirector:
         self.engine = AnalysisEngine.from_settings([], settings, asr=settings.live_asr)
         log.info("live: models warmed up in %.1f s", self.engine.warm_up(ANALYSIS_SIZE))  # before joining the room
         self.compositor = Compositor(CompositorConfig(size=program_size, fps=program_fps))
+        self.narrator = self._narrator() if narrate else None
         keep = self.delay + 1.0
         self.video: dict[str, FrameRing] = {}
         self.audio: dict[str, AudioRing] = {}
@@ -196,6 +201,24 @@ class LiveDirector:
 
     def now(self) -> float:
         return time.monotonic() - self._t0
+
+    def _narrator(self):
+        """Lines are placed on the program clock, which runs `delay` behind the ticks: with a delay, a line goes into
+        a pause heard whole; without, it starts after a short pause over ducked program sound."""
+        from .narration import Narrator
+        from .tts import build_tts
+
+        try:
+            tts = build_tts(self.settings, PROGRAM_AUDIO_RATE)
+        except Exception as e:  # noqa: BLE001 - no voice: direct without narration rather than not at all
+            log.error("live: no narration: the voice cannot be loaded (%s)", e)
+            return None
+        if tts is None:
+            log.warning("live: narration asked for with tts_backend=none: no narration")
+            return None
+        lookback = max(0.0, self.delay - 1.0 / self.hz - AUDIO_MARGIN_S - 0.05)
+        return Narrator.from_settings(self.settings, tts, names={}, lookback_s=lookback, tick_s=1.0 / self.hz,
+                                      synchronous=False)
 
     # -- media in --------------------------------------------------------------------------------------------------
     async def _read_video(self, track, cam: str) -> None:
@@ -361,6 +384,17 @@ class LiveDirector:
         x = scene_matrix(ordered)
         r = core.tick(t, [CameraTick.from_observation(o, row) for o, row in zip(ordered, x)], overrides)
         flog.maybe_rotate()
+        if self.narrator is not None:
+            for o in ordered:
+                if o.camera_id not in self.narrator.reader.names:
+                    self.narrator.add_camera(o.camera_id)
+            try:  # narration never stops directing
+                line = self.narrator.tick(t, ordered, r)
+            except Exception:  # noqa: BLE001
+                log.exception("live: narration failed at tick %.2f; directing goes on", t)
+                line = None
+            if line is not None:
+                self.report.narration_lines.append(line.as_row())
         return r
 
     async def _ticks(self, flog: FeatureLog, stop: asyncio.Event) -> None:
@@ -456,7 +490,7 @@ class LiveDirector:
             if not self.audio:
                 return np.zeros(n, np.float32)
             mix = sum(ring.read(s0, n) for ring in self.audio.values())
-            return np.clip(mix / np.sqrt(len(self.audio)), -1.0, 1.0).astype(np.float32)
+            return self._with_narration(np.clip(mix / np.sqrt(len(self.audio)), -1.0, 1.0).astype(np.float32), s0)
         lead = self.policy.audio_lead_s
         end_t = (s0 + n) / PROGRAM_AUDIO_RATE
         while self._sound_i < len(self._cuts) and self._cuts[self._sound_i][0] - lead <= end_t:
@@ -471,26 +505,54 @@ class LiveDirector:
         if self._sound_prev is not None and s0 < self._sound_cut_s + AUDIO_FADE:
             r = np.clip((np.arange(s0, s0 + n) - self._sound_cut_s) / AUDIO_FADE, 0.0, 1.0).astype(np.float32)
             out = out * r + self._ring_read(self._sound_prev, s0, n) * (1.0 - r)
+        return self._with_narration(out, s0)
+
+    def _with_narration(self, out: np.ndarray, s0: int) -> np.ndarray:
+        if self.narrator is None or not self.settings.narration_in_program or not self.narrator.lines:
+            return out
+        from .narration.mix import mix_into_program
+
+        return mix_into_program(out, s0, PROGRAM_AUDIO_RATE, self._lines_near(s0, out.size),
+                                self.settings.narration_duck_db)
+
+    def _lines_near(self, s0: int, n: int) -> list:
+        t0, t1 = s0 / PROGRAM_AUDIO_RATE - 1.0, (s0 + n) / PROGRAM_AUDIO_RATE + 1.0
+        out = []
+        for u in reversed(self.narrator.lines):
+            if u.end < t0:
+                break
+            if u.start <= t1:
+                out.append(u)
         return out
 
     def _ring_read(self, cam: str | None, s0: int, n: int) -> np.ndarray:
         ring = self.audio.get(cam) if cam else None
         return ring.read(s0, n) if ring is not None else np.zeros(n, np.float32)
 
-    async def _program_audio(self, source, stop: asyncio.Event) -> None:
+    async def _program_audio(self, source, stop: asyncio.Event, samples=None, what: str = "program") -> None:
+        """Sound on the program clock, 10 ms at a time: the program's (or, for the narration track, `samples`)."""
         from livekit import rtc
 
+        samples = samples or self._program_samples
         s_next: int | None = None
         while not stop.is_set():
             s_end = int((self.now() - self.delay - AUDIO_MARGIN_S) * PROGRAM_AUDIO_RATE)
             if s_next is None or s_end - s_next > PROGRAM_AUDIO_RATE // 5:  # after a stall: back to the present
                 s_next = s_end - AUDIO_CHUNK
             while s_next + AUDIO_CHUNK <= s_end:
-                pcm = (np.clip(self._program_samples(s_next, AUDIO_CHUNK), -1, 1) * 32767).astype(np.int16)
+                pcm = (np.clip(samples(s_next, AUDIO_CHUNK), -1, 1) * 32767).astype(np.int16)
                 await source.capture_frame(rtc.AudioFrame(pcm.tobytes(), PROGRAM_AUDIO_RATE, 1, AUDIO_CHUNK))
                 s_next += AUDIO_CHUNK
-                self.report.program_audio_s += AUDIO_CHUNK / PROGRAM_AUDIO_RATE
+                if what == "program":
+                    self.report.program_audio_s += AUDIO_CHUNK / PROGRAM_AUDIO_RATE
+                else:
+                    self.report.narration_audio_s += AUDIO_CHUNK / PROGRAM_AUDIO_RATE
             await asyncio.sleep(AUDIO_CHUNK / PROGRAM_AUDIO_RATE)
+
+    def _narration_samples(self, s0: int, n: int) -> np.ndarray:
+        from .narration.mix import narration_samples
+
+        return narration_samples(s0, n, PROGRAM_AUDIO_RATE, self._lines_near(s0, n))
 
     # -- run -------------------------------------------------------------------------------------------------------
     async def run(self, duration_s: float | None = None, stop: asyncio.Event | None = None) -> LiveReport:
@@ -526,11 +588,22 @@ class LiveDirector:
                 await room.local_participant.publish_track(
                     rtc.LocalAudioTrack.create_audio_track("program", sound),
                     rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
-            with FeatureLog(self.settings.spool_dir, [CAMERA_TICKS, DECISIONS, OVERRIDES]) as flog:
+            voice = None
+            if self.narrator is not None:  # the narration alone, for a mixer downstream (or a second language)
+                voice = rtc.AudioSource(PROGRAM_AUDIO_RATE, 1, queue_size_ms=20)
+                await room.local_participant.publish_track(
+                    rtc.LocalAudioTrack.create_audio_track("narration", voice),
+                    rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
+            with FeatureLog(self.settings.spool_dir, [CAMERA_TICKS, DECISIONS, OVERRIDES, NARRATION]) as flog:
+                if self.narrator is not None:
+                    self.narrator.bind(flog, self.report.session_id, self.room_name)
                 workers = [asyncio.ensure_future(self._ticks(flog, stop)),
                            asyncio.ensure_future(self._program_video(source, stop))]
                 if sound is not None:
                     workers.append(asyncio.ensure_future(self._program_audio(sound, stop)))
+                if voice is not None:
+                    workers.append(asyncio.ensure_future(self._program_audio(voice, stop, self._narration_samples,
+                                                                             "narration")))
                 try:
                     if duration_s is not None:
                         try:
@@ -555,6 +628,8 @@ class LiveDirector:
     def close(self) -> None:
         """Free the models and threads (run() calls it; also for a director that was built but never run)."""
         self.engine.close()
+        if self.narrator is not None:
+            self.narrator.close()
         self._convert_pool.shutdown(wait=False, cancel_futures=True)
         self._program_pool.shutdown(wait=False, cancel_futures=True)
 

@@ -24,13 +24,17 @@ class Timeline:
         self.audio_lead_s = audio_lead_s  # the program audio switches this long before the picture (J-cut)
         self.cuts: list[tuple[float, str, str, str]] = []  # (t, camera, transition, reason)
         self.scores: list[tuple[float, dict[str, float]]] = []  # (t, scores) per tick, for the tally overlay
+        self.narration: list = []  # narration Utterances, placed at most `lookback_s` back in time
+        self.duck_db = -14.0
         self.decided_until = -1e9
         self.done = False
         self.error: BaseException | None = None
         self._cv = threading.Condition()
 
-    def add(self, t: float, d, scores: dict[str, float] | None = None) -> None:
+    def add(self, t: float, d, scores: dict[str, float] | None = None, line=None) -> None:
         with self._cv:
+            if line is not None:
+                self.narration.append(line)
             if scores is not None:
                 self.scores.append((t, scores))
             if d.cut:
@@ -60,7 +64,9 @@ class Timeline:
 def render_program(cams: list["Camera"], timeline: Timeline, duration: float, path: Path, comp: Compositor,
                    progress) -> None:
     """Composite and encode the program, following `timeline`; audio follows the program camera with a 50 ms
-    crossfade at each cut."""
+    crossfade at each cut, with the timeline's narration mixed in over it (ducked)."""
+    from .narration.mix import mix_into_program
+
     fps = comp.config.fps
     by_id = {c.id: c for c in cams}
     cursors = {c.id: FrameCursor(c.path, comp.config.size) for c in cams}
@@ -90,7 +96,9 @@ def render_program(cams: list["Camera"], timeline: Timeline, duration: float, pa
                     audio_cut_j = int(round((timeline.cuts[ai][0] - (lead if ai > 0 else 0.0)) * SAMPLE_RATE))
                 if ci < 0:  # nothing decided yet at this time: black
                     w.write_frame(comp.compose(t, {}))
-                    w.write_audio(np.zeros(spf, np.float32))
+                    silence = np.zeros(spf, np.float32)
+                    w.write_audio(mix_into_program(silence, i * spf, SAMPLE_RATE, _near(timeline.narration, t),
+                                                   timeline.duck_db))
                     continue
                 need = {comp.program}
                 if comp.transition == "dissolve" and t - comp.cut_t < comp.config.dissolve_s:
@@ -104,6 +112,8 @@ def render_program(cams: list["Camera"], timeline: Timeline, duration: float, pa
                 if prev_audio_cam is not None and j0 < audio_cut_j + fade:
                     r = np.clip((np.arange(j0, j0 + spf) - audio_cut_j) / fade, 0.0, 1.0).astype(np.float32)
                     chunk = chunk * r + _audio(prev_audio_cam, j0, j0 + spf) * (1 - r)
+                if timeline.narration:
+                    chunk = mix_into_program(chunk, j0, SAMPLE_RATE, _near(timeline.narration, t), timeline.duck_db)
                 w.write_audio(chunk)
                 if i % fps == 0:
                     progress("render", i + 1, n_frames)
@@ -111,6 +121,17 @@ def render_program(cams: list["Camera"], timeline: Timeline, duration: float, pa
     finally:
         for c in cursors.values():
             c.close()
+
+
+def _near(lines: list, t: float) -> list:
+    """The narration lines that may sound around time t (lines are placed in order and never overlap)."""
+    out = []
+    for u in reversed(lines):
+        if u.end + 1.0 < t:
+            break
+        if u.start - 1.0 <= t:
+            out.append(u)
+    return out
 
 
 def _audio(cam: "Camera | None", j0: int, j1: int) -> np.ndarray:

@@ -19,7 +19,7 @@ def _png(fig) -> str:
 
 
 def write_report(out: Path, result, cams, ticks, score_rows, decisions, lines, model_version: str,
-                 policy: dict) -> None:
+                 policy: dict, narration: dict | None = None) -> None:
     cuts = [{"t": round(s.start, 3), "from": prev.camera, "to": s.camera, "reason": s.reason,
              "transition": s.transition}
             for prev, s in zip(result.shots, result.shots[1:])]
@@ -39,6 +39,8 @@ def write_report(out: Path, result, cams, ticks, score_rows, decisions, lines, m
         "warnings": result.warnings,
         "timings": result.timings,
     }
+    if narration is not None:
+        report["narration"] = narration
     (out / "report.json").write_text(json.dumps(report, indent=1))
 
     import matplotlib
@@ -56,12 +58,15 @@ def write_report(out: Path, result, cams, ticks, score_rows, decisions, lines, m
         ax.axvspan(s.start, s.end, ymin=0.0, ymax=0.05, color=colours.get(s.camera, "grey"))
     for c in cuts:
         ax.axvline(c["t"], color="black", lw=0.6, ls=":")
+    for n in (narration or {}).get("lines", []):
+        ax.axvspan(n["start"], n["end"], ymin=0.06, ymax=0.11, color="purple")
     if lines:
         for line in lines:
             ax.axvspan(line["start"], line["end"], ymin=0.95, ymax=1.0, color=colours.get(line["camera"], "grey"))
     ax.set_xlabel("session time (s)")
     ax.set_ylabel("ranker score")
-    ax.set_title("Scores per camera; bottom band = program, top band = who speaks (ground truth); dotted = cuts")
+    ax.set_title("Scores per camera; bottom band = program, purple = narration, top band = who speaks (ground "
+                 "truth); dotted = cuts")
     ax.legend(ncol=len(ids), fontsize=8, loc="upper right")
     timeline = _png(fig)
     plt.close(fig)
@@ -82,6 +87,11 @@ def write_report(out: Path, result, cams, ticks, score_rows, decisions, lines, m
     details = "".join(f"<tr><td>{d.t:.2f}</td><td>{html.escape(d.reason)}</td><td>{html.escape(d.detail)}</td></tr>"
                       for d in decisions if d.cut)
     warn = "".join(f"<li>{html.escape(w)}</li>" for w in result.warnings) or "<li>none</li>"
+    said = "".join(f"<tr><td>{n['start']:.2f}</td><td>{n['end']:.2f}</td><td>{html.escape(n['text'])}</td>"
+                   f"<td>{n['event']}</td><td>{n['provider']}</td></tr>" for n in (narration or {}).get("lines", []))
+    said_section = (f"<h2>Narration</h2><table><tr><th>from (s)</th><th>to</th><th>line</th><th>event</th>"
+                    f"<th>voice</th></tr>{said}</table><p>{html.escape(str((narration or {}).get('stats', {})))}</p>"
+                    if narration is not None else "")
     reason_rows = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in reasons.most_common())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>AI-OBS report {result.session_id}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:24px;color:#222}}table{{border-collapse:collapse;margin:8px 0}}
@@ -96,5 +106,6 @@ td,th{{border:1px solid #ccc;padding:3px 8px;font-size:13px}}h2{{margin-top:28px
 <h2>Decisions by rule (every tick)</h2><table><tr><th>rule</th><th>ticks</th></tr>{reason_rows}</table>
 <h2>Cuts</h2><table><tr><th>t (s)</th><th>from</th><th>to</th><th>reason</th><th>transition</th></tr>{cut_rows}</table>
 <h2>Why each cut happened</h2><table><tr><th>t (s)</th><th>rule</th><th>detail</th></tr>{details}</table>
+{said_section}
 <h2>Warnings</h2><ul>{warn}</ul></body></html>"""
     (out / "report.html").write_text(page)

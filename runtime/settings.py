@@ -9,6 +9,7 @@ the data dir, Dagster home is under the data dir. LiveKit settings are needed on
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -62,8 +63,38 @@ class Settings(BaseModel):
     face_backend: str = Field("haar", description="haar (offline default), none, or a YOLO face/pose model path")
     whisper_model: str = Field("base", description="faster-whisper size/id or a local CTranslate2 dir")
     vlm_model: str = Field("", description="transformers image-text model id or dir; empty = no VLM")
-    tts_backend: Literal["piper", "none"] = "piper"
+    tts_backend: Literal["piper", "elevenlabs", "none"] = Field("piper", description="narration voice: piper "
+                                                                "(packaged, offline), elevenlabs (with Piper as its "
+                                                                "fallback), or none")
     offline: bool = Field(True, description="never reach a model hub; use packaged models only")
+
+    # narration (runtime/narration/): what is said, when, and by which voice
+    elevenlabs_api_key: SecretStr = SecretStr("")
+    elevenlabs_voice_id: str = "21m00Tcm4TlvDq8ikWAM"
+    elevenlabs_model_id: str = "eleven_flash_v2_5"
+    elevenlabs_base_url: str = Field("", pattern=r"^(https?://[^\s]+)?$", description="empty = ElevenLabs' own API")
+    elevenlabs_timeout_s: float = Field(4.0, gt=0, le=60, description="a stream silent this long fails the line")
+    tts_failures_to_open: int = Field(3, ge=1, le=100, description="failures in a row that mark a TTS provider "
+                                                                    "unavailable (its breaker opens)")
+    tts_probe_interval_s: float = Field(30.0, gt=0, description="how often an unavailable provider is tried again")
+    narration_interval_s: float = Field(15.0, ge=1, description="at most one narration line per this many seconds")
+    narration_max_age_s: float = Field(8.0, gt=0, description="a line not aired this long after its event is "
+                                                              "dropped (stale)")
+    narration_margin_s: float = Field(0.2, ge=0, le=2, description="silence kept around a line")
+    narration_min_pause_s: float = Field(0.5, ge=0, le=5, description="live without a delay: the pause a line "
+                                                                      "waits for before it starts")
+    narration_duck_db: float = Field(-14.0, ge=-60, le=0, description="program sound under narration")
+    narration_in_program: bool = Field(True, description="live: mix narration into the program sound (it always "
+                                                         "has its own `narration` track)")
+    narration_allow_names: list[str] = Field(default_factory=list, description="names narration may say (the "
+                                             "cameras' names always may)")
+    narration_banned_words: list[str] = Field(default_factory=list)
+    narration_banned_action: Literal["remove", "refuse"] = "remove"
+    narration_templates: dict[str, list[str]] = Field(default_factory=dict, description="event type (cut, turn, "
+                                                      "scene, keyword, operator) -> line templates, replacing the "
+                                                      "built-in ones (YAML, or JSON in the environment)")
+    narration_writer: str = Field("", description="module:function that writes a line from an event (an LLM "
+                                                  "writer); empty = templates only")
 
     # director
     tick_hz: float = Field(5.0, gt=0, le=60)
@@ -157,8 +188,13 @@ def _env_values(env: dict[str, str]) -> dict[str, Any]:
             continue
         if name not in fields:
             raise SettingsError(f"unknown setting {key} (known: {', '.join(ENV_PREFIX + f.upper() for f in fields)})")
-        if name == "keywords":
+        if name in ("keywords", "narration_allow_names", "narration_banned_words"):
             out[name] = [k.strip() for k in raw.split(",") if k.strip()]
+        elif name == "narration_templates":
+            try:
+                out[name] = json.loads(raw)
+            except ValueError as e:
+                raise SettingsError(f"{key} must be JSON (event type -> list of templates): {e}") from None
         else:
             out[name] = raw
     return out

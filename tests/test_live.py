@@ -323,3 +323,73 @@ def test_a_camera_that_leaves_and_rejoins_and_a_server_restart_keep_the_program_
     from prometheus_client import REGISTRY
 
     assert (REGISTRY.get_sample_value("aiobs_live_reconnects_total", {"room": "studio"}) or 0) >= 1, timeline
+
+
+def test_live_narration_has_its_own_track_and_speaks_only_in_the_pauses(livekit_server, data_dir):
+    """Host and guest talk in turns with 2 s pauses; with a broadcast delay the narrator hears each pause whole
+    before it places a line in it. The `narration` track carries the lines, the program sound carries them too
+    (ducked room under them), and no line overlaps anyone's speech on the cameras' clock."""
+    tts = PiperTTS()
+    said = {"host": ["Good evening and welcome to the studio, tonight we talk about the final.",
+                     "And the second half, what changed?"],
+            "guest": ["Thank you, it was a remarkable game from start to finish.",
+                      "They pressed higher and the goalkeeper kept them in it."]}
+    clips = {who: [resample(tts.synthesize(x), tts.sample_rate, SAMPLE_RATE) for x in xs] for who, xs in said.items()}
+    turns, at = [], 2.0
+    for k in range(2):
+        for who in ("host", "guest"):
+            clip = clips[who][k]
+            voiced = np.flatnonzero(np.abs(clip) > 0.02)
+            turns.append((who, at + voiced[0] / SAMPLE_RATE, at + voiced[-1] / SAMPLE_RATE, clip, at))
+            at += voiced[-1] / SAMPLE_RATE + 2.0 - voiced[0] / SAMPLE_RATE
+    sound = {who: np.zeros(int((at + 2) * SAMPLE_RATE), np.float32) for who in said}
+    for who, _, _, clip, start in turns:
+        j = int(start * SAMPLE_RATE)
+        sound[who][j:j + clip.size] += clip
+    face = [f for _, f in iter_frames(sample_video("carphone_pristine.mp4"), 15, (640, 360))]
+    settings = load_settings(env={}, data_dir=data_dir, livekit_url=livekit_server["url"],
+                             livekit_api_key=livekit_server["api_key"],
+                             livekit_api_secret=livekit_server["api_secret"], livekit_room="narrated",
+                             program_delay_s=3.0, narration_interval_s=4.0, yolo_model="yolo11n.yaml")
+    director = LiveDirector(settings, program_size=(320, 180), program_fps=10, narrate=True)
+    voice_levels: list = []
+    program_levels: list = []
+
+    async def scenario():
+        from livekit import rtc
+
+        stop = asyncio.Event()
+        t0 = time.monotonic() + 1.0
+        cams = [asyncio.ensure_future(rig.ScriptedCamera(who, face, (255, 0, 0), sound[who]).run(
+            livekit_server, "narrated", t0, stop)) for who in said]
+        listener = rtc.Room()
+        got = {(name, "audio"): asyncio.get_running_loop().create_future() for name in ("narration", "program")}
+        await rig.subscribe(listener, got)
+        await listener.connect(livekit_server["url"], rig.token(livekit_server, "viewer", "audience", "narrated"))
+        directing = asyncio.ensure_future(director.run(duration_s=at + 1.0 + settings.program_delay_s + 1.0))
+        ears = [asyncio.ensure_future(rig.read_levels(await asyncio.wait_for(got["narration", "audio"], 30),
+                                                      voice_levels, stop)),
+                asyncio.ensure_future(rig.read_levels(await asyncio.wait_for(got["program", "audio"], 30),
+                                                      program_levels, stop))]
+        report = await directing
+        stop.set()
+        await asyncio.gather(*cams, *ears, return_exceptions=True)
+        await listener.disconnect()
+        return report, t0
+
+    report, t0 = asyncio.run(asyncio.wait_for(scenario(), 120))
+    lines = report.narration_lines
+    assert len(lines) >= 2, (lines, report.cuts)
+    assert all(u["verified_pause"] for u in lines) and report.narration_audio_s > 5
+    shift = t0 - director._t0  # the cameras' script clock -> the director's session clock
+    for u in lines:  # no line over speech (what the director heard arrives ~0.1 s after the script sent it)
+        for who, s, e, _, _ in turns:
+            assert not (u["start"] < e + shift + 0.15 and u["end"] > s + shift), (u, who, s + shift, e + shift)
+    # the narration track carries the lines: loud while one airs, silent between them
+    aired = [(director._t0 + settings.program_delay_s + u["start"], director._t0 + settings.program_delay_s + u["end"])
+             for u in lines]
+    inside = [p for t, p in voice_levels if any(a + 0.3 < t < b - 0.1 for a, b in aired)]
+    outside = [p for t, p in voice_levels if all(t < a - 0.5 or t > b + 0.8 for a, b in aired)]
+    assert inside and max(inside) > 0.05 and outside and max(outside) < 0.01
+    loud = [p for t, p in program_levels if any(a + 0.3 < t < b - 0.1 for a, b in aired)]
+    assert loud and max(loud) > 0.05  # and the program sound has them too

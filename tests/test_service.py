@@ -451,7 +451,8 @@ def live_service(tmp_path_factory, livekit_server):
 
 def test_the_service_directs_a_live_room(live_service, livekit_server):
     base, data, proc = live_service
-    start = {"room": LIVE_ROOM, "policy": {"min_hold_s": 1.0}, "program_size": [320, 180], "program_fps": 10}
+    start = {"room": LIVE_ROOM, "policy": {"min_hold_s": 1.0}, "program_size": [320, 180], "program_fps": 10,
+             "narrate": True}
     code, body = post(base + "/live_start", start, token=None)  # operators only
     assert code == 401 and error_of(body)["detail"][0]["loc"] == ["header", "authorization"]
     camera = Camera(livekit_server, "cam1", LIVE_ROOM)
@@ -483,7 +484,7 @@ def test_the_service_directs_a_live_room(live_service, livekit_server):
         assert s["health"]["ticks"] > 0 and s["recent_cuts"][0] == {"t": s["recent_cuts"][0]["t"], "to": "cam1",
                                                                     "reason": "start"}, s
         assert "speech_prob" in s["cameras"]["cam1"]["features"], s
-        assert s["program_size"] == [320, 180] and s["policy"] == {"min_hold_s": 1.0}
+        assert s["program_size"] == [320, 180] and s["policy"] == {"min_hold_s": 1.0} and s["narrate"] is True
         poll(lambda: get(base + "/readyz")[0] == 200, 10, "ready once the room is on air")
         code, metrics = get(base + "/metrics")  # the director's own series, through bentoml's multiprocess registry
         assert code == 200
@@ -497,6 +498,7 @@ def test_the_service_directs_a_live_room(live_service, livekit_server):
         assert code == 200 and r["state"] == "stopped", r
         rep = r["report"]
         assert rep["ticks"] > 0 and rep["cameras"] == ["cam1"] and rep["program_frames"] > 0, rep
+        assert rep["narration_audio_s"] > 0 and rep["narration_lines"] == 0, rep  # its track ran; nothing to say
         assert rep["recent_cuts"][0] == {"t": rep["recent_cuts"][0]["t"], "to": "cam1", "reason": "start"}, rep
         spool = r["spool_dir"]  # the room's own feature-log spool (one writer per spool directory)
         assert Path(spool).parent == data / "spool" / "rooms" and any((Path(spool) / "camera_ticks").iterdir())
