@@ -59,7 +59,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, StringConstr
 from starlette.responses import JSONResponse  # noqa: E402
 
 from features.extract import SCENE_FEATURES  # noqa: E402
-from features.schema import CAMERA_TICKS, DECISIONS, OVERRIDES  # noqa: E402
+from features.schema import TABLES  # noqa: E402
 from features.spool import FeatureLog  # noqa: E402
 from ranker.core import CameraTick as CoreCameraTick  # noqa: E402
 from ranker.core import DirectorCore  # noqa: E402
@@ -558,12 +558,11 @@ class Director:
                         "reach this port can direct")
         self.settings.ensure_dirs()
         os.environ.setdefault("YOLO_CONFIG_DIR", str(self.settings.data_dir / "ultralytics"))  # as the CLI does
-        self.models = ModelManager(self.settings.mlflow_tracking_uri, challenger_share=self.settings.challenger_share,
-                                   policy=self.settings.policy)
+        self.models = ModelManager.from_settings(self.settings)
         self.models.refresh()
         self._stop = threading.Event()
         self.models.start(self._stop)
-        self.log = FeatureLog(self.settings.spool_dir, [CAMERA_TICKS, DECISIONS, OVERRIDES])
+        self.log = FeatureLog(self.settings.spool_dir, TABLES.values())
         self.sessions: OrderedDict[str, _Session] = OrderedDict()  # least recently ticked first
         self._lock = threading.Lock()
         self.rooms: dict[str, _Room] = {}  # live rooms; touched only on the service's event loop

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Mapping
 
-SCHEMA_VERSION = 5  # v2: the director core's exact inputs (session clock, pause position, policy config)
+SCHEMA_VERSION = 6  # v2: the director core's exact inputs (session clock, pause position, policy config)
 #                    v3: the ASR's word times (cuts never land inside a recognised word)
 #                    v4: temporal context features (features/temporal.py)
-#                    v5: the narration table (runtime/narration/)
+#                    v5: the narration table (runtime/narration/), the A/B shadow arm's decisions
+#                    v6: each decision's latency and whether its cut landed inside the outgoing speaker's word
 
 ROLES = ("key", "feature", "context", "state", "output", "meta")
 
@@ -384,6 +385,10 @@ DECISIONS = Table(
                default=False),
         Column("model_version", "LowCardinality(String)", "output", "ranker that produced the scores", default=""),
         Column("ab_variant", "LowCardinality(String)", "output", "A/B arm", default=""),
+        Column("latency_ms", "Nullable(Float32)", "meta", "from the tick's start (its analysis, where the front door "
+               "measures it) to this decision", since=6),
+        Column("cut_inside_speech", "Nullable(Bool)", "output", "the cut lands inside a word of the outgoing "
+               "camera's own speech (the policy's speech wait timed out); NULL = no cut", since=6),
     ),
     order_by=("session_id", "ts"),
 )
@@ -406,7 +411,8 @@ NARRATION = Table(
     doc="One row per narration line the narrator wrote: aired (when and by which voice) or why not. The text is "
         "what passed the safety filter; what the filter removed is counted by kind, never stored.",
     columns=_session_columns() + (
-        Column("outcome", "LowCardinality(String)", "output", "aired | stale | refused | tts_failed | unwritten"),
+        Column("outcome", "LowCardinality(String)", "output", "aired | stale | refused | tts_failed | unwritten | "
+               "replaced (a voiced line gave its slot to a more important or fresher event)"),
         Column("event", "LowCardinality(String)", "meta", "what the line is about: keyword | scene | operator | "
                "turn | cut"),
         Column("event_t", "Float64", "meta", "session time of the event"),
@@ -424,7 +430,28 @@ NARRATION = Table(
     order_by=("session_id", "ts"),
 )
 
-TABLES: dict[str, Table] = {t.name: t for t in (CAMERA_TICKS, DECISIONS, OVERRIDES, NARRATION)}
+SHADOW_DECISIONS = Table(
+    name="shadow_decisions",
+    doc="A/B shadow mode: one row per tick of what the shadow arm (the model not acting) would have decided, "
+        "through its own copy of the policy. Never acted on; compare with `decisions` (what aired).",
+    columns=_session_columns() + (
+        Column("program_camera", "LowCardinality(String)", "output", "the shadow's program after this tick"),
+        Column("cut", "Bool", "output", "the shadow would have cut", default=False),
+        Column("from_camera", "LowCardinality(String)", "output", "", default=""),
+        Column("to_camera", "LowCardinality(String)", "output", "", default=""),
+        Column("reason", "LowCardinality(String)", "output", "the rule that decided the shadow's tick"),
+        Column("cut_at", "Nullable(Float64)", "output", "session time of the shadow's placed cut"),
+        Column("acted_program", "LowCardinality(String)", "meta", "what was on program (the acting arm's)",
+               default=""),
+        Column("scores", "Map(String, String)", "output", "camera -> the shadow ranker's score", default={}),
+        Column("model_version", "LowCardinality(String)", "meta", "the shadow ranker's version", default=""),
+        Column("ab_variant", "LowCardinality(String)", "meta", "the shadow's arm", default=""),
+        Column("acted_variant", "LowCardinality(String)", "meta", "the arm that acted", default=""),
+    ),
+    order_by=("session_id", "ts"),
+)
+
+TABLES: dict[str, Table] = {t.name: t for t in (CAMERA_TICKS, DECISIONS, OVERRIDES, NARRATION, SHADOW_DECISIONS)}
 
 
 def table(name: str) -> Table:

@@ -361,3 +361,70 @@ def _table(results: dict) -> str:
     return head + "".join(f"| {k} | " + " | ".join(cell(results[w].get(k)) for w in results)
                           + f" | {cell(human.get(k))} |\n" for k in keys)
 
+
+
+class ABReportConfig(Config):
+    auto_promote: bool = False  # off = recommend only
+    auto_rollback: bool = True
+    rollback_rise: float = 0.25  # a champion's live override rate this much above its predecessor's: roll back
+    min_sessions: int = 5  # per arm
+    min_minutes: float = 10.0  # per arm
+    n_boot: int = 2000
+    window_days: int = 1  # the partition's day, and this many days back in all
+
+
+@asset(partitions_def=DAILY, group_name="ab", deps=[feature_log_ingest], description="A/B from live evidence: per "
+       "arm (champion, challenger) operator overrides per minute (primary), overruled air time, switches, "
+       "ping-pong and mid-word cuts per minute, with bootstrap 95% intervals by session and a minimum-sample rule; "
+       "rolls back a champion whose live override rate rose since it took over and promotes the challenger when "
+       "the primary metric improves beyond its interval and no guardrail is worse (auto_promote; off = recommend). "
+       "Plots here and as MLflow artifacts on the challenger's version.")
+def ab_report(context: AssetExecutionContext, config: ABReportConfig, clickhouse: ClickHouseResource,
+              mlflow: MLflowResource) -> MaterializeResult:
+    import tempfile
+    from datetime import datetime, timedelta, timezone
+
+    from ranker.ab import ABConfig, evaluate_live, plot
+
+    day = datetime.strptime(context.partition_key, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    start, end = day - timedelta(days=max(1, config.window_days) - 1), day + timedelta(days=1)
+    cfg = ABConfig(min_sessions=config.min_sessions, min_minutes=config.min_minutes, n_boot=config.n_boot,
+                   auto_promote=config.auto_promote, rollback_rise=config.rollback_rise,
+                   auto_rollback=config.auto_rollback)
+    with clickhouse.store() as store:
+        res = evaluate_live(store, mlflow.tracking_uri, cfg, start.timestamp(), end.timestamp(),
+                            who=f"dagster ab_report {context.run_id[:8]}")
+    rep = res["report"]
+    for line in res["actions"]:
+        context.log.info(f"ab_report: {line}")
+    meta = {"recommendation": rep.recommendation, "reason": rep.reason, "enough_evidence": rep.enough,
+            "sessions": MetadataValue.json(rep.sessions), "minutes": MetadataValue.json(rep.minutes),
+            "actions": MetadataValue.json(res["actions"]), "report": MetadataValue.json(rep.as_dict())}
+    if "rollback_check" in res:
+        meta["rollback_check"] = res["rollback_check"]
+    if rep.metrics:
+        with tempfile.TemporaryDirectory() as tmp:
+            png = plot(rep, Path(tmp) / f"ab_{context.partition_key}.png")
+            meta["metrics"] = MetadataValue.md(rep.table())
+            meta["plot"] = MetadataValue.md(f"![A/B]({_data_uri(png)})")
+            version = res.get("challenger_version") or _arm_version(res["outcomes"], "challenger")
+            if version:
+                meta["mlflow_artifacts"] = _log_ab_artifacts(mlflow.tracking_uri, version, png, rep,
+                                                             context.partition_key)
+    return MaterializeResult(metadata=meta)
+
+
+def _arm_version(outcomes, arm: str) -> str | None:
+    v = outcomes[outcomes["variant"] == arm]["model_version"].value_counts()
+    return v.index[0].rsplit("/", 1)[-1] if len(v) and "/" in v.index[0] else None
+
+
+def _log_ab_artifacts(tracking_uri: str, version: str, png: str, rep, day: str) -> str:
+    """The plot and the report (JSON) on the run of the challenger's model version, under ab_report/<day>/."""
+    from ranker.registry import MODEL_NAME, registry_client
+
+    client = registry_client(tracking_uri)
+    run_id = client.get_model_version(MODEL_NAME, version).run_id
+    client.log_artifact(run_id, png, f"ab_report/{day}")
+    client.log_text(run_id, json.dumps(rep.as_dict(), indent=1), f"ab_report/{day}/report.json")
+    return f"runs:/{run_id}/ab_report/{day}"

@@ -15,7 +15,9 @@ before the policy sees them, the session clock is a Float64 column), so replayin
 
 from __future__ import annotations
 
+import copy
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,6 +33,7 @@ from features.temporal import TemporalState
 from features.conversation import FLOOR_MIN_PERSON_AREA, Conversation, may_take_floor
 from .policy import CameraContext, Decision, Override, PolicyConfig, SwitchingPolicy
 
+log = logging.getLogger(__name__)
 _REL_DB = SCENE_FEATURES.index("audio_rel_db")
 _SPEECH = SCENE_FEATURES.index("speech_prob")
 _DBFS = SCENE_FEATURES.index("audio_dbfs")
@@ -207,7 +210,10 @@ def policy_contexts(t: float, cameras: Sequence[CameraTick], config: PolicyConfi
 
 
 class RankerSource(Protocol):
-    def ranker_for(self, session_id: str) -> tuple[str, Any]: ...
+    """Which ranker acts at session time t (`ranker_for`), and optionally which one scores in its shadow
+    (`shadow_for`: its decisions are logged, never acted on; None = no shadow)."""
+
+    def ranker_for(self, session_id: str, t: float | None = None) -> tuple[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -217,8 +223,18 @@ class FixedRanker:
     ranker: Any
     variant: str = "fixed"
 
-    def ranker_for(self, session_id: str) -> tuple[str, Any]:
+    def ranker_for(self, session_id: str, t: float | None = None) -> tuple[str, Any]:
         return self.variant, self.ranker
+
+
+@dataclass
+class ShadowTick:
+    """What the shadow arm would have done at this tick: its own scores, through its own copy of the policy."""
+
+    variant: str
+    model_version: str
+    decision: Decision
+    scores: dict[str, float]
 
 
 @dataclass
@@ -232,6 +248,7 @@ class TickResult:
     model_version: str
     overrides: list[Override]
     features: dict[str, np.ndarray] = field(default_factory=dict)  # camera -> what was scored (RANKER_FEATURES)
+    shadow: ShadowTick | None = None  # the shadow arm's would-be decision (A/B shadow mode), never acted on
 
     @property
     def cut_inside_speech(self) -> bool:
@@ -263,8 +280,10 @@ class DirectorCore:
         self.room = room
         self.rankers: RankerSource = rankers if hasattr(rankers, "ranker_for") else FixedRanker(rankers, variant)
         self.config = policy or PolicyConfig()
-        if model_policy:
-            self.config = self.config.with_tuned(getattr(self.rankers.ranker_for(session_id)[1], "policy", None))
+        if model_policy:  # (a source may name the ranker whose timing directs: the champion's, with A/B blocks)
+            policy_ranker = (self.rankers.policy_ranker(session_id) if hasattr(self.rankers, "policy_ranker")
+                             else self.rankers.ranker_for(session_id)[1])
+            self.config = self.config.with_tuned(getattr(policy_ranker, "policy", None))
         self.tick_s = float(tick_s)
         self.policy = SwitchingPolicy(self.config, self.tick_s)
         c = self.config
@@ -276,14 +295,18 @@ class DirectorCore:
         self.explain = explain
         self.k = 0
         self.program = ""
+        self.shadow_policy: SwitchingPolicy | None = None  # the shadow arm's copy of the policy, from its first tick
+        self._shadow_model = None
         self._last_on: dict[str, float] = {}
         self._model_label: tuple[str, str, str] | None = None
         self.config_json = json.dumps({**asdict(self.config), "tick_s": self.tick_s}, sort_keys=True,
                                       separators=(",", ":"))
 
     def tick(self, t: float, cameras: Sequence[CameraTick], overrides: Iterable[Override] = (), *,
-             ts: float | None = None, scores: np.ndarray | None = None) -> TickResult:
-        """Decide one tick at session time `t`. `scores` (one per camera, as logged) skips the ranker: replay."""
+             ts: float | None = None, scores: np.ndarray | None = None, started: float | None = None) -> TickResult:
+        """Decide one tick at session time `t`. `scores` (one per camera, as logged) skips the ranker: replay.
+        `started`: time.perf_counter() when the front door began this tick (its analysis), for the logged latency."""
+        started = time.perf_counter() if started is None else started
         t = float(t)
         if not math.isfinite(t):
             raise ValueError(f"the session clock must be finite, not {t!r}")
@@ -291,7 +314,7 @@ class DirectorCore:
         if len(cams) != len({c.camera_id for c in cams}):
             raise ValueError(f"duplicate camera ids in one tick: {[c.camera_id for c in cameras]}")
         ovs = list(overrides)
-        variant, ranker = self.rankers.ranker_for(self.session_id)
+        variant, ranker = self.rankers.ranker_for(self.session_id, t)
         version = str(getattr(ranker, "version", "")) if scores is None else ""
         scene = np.stack([c.x for c in cams]) if cams else np.zeros((0, len(SCENE_FEATURES)), np.float32)
         context = self.temporal.update(t, self.tick_s, [c.camera_id for c in cams], scene,
@@ -325,16 +348,41 @@ class DirectorCore:
             why = ", ".join(f"{f} {v:+.2f}" for f, v in ranker.explain(x[to]))
             if why:
                 d = _with_detail(d, f"{d.detail}; driven by {why}")
+        latency_ms = (time.perf_counter() - started) * 1000.0  # the acting decision's, without the shadow's work
+        shadow = self._shadow(t, cams, x, ctx, ovs, pauses) if scores is None and cams else None
         result = TickResult(self.k, t, d, score_map, ctx, variant, version, ovs,
-                            {c.camera_id: row for c, row in zip(cams, x)})
+                            {c.camera_id: row for c, row in zip(cams, x)}, shadow)
         if d.program:
             self._last_on[d.program] = t
         if self.sink is not None:  # a production session (not a replay): rows and Prometheus series
-            self._log(result, cams, time.time() if ts is None else ts)
+            self._log(result, cams, time.time() if ts is None else ts, latency_ms)
             self._count(result)
         self.program = d.program
         self.k += 1
         return result
+
+    def _shadow(self, t, cams, x, ctx, ovs, pauses) -> ShadowTick | None:
+        """A/B shadow mode: the other arm scores the same features and steps its own copy of the policy (taken
+        from the acting policy when this shadow model starts; the operators' overrides reach both). It runs after the
+        acting decision and can never change it: a shadow model that fails is logged and skipped."""
+        try:
+            arm = self.rankers.shadow_for(self.session_id, t) if hasattr(self.rankers, "shadow_for") else None
+            if arm is None:
+                self._shadow_model = None
+                return None
+            variant, ranker = arm
+            if self.shadow_policy is None or self._shadow_model is not ranker:  # a new shadow: today's state
+                self.shadow_policy = copy.deepcopy(self.policy)
+                self._shadow_model = ranker
+            raw = np.asarray(ranker.score(x), dtype=np.float64).reshape(-1)
+            s = np.nan_to_num(raw.astype(np.float32), nan=-1.0, posinf=-1.0, neginf=-1.0)
+            smap = {c.camera_id: float(v) for c, v in zip(cams, s)}
+            d = self.shadow_policy.step(t, smap, ctx, ovs, pauses)
+            return ShadowTick(variant, str(getattr(ranker, "version", "")), d, smap)
+        except Exception:  # noqa: BLE001 - the shadow is evidence, never a reason to stop directing
+            log.exception("director core: the shadow ranker failed at t=%.2f; the program is unaffected", t)
+            self.shadow_policy = None
+            return None
 
     def _count(self, r: TickResult) -> None:
         TICKS.labels(self.room, r.variant).inc()
@@ -351,7 +399,7 @@ class DirectorCore:
             self._model_label = label
 
     # -- the feature-log rows ----------------------------------------------------------------------------------------
-    def _log(self, r: TickResult, cams: Sequence[CameraTick], ts: float) -> None:
+    def _log(self, r: TickResult, cams: Sequence[CameraTick], ts: float, latency_ms: float) -> None:
         key = {"session_id": self.session_id, "room": self.room, "synthetic": self.synthetic, "ts": ts, "tick": r.k}
         d = r.decision
         for c in cams:
@@ -368,10 +416,19 @@ class DirectorCore:
             **key, "t": r.t, "program_camera": d.program or "", "cut": d.cut, "from_camera": d.from_camera,
             "to_camera": d.to_camera, "reason": d.reason, "detail": d.detail[:500], "transition": d.transition,
             "policy_state": d.state, "cut_at": d.at, "policy_config": self.config_json,
-            "supervised": bool(r.overrides), "model_version": r.model_version, "ab_variant": r.variant})
+            "supervised": bool(r.overrides), "model_version": r.model_version, "ab_variant": r.variant,
+            "latency_ms": round(latency_ms, 3), "cut_inside_speech": r.cut_inside_speech if d.cut else None})
         for o in r.overrides:
             self.sink.append("overrides", {**key, "t": r.t, "operator": o.operator, "action": o.action,
                                            "camera_id": o.camera, "timeout_s": o.timeout_s})
+        if r.shadow is not None:
+            sd = r.shadow.decision
+            self.sink.append("shadow_decisions", {
+                **key, "t": r.t, "program_camera": sd.program or "", "cut": sd.cut, "from_camera": sd.from_camera,
+                "to_camera": sd.to_camera, "reason": sd.reason, "cut_at": sd.at, "acted_program": d.program or "",
+                "scores": {k: f"{v:.6g}" for k, v in r.shadow.scores.items()},
+                "model_version": r.shadow.model_version, "ab_variant": r.shadow.variant,
+                "acted_variant": r.variant})
 
 
 def _with_detail(d: Decision, detail: str) -> Decision:

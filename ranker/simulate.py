@@ -342,6 +342,53 @@ def _session(rng: np.random.Generator, cfg: SimConfig, session_id: str, t0: floa
     return {"camera_ticks": ticks, "decisions": decisions, "overrides": overrides}
 
 
+def session_frames(config: SimConfig | None = None, seed: int = 0, index: int = 0, prefix: str = "sim",
+                   t0: float = 1_790_000_000.0) -> dict[str, pd.DataFrame]:
+    """One simulated session's tables (camera_ticks, decisions = the hidden director's program, overrides), not
+    written anywhere: the input of `operate`."""
+    cfg = config or SimConfig()
+    family = cfg.director.family
+    if family == "mixed":
+        family = FAMILIES[int(np.random.default_rng([seed, 1, index]).integers(len(FAMILIES)))]
+    name = f"{prefix}-{family}-{seed}-{index:05d}"
+    sensors = draw_sensors(np.random.default_rng([seed, 2, index])) if cfg.sensors == "varied" else Sensors()
+    return _session(np.random.default_rng([seed, 3, index]), cfg, name, t0 + index * (cfg.duration_s + 60), family,
+                    sensors)
+
+
+def operate(frames: dict[str, pd.DataFrame], core, patience_s: float = 1.5, operator: str = "sim-operator") -> dict:
+    """A live session through the director core with a simulated operator watching: the core directs the session's
+    cameras (its rows go to the core's sink, as live rows do); whenever the program has differed from the hidden
+    director's choice for `patience_s`, the operator takes that camera (an override, logged by the core). Returns
+    {"ticks", "overrides", "agree"} (agree: share of ticks the acted program matched the operator's choice)."""
+    from .core import CameraTick
+    from .policy import Override
+
+    by_tick: dict[int, list[dict]] = {}
+    for row in frames["camera_ticks"].sort_values(["tick", "camera_id"]).to_dict("records"):  # once: not per tick
+        by_tick.setdefault(int(row["tick"]), []).append(row)
+    want = dict(zip(frames["decisions"]["tick"].astype(int), frames["decisions"]["program_camera"].astype(str)))
+    first = frames["decisions"].sort_values("tick").iloc[0]
+    ts0 = (first["ts"].timestamp() if hasattr(first["ts"], "timestamp") else float(first["ts"])) - float(first["t"])
+    since, n_ov, agree, n = None, 0, 0, 0
+    for k, rows in sorted(by_tick.items()):
+        t = float(rows[0]["t"])
+        wanted = want.get(int(k), "")
+        ovs = []
+        if core.program and wanted and core.program != wanted:
+            since = t if since is None else since
+            if t - since >= patience_s - 1e-9:
+                ovs = [Override("take", wanted, None, operator)]
+                n_ov += 1
+                since = None
+        else:
+            since = None
+        r = core.tick(t, [CameraTick.from_row(row) for row in rows], ovs, ts=ts0 + t)
+        agree += int(r.decision.program == wanted)
+        n += 1
+    return {"ticks": n, "overrides": n_ov, "agree": agree / max(1, n)}
+
+
 def simulate(store, sessions: int, config: SimConfig | None = None, seed: int = 0, t0: float = 1_790_000_000.0,
              prefix: str = "sim") -> dict[str, int]:
     """Write `sessions` synthetic sessions into the store's tables; returns rows written per table."""

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from features.extract import scene_matrix
-from features.schema import CAMERA_TICKS, DECISIONS, NARRATION, OVERRIDES
+from features.schema import TABLES
 from features.spool import FeatureLog
 from ranker.core import CameraTick, DirectorCore
 from ranker.metrics import Shot, shots_from_decisions, summary
@@ -133,7 +133,7 @@ def direct(paths: list[str | Path], out_dir: str | Path, settings, *, offsets: d
     # rendering runs beside analysis: the renderer follows the core's decisions as they are made
     # a decision may move a cut back by the lookahead, and a J-cut switches the audio before the picture
     lookback = max(1.0 / hz, policy_cfg.lookahead_s) + max(0.0, policy_cfg.audio_lead_s) + 1.0 / hz
-    narrator = _narrator(settings, cams, hz) if narrate else None
+    narrator = _narrator(settings, cams, hz) if narrate else None  # before any output: a bad writer fails here
     if narrator is not None:  # a line goes back into a pause the narrator has heard whole: render that far behind
         lookback = max(lookback, NARRATION_LOOKBACK_S + 2.0 / hz)
     timeline = Timeline(lookback, audio_lead_s=policy_cfg.audio_lead_s)
@@ -147,7 +147,7 @@ def direct(paths: list[str | Path], out_dir: str | Path, settings, *, offsets: d
     renderer.start()
     t_analysis = time.perf_counter()
     try:
-        with FeatureLog(settings.spool_dir, [CAMERA_TICKS, DECISIONS, OVERRIDES, NARRATION]) as flog:
+        with FeatureLog(settings.spool_dir, TABLES.values()) as flog:
             core = DirectorCore(session_id, policy=policy_cfg, tick_s=1.0 / hz, rankers=ranker, variant="files",
                                 room="files", sink=flog, synthetic=synthetic)
             if narrator is not None:
@@ -157,6 +157,7 @@ def direct(paths: list[str | Path], out_dir: str | Path, settings, *, offsets: d
                     k: v for k, v in asdict(core.config).items() if asdict(policy_cfg)[k] != v})
             for k in range(n_ticks):
                 t = k / hz
+                started = time.perf_counter()
                 for c in cams:
                     ft = t - c.offset
                     if 0 <= ft <= c.duration:
@@ -180,7 +181,7 @@ def direct(paths: list[str | Path], out_dir: str | Path, settings, *, offsets: d
                 due = []
                 while script and script[0][0] <= t + 1e-9:
                     due.append(script.pop(0)[1])
-                r = core.tick(t, inputs, due, ts=wall0 + t)
+                r = core.tick(t, inputs, due, ts=wall0 + t, started=started)
                 decisions.append(r.decision)
                 model_version = r.model_version
                 line = narrator.tick(t, ordered, r, ts=wall0 + t) if narrator is not None else None
@@ -216,6 +217,10 @@ def direct(paths: list[str | Path], out_dir: str | Path, settings, *, offsets: d
     lead = policy_cfg.audio_lead_s
     write_edl(out / "cuts.edl", shots, cams, fps=comp_cfg.fps, dissolve_s=comp_cfg.dissolve_s, audio_lead_s=lead)
     narration = narrator.summary() if narrator is not None else None
+    if narration is not None and not narration["lines"]:
+        from .cli import narration_outcomes
+
+        warnings.append(f"narration aired no line ({narration_outcomes(narration['stats'])})")
     write_otio(out / "cuts.otio", shots, cams, fps=comp_cfg.fps, dissolve_s=comp_cfg.dissolve_s, audio_lead_s=lead,
                narration=narration["lines"] if narration else None)
     timings = {"analysis_s": round(t_analysis, 2), "render_tail_s": round(t_render, 2),
@@ -244,8 +249,12 @@ def _narrator(settings, cams, hz: float):
     if tts is None:
         log.warning("direct: --narrate with tts_backend=none: no narration")
         return None
-    return Narrator.from_settings(settings, tts, names={c.id: c.name for c in cams},
-                                  lookback_s=NARRATION_LOOKBACK_S, tick_s=1.0 / hz, synchronous=True)
+    try:
+        return Narrator.from_settings(settings, tts, names={c.id: c.name for c in cams},
+                                      lookback_s=NARRATION_LOOKBACK_S, tick_s=1.0 / hz, synchronous=True)
+    except ValueError as e:  # the writer hook cannot be loaded
+        tts.close()
+        raise DirectError(f"narration: {e}") from None
 
 
 def _even(size: tuple[int, int]) -> tuple[int, int]:

@@ -149,7 +149,14 @@ def check_tts(s: Settings) -> tuple[str, str]:
     if s.tts_backend == "none":
         return OFF, "narration disabled"
     from .models import resolve_piper_voice
+    from .narration.writer import load_hook
     from .tts import PiperTTS
+
+    if s.narration_writer:
+        try:
+            load_hook(s.narration_writer)
+        except ValueError as e:
+            return FAIL, f"{e}: `--narrate` cannot start"
 
     try:
         first = PiperTTS().speak("Check.").first_audio_s
@@ -169,6 +176,8 @@ def check_tts(s: Settings) -> tuple[str, str]:
                    timeout=min(5.0, s.elevenlabs_timeout_s)).models.list(request_options={"max_retries": 0})
     except Exception as e:  # noqa: BLE001 - unreachable, bad key: the fallback speaks
         code = getattr(e, "status_code", None)
+        if code in (401, 403):
+            return WARN, f"ElevenLabs at {where} rejects the API key (HTTP {code}): narration falls back to {piper}"
         why = f"HTTP {code}" if code else type(e).__name__
         return WARN, f"ElevenLabs at {where} does not answer ({why}): narration falls back to {piper}"
     return OK, f"ElevenLabs at {where} (voice {s.elevenlabs_voice_id}, {s.elevenlabs_model_id}); fallback {piper}"

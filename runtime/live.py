@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from features.extract import scene_matrix
-from features.schema import CAMERA_TICKS, DECISIONS, NARRATION, OVERRIDES
+from features.schema import TABLES
 from features.spool import FeatureLog
 from ranker.core import CameraTick, DirectorCore, TickResult
 from ranker.policy import Override, PolicyConfig
@@ -217,8 +217,13 @@ class LiveDirector:
             log.warning("live: narration asked for with tts_backend=none: no narration")
             return None
         lookback = max(0.0, self.delay - 1.0 / self.hz - AUDIO_MARGIN_S - 0.05)
-        return Narrator.from_settings(self.settings, tts, names={}, lookback_s=lookback, tick_s=1.0 / self.hz,
-                                      synchronous=False)
+        try:
+            return Narrator.from_settings(self.settings, tts, names={}, lookback_s=lookback, tick_s=1.0 / self.hz,
+                                          synchronous=False)
+        except ValueError as e:  # the writer hook cannot be loaded
+            tts.close()
+            log.error("live: no narration: %s", e)
+            return None
 
     # -- media in --------------------------------------------------------------------------------------------------
     async def _read_video(self, track, cam: str) -> None:
@@ -377,12 +382,14 @@ class LiveDirector:
     # -- the tick --------------------------------------------------------------------------------------------------
     def _tick(self, core: DirectorCore, flog: FeatureLog, t: float, overrides: list[Override]) -> TickResult | None:
         """Executor thread: analysis -> the director core (scores, policy, rows)."""
+        started = time.perf_counter()
         obs = self.engine.tick(t)
         if not obs:
             return None
         ordered = list(obs.values())
         x = scene_matrix(ordered)
-        r = core.tick(t, [CameraTick.from_observation(o, row) for o, row in zip(ordered, x)], overrides)
+        r = core.tick(t, [CameraTick.from_observation(o, row) for o, row in zip(ordered, x)], overrides,
+                      started=started)
         flog.maybe_rotate()
         if self.narrator is not None:
             for o in ordered:
@@ -594,7 +601,7 @@ class LiveDirector:
                 await room.local_participant.publish_track(
                     rtc.LocalAudioTrack.create_audio_track("narration", voice),
                     rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
-            with FeatureLog(self.settings.spool_dir, [CAMERA_TICKS, DECISIONS, OVERRIDES, NARRATION]) as flog:
+            with FeatureLog(self.settings.spool_dir, TABLES.values()) as flog:
                 if self.narrator is not None:
                     self.narrator.bind(flog, self.report.session_id, self.room_name)
                 workers = [asyncio.ensure_future(self._ticks(flog, stop)),

@@ -1,5 +1,10 @@
-"""Which ranker scores a session: the registry's `champion`, its `challenger` for an A/B share of sessions, or the
+"""Which ranker scores a session: the registry's `champion`, its `challenger` for an A/B share of traffic, or the
 rule baseline when the registry cannot serve one.
+
+A/B assignment (`ab_unit`): per `session` (a sticky hash of the session id: the same session or room always gets the
+same arm; for fleets of rooms), or per `block` of `ab_block_s` seconds within a session (alternating, for a single
+room: block k goes to the challenger when k * share crosses a whole number, so share 0.5 alternates). `shadow`: the
+arm not acting scores every tick too, and the director core logs what it would have decided (never acted on).
 
 The manager follows the MLflow aliases (`refresh()`, or a polling thread from `start()`): a new version is loaded
 off to the side and swapped in with one reference assignment, so a tick in progress keeps the ranker it started
@@ -37,10 +42,20 @@ class ModelManager:
     poll_s: float = 60.0
     fallback: object = field(default_factory=WeightedBaselineRanker)
     policy: PolicyConfig | None = None  # the policy this runtime directs with (warned about when a model differs)
+    ab_unit: str = "session"  # session | block
+    ab_block_s: float = 300.0
+    shadow: bool = False
+
+    @classmethod
+    def from_settings(cls, s, **kw) -> "ModelManager":
+        return cls(s.mlflow_tracking_uri, challenger_share=s.challenger_share, policy=s.policy, ab_unit=s.ab_unit,
+                   ab_block_s=s.ab_block_s, shadow=s.ab_shadow, **kw)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.challenger_share <= 1.0:
             raise ValueError("challenger_share must be within 0..1")
+        if self.ab_unit not in ("session", "block") or not self.ab_block_s > 0:
+            raise ValueError("ab_unit must be 'session' or 'block', with ab_block_s > 0")
         self._slots = {CHAMPION: _Slot(), CHALLENGER: _Slot()}
         self._lock = threading.Lock()
         self.last_error: str | None = None
@@ -109,20 +124,46 @@ class ModelManager:
             return {alias: slot.version for alias, slot in self._slots.items()}
 
     # -- per session -------------------------------------------------------------------------------------------------
-    def variant(self, session_id: str) -> str:
-        """Deterministic A/B arm of a session: the same session always gets the same arm."""
+    def variant(self, session_id: str, t: float | None = None) -> str:
+        """Deterministic A/B arm of a session (at session time t, when the unit is a time block)."""
         with self._lock:
             champion, challenger = self._slots[CHAMPION].ranker, self._slots[CHALLENGER].ranker
-        bucket = zlib.crc32(session_id.encode()) % 10_000 / 10_000
-        if challenger is not None and bucket < self.challenger_share:
+        if challenger is not None and self._challenger_turn(session_id, t):
             return CHALLENGER
         return CHAMPION if champion is not None else "baseline"
 
-    def ranker_for(self, session_id: str):
-        """(variant, ranker) for the next tick of a session."""
-        arm = self.variant(session_id)
+    def _challenger_turn(self, session_id: str, t: float | None) -> bool:
+        share = self.challenger_share
+        if self.ab_unit == "block":
+            k = int((t or 0.0) // self.ab_block_s) + zlib.crc32(session_id.encode()) % 97  # sessions start apart
+            return int((k + 1) * share + 1e-9) > int(k * share + 1e-9)
+        return zlib.crc32(session_id.encode()) % 10_000 / 10_000 < share
+
+    def ranker_for(self, session_id: str, t: float | None = None):
+        """(variant, ranker) for the tick of a session at session time t."""
+        arm = self.variant(session_id, t)
         if arm == "baseline":
             return arm, self.fallback
+        with self._lock:
+            return arm, self._slots[arm].ranker
+
+    def policy_ranker(self, session_id: str):
+        """The ranker whose learned policy timing directs the whole session: its arm's with per-session A/B; the
+        champion's with time blocks (both arms then run under one timing: the blocks compare the rankers)."""
+        if self.ab_unit == "block":
+            with self._lock:
+                champion = self._slots[CHAMPION].ranker
+            return champion if champion is not None else self.fallback
+        return self.ranker_for(session_id)[1]
+
+    def shadow_for(self, session_id: str, t: float | None = None):
+        """(variant, ranker) of the arm that is not acting, when shadow mode is on and both arms are loaded."""
+        if not self.shadow:
+            return None
+        with self._lock:
+            if self._slots[CHAMPION].ranker is None or self._slots[CHALLENGER].ranker is None:
+                return None
+        arm = CHAMPION if self.variant(session_id, t) == CHALLENGER else CHALLENGER
         with self._lock:
             return arm, self._slots[arm].ranker
 

@@ -12,6 +12,12 @@ from pathlib import Path
 import numpy as np
 
 
+def _outcomes(stats: dict) -> str:
+    from .cli import narration_outcomes
+
+    return narration_outcomes(stats)
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
@@ -90,7 +96,7 @@ def write_report(out: Path, result, cams, ticks, score_rows, decisions, lines, m
     said = "".join(f"<tr><td>{n['start']:.2f}</td><td>{n['end']:.2f}</td><td>{html.escape(n['text'])}</td>"
                    f"<td>{n['event']}</td><td>{n['provider']}</td></tr>" for n in (narration or {}).get("lines", []))
     said_section = (f"<h2>Narration</h2><table><tr><th>from (s)</th><th>to</th><th>line</th><th>event</th>"
-                    f"<th>voice</th></tr>{said}</table><p>{html.escape(str((narration or {}).get('stats', {})))}</p>"
+                    f"<th>voice</th></tr>{said}</table><p>{html.escape(_outcomes((narration or {}).get('stats', {})))}</p>"
                     if narration is not None else "")
     reason_rows = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in reasons.most_common())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>AI-OBS report {result.session_id}</title>

@@ -93,8 +93,8 @@ class Settings(BaseModel):
     narration_templates: dict[str, list[str]] = Field(default_factory=dict, description="event type (cut, turn, "
                                                       "scene, keyword, operator) -> line templates, replacing the "
                                                       "built-in ones (YAML, or JSON in the environment)")
-    narration_writer: str = Field("", description="module:function that writes a line from an event (an LLM "
-                                                  "writer); empty = templates only")
+    narration_writer: str = Field("", pattern=r"^([\w.]+:\w+)?$", description="module:function that writes a "
+                                  "line from an event (an LLM writer); empty = templates only")
 
     # director
     tick_hz: float = Field(5.0, gt=0, le=60)
@@ -105,8 +105,15 @@ class Settings(BaseModel):
     policy: PolicyConfig = Field(default_factory=PolicyConfig,
                                  description="the switching policy (ranker/policy.py PolicyConfig); YAML `policy:` "
                                              "mapping or AIOBS_POLICY_<FIELD>, e.g. AIOBS_POLICY_MIN_HOLD_S=3")
-    challenger_share: float = Field(0.0, ge=0, le=1, description="share of sessions (0..1) the registry's "
-                                                                 "challenger directs (A/B); the rest get the champion")
+    challenger_share: float = Field(0.0, ge=0, le=1, description="share of traffic (0..1; 0.1 = 10 %) the "
+                                                                 "registry's challenger directs (A/B); the rest get "
+                                                                 "the champion")
+    ab_unit: Literal["session", "block"] = Field("session", description="A/B assignment unit: `session` (sticky "
+                                                 "per session/room, for fleets) or `block` (alternating time blocks "
+                                                 "within a session, for one room)")
+    ab_block_s: float = Field(300.0, ge=10, description="length of an A/B time block (ab_unit=block)")
+    ab_shadow: bool = Field(False, description="the arm not acting scores every tick too; its would-be decisions "
+                                               "are logged (shadow_decisions), never acted on")
 
     # the HTTP service (bento/service.py): who may direct, and how much one client may ask of it
     service_token: SecretStr = Field(SecretStr(""), description="bearer token every mutating service API (/tick) "
@@ -130,6 +137,13 @@ class Settings(BaseModel):
                                              description="the LiveKit URL the control page's browser joins (ws:// "
                                                          "or wss://, as browsers reach the server); empty = "
                                                          "livekit_url")
+
+    @model_validator(mode="after")
+    def _check_narration(self) -> "Settings":
+        from runtime.narration.writer import check_templates
+
+        check_templates(self.narration_templates)  # a typo in a template would never speak: refuse it now
+        return self
 
     @model_validator(mode="after")
     def _fill_paths(self) -> "Settings":

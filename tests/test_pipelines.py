@@ -229,8 +229,9 @@ def test_retraining_an_empty_data_dir_says_what_is_missing(tmp_path):
 def test_new_labels_sensor_and_definitions(platform):
     settings, _ = platform
     defs = build_definitions(settings)
-    assert defs.resolve_job_def("retrain_ranker") is not None
-    assert len(list(defs.schedules)) == 1 and len(list(defs.sensors)) == 1
+    assert defs.resolve_job_def("retrain_ranker") is not None and defs.resolve_job_def("ab_evaluation") is not None
+    assert sorted(s.name for s in defs.schedules) == ["nightly_ab_report", "retrain_ranker_schedule"]
+    assert len(list(defs.sensors)) == 1
     res = default_resources(settings)
     ctx = build_sensor_context(resources={"clickhouse": res["clickhouse"]}, cursor=None)
     out = new_labels_sensor(ctx)

@@ -24,7 +24,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .safety import SafetyFilter
-from .writer import Event, EventReader, LineWriter
+from .writer import Event, EventReader, LineWriter, sentence_case
+
+LEVEL_DBFS = -23.0  # every voice is brought to this loudness (RMS of its voiced part), peaks at most PEAK
+PEAK = 0.7
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +123,16 @@ class SpeechGate:
         return None
 
 
+def _level(x: np.ndarray) -> np.ndarray:
+    """Bring a line to LEVEL_DBFS (RMS over its voiced samples), its peaks at most PEAK: voices differ by 10 dB."""
+    voiced = x[np.abs(x) > 1e-3]
+    if voiced.size == 0:
+        return x.astype(np.float32)
+    rms = float(np.sqrt(np.mean(voiced.astype(np.float64) ** 2)))
+    gain = min(10 ** (LEVEL_DBFS / 20) / max(rms, 1e-9), PEAK / float(np.abs(x).max()))
+    return (x * gain).astype(np.float32)
+
+
 @dataclass
 class _Pending:
     event: Event
@@ -180,7 +193,7 @@ class Narrator:
         if self.pending is None:
             return None
         p, cfg = self.pending, self.config
-        if t - p.event.t > cfg.max_age_s:
+        if t - cfg.lookback_s - p.event.t > cfg.max_age_s:  # even placed as far back as it may go, it is too late
             self._drop("stale")
             return None
         if p.future is None:
@@ -201,18 +214,40 @@ class Narrator:
     def _offer(self, ev: Event) -> None:
         p = self.pending
         if p is not None and p.future is not None:
-            return  # a line is already being spoken into a voice: it keeps the slot
+            # a line already voiced keeps the slot, unless the new event matters more, or it has waited half its
+            # life for a pause (then the newer event of the same kind is the better line)
+            if ev.priority > p.event.priority or (ev.priority == p.event.priority
+                                                  and ev.t - p.event.t > self.config.max_age_s / 2):
+                self._drop("replaced")
+                self.pending = _Pending(ev)
+            else:
+                self.stats["skipped"] += 1  # (no line was written for it: no log row)
+            return
         if p is None or ev.priority >= p.event.priority:
             if p is not None:
-                self.stats["replaced"] += 1
+                self.stats["superseded"] += 1  # an event not yet written: no line, no log row
             self.pending = _Pending(ev)
+        else:
+            self.stats["skipped"] += 1
 
     def _write(self, p: _Pending) -> bool:
-        text = self.writer.write(p.event)
+        fields, removed = dict(p.event.fields), Counter()
+        seen = set()
+        for k in p.event.untrusted:  # a model's words are filtered on their own first (a name opening them counts)
+            v = self.safety.check(fields.get(k, ""))
+            if fields.get(k, "") not in seen:  # the same words in two fields count once
+                removed.update(v.removed)
+                seen.add(fields.get(k, ""))
+            if v.ok:
+                fields[k] = sentence_case(v.text)
+            else:
+                fields.pop(k, None)  # templates that need it are skipped
+        text = self.writer.write(Event(p.event.t, p.event.kind, fields))
         if not text:
             self._drop("unwritten")
             return False
         verdict = self.safety.check(text)
+        verdict.removed = dict(Counter(verdict.removed) + removed)
         if verdict.removed:
             self.removed.update(verdict.removed)
             log.info("narration: the safety filter removed %s from a %s line%s", dict(verdict.removed),
@@ -255,7 +290,7 @@ class Narrator:
         if start - p.event.t > cfg.max_age_s:
             self._drop("stale")
             return None
-        u = Utterance(start, p.text, speech.samples, speech.rate, speech.provider, p.event.kind, p.event.t,
+        u = Utterance(start, p.text, _level(speech.samples), speech.rate, speech.provider, p.event.kind, p.event.t,
                       dict(p.removed), speech.first_audio_s, verified)
         self.lines.append(u)
         self.pending = None

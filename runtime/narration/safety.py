@@ -22,14 +22,26 @@ URL = re.compile(r"\b(?:https?://|www\.)\S+", re.I)
 # 13-19 digits, optionally grouped by spaces or dashes: card-like, whether or not its Luhn digit checks out
 CARD = re.compile(r"(?<![\d])(?:\d[ -]?){12,18}\d(?![\d])")
 # a phone number: an optional +country, then 7-15 digits in groups separated by spaces, dots, dashes or brackets
-PHONE = re.compile(r"(?<![\w])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{2,4}(?:[\s.-]?\d{2,4}){1,4}(?![\w])")
+PHONE = re.compile(r"(?<![\w])(?:\+\d{1,3}[\s.-]?)?(?:\(\d{1,4}\)[\s.-]?)?\d{1,4}(?:[\s.-]?\d{1,4}){1,6}"
+                   r"(?:[\s.-]?[A-Z]{4,})?(?![\w])")
 STREET_WORDS = (r"street|st|avenue|ave|road|rd|boulevard|blvd|lane|ln|drive|dr|court|ct|place|pl|square|sq|way|"
                 r"terrace|parkway|pkwy|highway|hwy|close|crescent|strasse|straße|rue|calle|via")
 # "221B Baker Street", "10 Downing St.", "1600 Pennsylvania Avenue NW"
 ADDRESS = re.compile(rf"\b\d{{1,5}}[A-Za-z]?\s+(?:[A-Za-z][\w'-]*\s+){{0,3}}(?:{STREET_WORDS})\b\.?"
                      rf"(?:\s+(?:NW|NE|SW|SE|N|S|E|W)\b)?", re.I)
-POSTCODE = re.compile(r"\b(?:[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}|\d{5}-\d{4})\b")  # UK postcodes, US ZIP+4
-TITLE = re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Dr|Prof|Sir|Dame|Lord|Lady)\.?\s+[A-Z][\w'-]*(?:\s+[A-Z][\w'-]*)*")
+# UK postcodes, US ZIP+4, a US state and its ZIP ("DC 20500"), anything said to be a ZIP/postcode
+POSTCODE = re.compile(r"\b(?:[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}|\d{5}-\d{4}|[A-Z]{2}\s+\d{5})\b"
+                      r"|\b(?:zip|zip code|postcode|postal code)\s*:?\s*[\w-]+", re.I)
+BARE_URL = re.compile(r"(?<![\w@.-])(?:[\w-]+\.)+(?:com|org|net|io|co|uk|de|fr|es|it|nl|eu|tv|gov|edu|info|biz|me|ai|app"
+                      r"|dev)\b(?:/\S*)?", re.I)
+HANDLE = re.compile(r"(?<![\w@])@[A-Za-z0-9_]{2,}")
+IP = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
+SPELLED_EMAIL = re.compile(r"\b[\w.+-]+\s*(?:\(at\)|\[at\]|\s@\s|\s+at\s+)\s*[\w-]+\s*(?:\(dot\)|\[dot\]|\s+dot\s+)"
+                           r"\s*[a-z]{2,}\b", re.I)
+ISO_DATE = re.compile(r"\b\d{4}-\d{2}-\d{2}\b")
+TITLE = re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Dr|Prof|Sir|Dame|Lord|Lady)\.?\s+[^\W\d_][\w'’-]*"
+                   r"(?:\s+[^\W\d_a-zß-ÿ][\w'’-]*)?")  # "Mr smith", "Dr. Watson", "Ms. Maria Garcia"
+TOKEN = re.compile(r"(?<![\w'’-])[^\W\d_][\w'’-]*")
 WORD = re.compile(r"[A-Za-zÀ-ÖØ-öø-ÿ][\w'’-]*")
 
 
@@ -74,12 +86,16 @@ class SafetyFilter:
                 return " \x00 "  # a hole: _tidy drops the words that pointed at it ("at", "call")
             return pattern.sub(sub, s)
 
+        s = cut(SPELLED_EMAIL, "email", s)
         s = cut(EMAIL, "email", s)
         s = cut(URL, "url", s)
+        s = cut(BARE_URL, "url", s)
+        s = cut(HANDLE, "handle", s)
+        s = cut(IP, "ip_address", s)
         s = cut(CARD, "card_number", s)
         s = cut(ADDRESS, "street_address", s)
         s = cut(POSTCODE, "postcode", s)
-        s = cut(PHONE, "phone_number", s, keep=lambda m: len(re.sub(r"\D", "", m)) < 7)
+        s = cut(PHONE, "phone_number", s, keep=lambda m: len(re.sub(r"\W", "", m)) < 7 or bool(ISO_DATE.fullmatch(m)))
         if self._banned_re is not None:
             if self.banned_action == "refuse" and self._banned_re.search(s):
                 return Verdict("", True, "banned word", {**removed, "banned_word": 1})
@@ -101,33 +117,44 @@ class SafetyFilter:
         return bool(words) and all(w.lower() in self.allow for w in words)
 
     def _names(self, s: str, removed: Counter) -> str:
-        """Capitalised runs that are names (see the module doc) and not allowed."""
-        out, last = [], 0
-        for m in re.finditer(r"[A-ZÀ-ÖØ-Þ][\w'’-]*(?:\s+[A-ZÀ-ÖØ-Þ][\w'’-]*)*", s):
-            words = m.group(0).split()
-            before = s[:m.start()].rstrip()
-            sentence_start = not before or before[-1] in ".!?:;\"“(" or before.endswith("--")
-            if sentence_start and len(words) == 1 and words[0].lower().strip("'’") in _OPENERS:
+        """Capitalised runs (any script with capitals) that are names (see the module doc) and not allowed."""
+        runs, cur = [], []
+        for m in TOKEN.finditer(s):
+            if m.group(0)[0].isupper() and cur and s[cur[-1].end():m.start()] == " ":
+                cur.append(m)
                 continue
-            if sentence_start:  # keep the opening word when it is a common word ("The", "Over"): judge the rest
-                if words[0].lower() in _OPENERS:
-                    words = words[1:]
-                    start = m.start() + len(m.group(0)) - len(" ".join(words))
-                else:
-                    start = m.start()
-            else:
-                start = m.start()
-            span = " ".join(words)
-            if not words or all(w.lower() in self.allow for w in words) or span.isupper() and len(span) <= 4:
-                continue  # allowed, or an acronym (TV, BBC)
-            out.append(s[last:start])
-            out.append(" Someone " if sentence_start and start == m.start() else " someone ")
-            last = start + len(span)
+            if cur:
+                runs.append(cur)
+            cur = [m] if m.group(0)[0].isupper() else []
+        if cur:
+            runs.append(cur)
+        out, last = [], 0
+        for run in runs:
+            before = s[:run[0].start()].rstrip()
+            sentence_start = not before or before[-1] in ".!?:;\"“(" or before.endswith("--")
+            if sentence_start and run[0].group(0).lower().strip("'’") in _OPENERS:
+                run = run[1:]  # a common word opening the sentence ("The", "Over"): judge the rest
+                sentence_start = False
+            words = [m.group(0) for m in run]
+            if not words or all(self._not_a_name(w) for w in words):
+                continue
+            if len(words) == 1 and words[0].isupper() and len(words[0]) <= 3:
+                continue  # an acronym (TV, BBC)
+            out.append(s[last:run[0].start()])
+            out.append("Someone" if sentence_start else "someone")
+            last = run[-1].end()
             removed["name"] += 1
         out.append(s[last:])
         return "".join(out)
 
+    def _not_a_name(self, word: str) -> bool:
+        w = word.lower().strip("'’")
+        return w in self.allow or w in _NOT_NAMES or (w.endswith(("'s", "’s")) and w[:-2] in self.allow)
 
+
+_NOT_NAMES = {"monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "january", "february",
+              "march", "april", "may", "june", "july", "august", "september", "october", "november", "december",
+              "i", "i'm", "i've", "i'll", "i'd"}
 _TITLES = {"mr", "mrs", "ms", "miss", "dr", "prof", "sir", "dame", "lord", "lady"}
 # words that open a template's sentence; a capitalised run that starts with one is judged without it
 _OPENERS = {"the", "a", "an", "over", "back", "on", "now", "here", "and", "but", "so", "then", "with", "in", "at",
@@ -144,7 +171,9 @@ _OPENERS = {"the", "a", "an", "over", "back", "on", "now", "here", "and", "but",
             "their", "his", "her", "my", "your", "its", "these", "those", "every", "each", "lots", "many", "few",
             "speaker", "speakers", "guest", "guests", "host", "panel", "room", "studio", "outside", "inside",
             "send", "give", "take", "bring", "see", "keep", "get", "go", "come", "make", "let", "try", "join",
-            "follow", "stay", "wait", "hear", "read", "play", "show", "find", "number", "numbers", "score"}
+            "follow", "stay", "wait", "hear", "read", "play", "show", "find", "number", "numbers", "score", "dial", "sign",
+            "between", "during", "while", "because", "although", "since", "until", "once", "both", "either",
+            "neither", "such", "very", "just", "only", "also", "even", "much", "most", "other", "another", "any"}
 
 
 def _tidy(s: str) -> str:
@@ -156,5 +185,6 @@ def _tidy(s: str) -> str:
     s = re.sub(r"([,;:])(?:\s*[,;:])+", r"\1", s)  # ", ," left by a removal
     s = re.sub(r"(^|[.!?]\s*)[,;:]\s*", r"\1", s)
     s = re.sub(r"\s+([.!?])", r"\1", s).strip(" ,;:")
+    s = re.sub(r"\b([Ss]omeone)(?:\s+someone)+\b", r"\1", s)  # "Ms. van der Berg" -> one someone
     s = re.sub(r"(^|[.!?]\s+)([a-z])", lambda m: m.group(1) + m.group(2).upper(), s)  # "someone joins" opens it
     return s

@@ -16,6 +16,9 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 
+KNOWN_FIELDS: dict[str, set[str]] = {"turn": {"to", "from", "reason"}, "cut": {"to", "from", "reason"},
+                                     "operator": {"to", "from", "reason"}, "scene": {"camera", "activity", "scene"},
+                                     "keyword": {"speaker", "keyword"}}
 PRIORITY = {"keyword": 3, "scene": 2, "operator": 1, "turn": 1, "cut": 0}
 
 DEFAULT_TEMPLATES: dict[str, list[str]] = {
@@ -32,6 +35,7 @@ class Event:
     t: float  # session time it happened
     kind: str  # keyword | scene | operator | turn | cut
     fields: dict[str, str] = field(default_factory=dict)
+    untrusted: tuple[str, ...] = ()  # fields from a model's words (VLM, ASR): filtered on their own before use
 
     @property
     def priority(self) -> int:
@@ -67,8 +71,9 @@ class EventReader:
                 if o.camera_id == program and text and text != self._last_scene:
                     self._last_scene = text
                     out.append(Event(o.vlm.t, "scene", {"camera": self.name(o.camera_id),
-                                                        "activity": _sentence_case(o.vlm.activity or text),
-                                                        "scene": _sentence_case(o.vlm.scene or text)}))
+                                                        "activity": (o.vlm.activity or text).strip(),
+                                                        "scene": (o.vlm.scene or text).strip()},
+                                     untrusted=("activity", "scene")))
             if o.keyword_hits and o.new_words and self.keywords:
                 said = " " + " ".join(re.sub(r"[^\w']", "", w.text.lower()) for w in o.new_words) + " "
                 for k in self.keywords:
@@ -79,8 +84,8 @@ class EventReader:
         return out
 
 
-def _sentence_case(text: str) -> str:
-    """Untrusted text goes mid-sentence: lower-case its first letter unless it is an acronym."""
+def sentence_case(text: str) -> str:
+    """Filtered untrusted text goes mid-sentence: lower-case its first letter unless it is an acronym."""
     text = " ".join(str(text).split()).rstrip(".")
     if len(text) > 1 and text[0].isupper() and not text[1].isupper():
         return text[0].lower() + text[1:]
@@ -101,8 +106,8 @@ class LineWriter:
                 text = self.hook(event.kind, dict(event.fields))
                 if text:
                     return str(text)
-            except Exception:  # noqa: BLE001 - a failing writer falls back to the templates
-                log.exception("narration: the writer hook failed; using the templates")
+            except Exception as e:  # noqa: BLE001 - a failing writer falls back to the templates
+                log.warning("narration: the writer hook failed (%s: %s); using the templates", type(e).__name__, e)
         options = self.templates.get(event.kind) or []
         for i in range(len(options)):
             k = self._turn.get(event.kind, 0)
@@ -114,12 +119,35 @@ class LineWriter:
         return None
 
 
+def check_templates(templates: dict[str, list[str]]) -> None:
+    """ValueError naming the first template with an unknown event type or field (a typo would never speak)."""
+    import string
+
+    for kind, options in templates.items():
+        if kind not in KNOWN_FIELDS:
+            raise ValueError(f"narration template event type {kind!r} is unknown (known: {sorted(KNOWN_FIELDS)})")
+        if not isinstance(options, list) or not options or not all(isinstance(o, str) for o in options):
+            raise ValueError(f"narration templates for {kind!r} must be a non-empty list of strings")
+        for o in options:
+            try:
+                names = {f for _, f, _, _ in string.Formatter().parse(o) if f is not None}
+            except ValueError as e:
+                raise ValueError(f"narration template {o!r}: {e}") from None
+            bad = names - KNOWN_FIELDS[kind]
+            if bad:
+                raise ValueError(f"narration template {o!r} for {kind!r} uses unknown field(s) {sorted(bad)} "
+                                 f"(known: {sorted(KNOWN_FIELDS[kind])})")
+
+
 def load_hook(spec: str):
     """'package.module:function' -> the function, called as fn(kind, fields) -> str | None."""
     mod, _, fn = spec.partition(":")
     if not mod or not fn:
         raise ValueError(f"narration_writer must be 'module:function', not {spec!r}")
     try:
-        return getattr(importlib.import_module(mod), fn)
+        hook = getattr(importlib.import_module(mod), fn)
     except (ImportError, AttributeError) as e:
         raise ValueError(f"narration_writer {spec!r} cannot be loaded: {e}") from None
+    if not callable(hook):
+        raise ValueError(f"narration_writer {spec!r} is not a function")
+    return hook
