@@ -371,6 +371,7 @@ class ABReportConfig(Config):
     min_minutes: float = 10.0  # per arm
     n_boot: int = 2000
     window_days: int = 1  # the partition's day, and this many days back in all
+    guardrail_tolerance: float = 0.10  # a guardrail blocks when worse beyond its interval by > 10 % of the champion
 
 
 @asset(partitions_def=DAILY, group_name="ab", deps=[feature_log_ingest], description="A/B from live evidence: per "
@@ -390,7 +391,7 @@ def ab_report(context: AssetExecutionContext, config: ABReportConfig, clickhouse
     start, end = day - timedelta(days=max(1, config.window_days) - 1), day + timedelta(days=1)
     cfg = ABConfig(min_sessions=config.min_sessions, min_minutes=config.min_minutes, n_boot=config.n_boot,
                    auto_promote=config.auto_promote, rollback_rise=config.rollback_rise,
-                   auto_rollback=config.auto_rollback)
+                   auto_rollback=config.auto_rollback, guardrail_tolerance=config.guardrail_tolerance)
     with clickhouse.store() as store:
         res = evaluate_live(store, mlflow.tracking_uri, cfg, start.timestamp(), end.timestamp(),
                             who=f"dagster ab_report {context.run_id[:8]}")

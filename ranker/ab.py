@@ -148,8 +148,14 @@ class MetricResult:
 
     @property
     def significantly_worse(self) -> bool:
+        return self.worse_beyond(0.0)
+
+    def worse_beyond(self, tolerance: float) -> bool:
+        """Worse beyond its interval by more than `tolerance` of the champion's value (0.1 = 10 %): a guardrail
+        guards against harm that matters, not against a measurably different 0.46 vs 0.49 ms."""
         lo, hi = self.diff_ci
-        return lo > 0 if self.better == "lower" else hi < 0
+        margin = tolerance * abs(self.champion)
+        return lo > margin if self.better == "lower" else hi < -margin
 
 
 @dataclass
@@ -198,6 +204,7 @@ def _boot(df: pd.DataFrame, n: int, rng: np.random.Generator) -> np.ndarray:
 
 def compare(outcomes: pd.DataFrame, champion: str = "champion", challenger: str = "challenger", *,
             n_boot: int = 2000, seed: int = 0, min_sessions: int = 5, min_minutes: float = 10.0,
+            guardrail_tolerance: float = 0.10,
             alpha: float = 0.05) -> ABReport:
     missing = {c for spec in METRICS.values() for c in spec[:2]} - set(outcomes.columns)
     outcomes = outcomes.assign(**{c: 0.0 for c in missing})  # a metric with no evidence is left out below
@@ -228,7 +235,7 @@ def compare(outcomes: pd.DataFrame, champion: str = "champion", challenger: str 
         report.recommendation, report.reason = "wait", "no minutes on air in an arm"
         return report
     primary = report.metrics[PRIMARY]
-    worse = [k for k, m in report.metrics.items() if k != PRIMARY and m.significantly_worse]
+    worse = [k for k, m in report.metrics.items() if k != PRIMARY and m.worse_beyond(guardrail_tolerance)]
     if not report.enough:
         report.recommendation = "wait"
         report.reason = "not enough evidence yet (minimum " + f"{min_sessions} sessions and {min_minutes:g} min per " \
@@ -274,15 +281,20 @@ def plot(report: ABReport, path) -> str:
     import matplotlib.pyplot as plt
 
     names = list(report.metrics)
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2))
-    for ax, name in zip(np.atleast_1d(axes), names):
+    cols = min(4, max(1, len(names)))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.0 * rows), squeeze=False)
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    for ax, name in zip(axes.ravel(), names):
         m = report.metrics[name]
         vals = [m.champion, m.challenger]
         errs = np.array([[v - lo, hi - v] for v, (lo, hi) in zip(vals, (m.champion_ci, m.challenger_ci))]).T
         ax.bar([report.champion, report.challenger], vals, yerr=np.maximum(errs, 0), capsize=6,
                color=["#4a7ab5", "#d9822b"])
         ax.set_title(f"{name}\n({m.better} is better)", fontsize=9)
-    fig.suptitle(f"A/B: {report.recommendation} ({report.sessions})", fontsize=10)
+    sessions = ", ".join(f"{k} {v} sessions" for k, v in report.sessions.items())
+    fig.suptitle(f"A/B: {report.recommendation} ({sessions}); bars: 95% intervals", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
@@ -297,6 +309,7 @@ class ABConfig:
     auto_promote: bool = False  # off = recommend only
     rollback_rise: float = 0.25  # a champion's live override rate this much above its predecessor's: roll back
     auto_rollback: bool = True
+    guardrail_tolerance: float = 0.10  # a guardrail blocks when worse beyond its interval by > 10 % of the champion
 
 
 def read_window(store, start: float | None = None, end: float | None = None) -> dict[str, pd.DataFrame]:
@@ -362,6 +375,7 @@ def evaluate_live(store, tracking_uri: str, cfg: ABConfig, start: float | None =
     evidence = outcomes[((outcomes["variant"] == CHAMPION) & (outcomes["model_version"] == label.get(CHAMPION)))
                         | ((outcomes["variant"] == CHALLENGER) & (outcomes["model_version"] == label.get(CHALLENGER)))]
     report = compare(evidence, CHAMPION, CHALLENGER, n_boot=cfg.n_boot, min_sessions=cfg.min_sessions,
+                     guardrail_tolerance=cfg.guardrail_tolerance,
                      min_minutes=cfg.min_minutes)
     out["report"] = report
     challenger = aliases[CHALLENGER]

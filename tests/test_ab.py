@@ -180,6 +180,9 @@ def test_ab_promotes_a_better_challenger_keeps_a_worse_one_also_in_dagster_and_r
     assert res["actions"] == [] and str(MlflowClient(uri).get_model_version_by_alias(MODEL_NAME, CHAMPION).version) \
         == v["better"]
     _dagster_ab_report(lab, T1 + DAY)  # the same day through the Dagster asset
+    shots = Path(os.environ.get("TEST_SCREENSHOTS_DIR") or lab["dir"])
+    text = _dagster_page_shows_the_report(lab, T1 + DAY, shots)  # and on `./dev.sh dagster`'s asset page
+    assert "keep" in text and (shots / "dagster_ab_report.png").stat().st_size > 20_000
 
     # -- phase 3: the worse model becomes champion by hand; its live override rate rises: rolled back ----------------
     promote(uri, v["worse"], "a hasty manual promotion", who="test")
@@ -309,3 +312,59 @@ def _dagster_ab_report(lab, day_t: float) -> None:
     logged = [a.path for a in client.list_artifacts(run_id, f"ab_report/{day}")]
     assert sorted(Path(p).name for p in logged) == [f"ab_{day}.png", "report.json"], logged
     assert meta["mlflow_artifacts"].value == f"runs:/{run_id}/ab_report/{day}"
+
+
+def _dagster_page_shows_the_report(lab, day_t: float, shots: Path) -> str:
+    """`./dev.sh dagster` on the data dir whose Dagster home holds the ab_report materialization: the asset page in
+    headless Chromium shows the recommendation, and the plot opens as an image. Returns the page text."""
+    import shutil
+    import signal
+    from datetime import datetime, timezone
+
+    from dagster import DagsterInstance, materialize
+    from playwright.sync_api import sync_playwright
+
+    from pipelines import assets
+    from pipelines.resources import default_resources
+    from runtime.settings import load_settings
+    from tests.test_control_page import CHROMIUM, CHROMIUM_ARGS
+    from tests.test_data_scientist import _screenshot, _start, _stop, _wait_http
+
+    data = lab["dir"] / "data"
+    home = data / "dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    day = datetime.fromtimestamp(day_t, timezone.utc).strftime("%Y-%m-%d")
+    env = {**os.environ, "AIOBS_DATA_DIR": str(data), "AIOBS_CLICKHOUSE_DSN": lab["dsn"],
+           "AIOBS_MLFLOW_TRACKING_URI": lab["uri"], "AIOBS_SPOOL_DIR": str(lab["spool"])}
+    settings = load_settings(env={k: v for k, v in env.items() if k.startswith("AIOBS_")})
+    with DagsterInstance.from_config(str(home)) as instance:
+        res = materialize([assets.ab_report], resources=default_resources(settings), partition_key=day,
+                          instance=instance,
+                          run_config={"ops": {"ab_report": {"config": {"min_minutes": 5.0, "n_boot": 500}}}})
+    assert res.success
+    port = free_port()
+    log = lab["dir"] / "dagster.log"
+    proc = _start([str(ROOT / "dev.sh"), "dagster"], {**env, "PORT": str(port)}, log)
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/server_info", proc, log)
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            text = _screenshot(page, f"http://127.0.0.1:{port}/assets/ab_report", ["Latest materialization",
+                               "recommendation"], shots / "dagster_ab_report.png", dismiss=["Skip"])
+            page.get_by_text("[Show Markdown]").first.wait_for(timeout=30_000)
+            shown = 0
+            for link in page.get_by_text("[Show Markdown]").all():  # the metrics table and the plot
+                link.click()
+                page.wait_for_timeout(500)
+                shown += page.locator("img[src^='data:image/png']").count()
+                page.keyboard.press("Escape")
+            page.get_by_text("[Show Markdown]").last.click()
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(shots / "dagster_ab_report_plot.png"))
+            browser.close()
+    finally:
+        _stop(proc, signal.SIGTERM)
+    assert shown >= 1, "the plot is not an image on the asset page"
+    return text
