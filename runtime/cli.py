@@ -144,21 +144,14 @@ def cmd_direct(args) -> int:
     if args.narrate:
         import json
 
+        from .narration.narrator import narration_outcomes
+
         n = json.loads((Path(r.out_dir) / "report.json").read_text()).get("narration") or {}
         voices = sorted({line["provider"] for line in n.get("lines", [])})
         print(f"narration: {len(n.get('lines', []))} line(s) aired" + (f" by {', '.join(voices)}" if voices else "")
               + f"; {narration_outcomes(n.get('stats', {}))}")
     print(f"wrote {r.out_dir}/program.mp4, cuts.edl, cuts.otio, report.html, report.json")
     return 0
-
-
-def narration_outcomes(stats: dict) -> str:
-    """'8 events: 2 aired, 4 stale (no pause long enough in time), 2 refused (safety filter)'."""
-    why = {"lines": "aired", "stale": "stale (no pause long enough in time)", "refused": "refused (safety filter)",
-           "tts_failed": "no voice (every TTS provider failed)", "unwritten": "unwritten (no template fits)",
-           "replaced": "replaced by a later event", "superseded": "superseded", "skipped": "skipped (slot taken)"}
-    parts = [f"{stats[k]} {v}" for k, v in why.items() if stats.get(k)]
-    return f"{stats.get('events', 0)} events" + (": " + ", ".join(parts) if parts else "")
 
 
 def cmd_simulate(args) -> int:

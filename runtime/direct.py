@@ -218,7 +218,7 @@ def direct(paths: list[str | Path], out_dir: str | Path, settings, *, offsets: d
     write_edl(out / "cuts.edl", shots, cams, fps=comp_cfg.fps, dissolve_s=comp_cfg.dissolve_s, audio_lead_s=lead)
     narration = narrator.summary() if narrator is not None else None
     if narration is not None and not narration["lines"]:
-        from .cli import narration_outcomes
+        from .narration.narrator import narration_outcomes
 
         warnings.append(f"narration aired no line ({narration_outcomes(narration['stats'])})")
     write_otio(out / "cuts.otio", shots, cams, fps=comp_cfg.fps, dissolve_s=comp_cfg.dissolve_s, audio_lead_s=lead,

@@ -523,14 +523,10 @@ class LiveDirector:
                                 self.settings.narration_duck_db)
 
     def _lines_near(self, s0: int, n: int) -> list:
-        t0, t1 = s0 / PROGRAM_AUDIO_RATE - 1.0, (s0 + n) / PROGRAM_AUDIO_RATE + 1.0
-        out = []
-        for u in reversed(self.narrator.lines):
-            if u.end < t0:
-                break
-            if u.start <= t1:
-                out.append(u)
-        return out
+        from .narration.mix import lines_near
+
+        rate = PROGRAM_AUDIO_RATE
+        return lines_near(self.narrator.lines, s0 / rate - 1.0, (s0 + n) / rate + 1.0)
 
     def _ring_read(self, cam: str | None, s0: int, n: int) -> np.ndarray:
         ring = self.audio.get(cam) if cam else None

@@ -65,7 +65,7 @@ def render_program(cams: list["Camera"], timeline: Timeline, duration: float, pa
                    progress) -> None:
     """Composite and encode the program, following `timeline`; audio follows the program camera with a 50 ms
     crossfade at each cut, with the timeline's narration mixed in over it (ducked)."""
-    from .narration.mix import mix_into_program
+    from .narration.mix import lines_near, mix_into_program
 
     fps = comp.config.fps
     by_id = {c.id: c for c in cams}
@@ -97,8 +97,8 @@ def render_program(cams: list["Camera"], timeline: Timeline, duration: float, pa
                 if ci < 0:  # nothing decided yet at this time: black
                     w.write_frame(comp.compose(t, {}))
                     silence = np.zeros(spf, np.float32)
-                    w.write_audio(mix_into_program(silence, i * spf, SAMPLE_RATE, _near(timeline.narration, t),
-                                                   timeline.duck_db))
+                    near = lines_near(timeline.narration, t - 1.0, t + 1.0)
+                    w.write_audio(mix_into_program(silence, i * spf, SAMPLE_RATE, near, timeline.duck_db))
                     continue
                 need = {comp.program}
                 if comp.transition == "dissolve" and t - comp.cut_t < comp.config.dissolve_s:
@@ -113,7 +113,8 @@ def render_program(cams: list["Camera"], timeline: Timeline, duration: float, pa
                     r = np.clip((np.arange(j0, j0 + spf) - audio_cut_j) / fade, 0.0, 1.0).astype(np.float32)
                     chunk = chunk * r + _audio(prev_audio_cam, j0, j0 + spf) * (1 - r)
                 if timeline.narration:
-                    chunk = mix_into_program(chunk, j0, SAMPLE_RATE, _near(timeline.narration, t), timeline.duck_db)
+                    near = lines_near(timeline.narration, t - 1.0, t + 1.0)
+                    chunk = mix_into_program(chunk, j0, SAMPLE_RATE, near, timeline.duck_db)
                 w.write_audio(chunk)
                 if i % fps == 0:
                     progress("render", i + 1, n_frames)
@@ -121,17 +122,6 @@ def render_program(cams: list["Camera"], timeline: Timeline, duration: float, pa
     finally:
         for c in cursors.values():
             c.close()
-
-
-def _near(lines: list, t: float) -> list:
-    """The narration lines that may sound around time t (lines are placed in order and never overlap)."""
-    out = []
-    for u in reversed(lines):
-        if u.end + 1.0 < t:
-            break
-        if u.start - 1.0 <= t:
-            out.append(u)
-    return out
 
 
 def _audio(cam: "Camera | None", j0: int, j1: int) -> np.ndarray:

@@ -11,11 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _outcomes(stats: dict) -> str:
-    from .cli import narration_outcomes
-
-    return narration_outcomes(stats)
+from .narration.narrator import narration_outcomes
 
 
 def _png(fig) -> str:
@@ -95,8 +91,9 @@ def write_report(out: Path, result, cams, ticks, score_rows, decisions, lines, m
     warn = "".join(f"<li>{html.escape(w)}</li>" for w in result.warnings) or "<li>none</li>"
     said = "".join(f"<tr><td>{n['start']:.2f}</td><td>{n['end']:.2f}</td><td>{html.escape(n['text'])}</td>"
                    f"<td>{n['event']}</td><td>{n['provider']}</td></tr>" for n in (narration or {}).get("lines", []))
+    outcomes = narration_outcomes((narration or {}).get("stats", {}))
     said_section = (f"<h2>Narration</h2><table><tr><th>from (s)</th><th>to</th><th>line</th><th>event</th>"
-                    f"<th>voice</th></tr>{said}</table><p>{html.escape(_outcomes((narration or {}).get('stats', {})))}</p>"
+                    f"<th>voice</th></tr>{said}</table><p>{html.escape(outcomes)}</p>"
                     if narration is not None else "")
     reason_rows = "".join(f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in reasons.most_common())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>AI-OBS report {result.session_id}</title>

@@ -185,29 +185,36 @@ def test_live_mode_fails_clearly_without_a_server(data_dir):
         asyncio.run(asyncio.wait_for(LiveDirector(settings).run(duration_s=1), 60))
 
 
-def test_with_a_broadcast_delay_the_program_cuts_to_the_new_speaker_before_their_first_word(livekit_server,
-                                                                                          data_dir):
-    """Two people talk in turns. With `program_delay_s` the director sees each turn change a second late, like any
-    director, but the cut it places airs in the pause before the new speaker's first word: read back from the
-    stamped frames on the received program track."""
+def _turn_script(lines: dict[str, list[str]], start_s: float, pause_s: float):
+    """Host and guest speak their lines in turns (host, guest, host, guest) from `start_s` on the script clock, with
+    `pause_s` of silence at every turn change: (turns [(who, first voiced s, last voiced s, clip, placed at)], the
+    script's end, each person's sound)."""
     tts = PiperTTS()
-    lines = {"host": ["Good evening and welcome to the studio, tonight we talk about the final.",
-                      "And the second half, what changed in the second half?"],
-             "guest": ["Thank you, it was a remarkable game from start to finish, really.",
-                       "They pressed higher and the goalkeeper kept them in the match."]}
     clips = {who: [resample(tts.synthesize(x), tts.sample_rate, SAMPLE_RATE) for x in xs] for who, xs in lines.items()}
-    # the script on the shared clock: host, guest, host, guest, with a 0.9 s pause at every turn change
-    turns, at = [], 3.0
+    turns, at = [], start_s
     for k in range(2):
         for who in ("host", "guest"):
             clip = clips[who][k]
             voiced = np.flatnonzero(np.abs(clip) > 0.02)
             turns.append((who, at + voiced[0] / SAMPLE_RATE, at + voiced[-1] / SAMPLE_RATE, clip, at))
-            at += voiced[-1] / SAMPLE_RATE + 0.9 - voiced[0] / SAMPLE_RATE
+            at += voiced[-1] / SAMPLE_RATE + pause_s - voiced[0] / SAMPLE_RATE
     sound = {who: np.zeros(int((at + 2) * SAMPLE_RATE), np.float32) for who in lines}
     for who, _, _, clip, start in turns:
         j = int(start * SAMPLE_RATE)
         sound[who][j:j + clip.size] += clip
+    return turns, at, sound
+
+
+def test_with_a_broadcast_delay_the_program_cuts_to_the_new_speaker_before_their_first_word(livekit_server,
+                                                                                          data_dir):
+    """Two people talk in turns. With `program_delay_s` the director sees each turn change a second late, like any
+    director, but the cut it places airs in the pause before the new speaker's first word: read back from the
+    stamped frames on the received program track."""
+    lines = {"host": ["Good evening and welcome to the studio, tonight we talk about the final.",
+                      "And the second half, what changed in the second half?"],
+             "guest": ["Thank you, it was a remarkable game from start to finish, really.",
+                       "They pressed higher and the goalkeeper kept them in the match."]}
+    turns, at, sound = _turn_script(lines, start_s=3.0, pause_s=0.9)
     face = [f for _, f in iter_frames(sample_video("carphone_pristine.mp4"), 15, (640, 360))]
     settings = load_settings(env={}, data_dir=data_dir, livekit_url=livekit_server["url"],
                              livekit_api_key=livekit_server["api_key"],
@@ -329,23 +336,11 @@ def test_live_narration_has_its_own_track_and_speaks_only_in_the_pauses(livekit_
     """Host and guest talk in turns with 2 s pauses; with a broadcast delay the narrator hears each pause whole
     before it places a line in it. The `narration` track carries the lines, the program sound carries them too
     (ducked room under them), and no line overlaps anyone's speech on the cameras' clock."""
-    tts = PiperTTS()
     said = {"host": ["Good evening and welcome to the studio, tonight we talk about the final.",
                      "And the second half, what changed?"],
             "guest": ["Thank you, it was a remarkable game from start to finish.",
                       "They pressed higher and the goalkeeper kept them in it."]}
-    clips = {who: [resample(tts.synthesize(x), tts.sample_rate, SAMPLE_RATE) for x in xs] for who, xs in said.items()}
-    turns, at = [], 2.0
-    for k in range(2):
-        for who in ("host", "guest"):
-            clip = clips[who][k]
-            voiced = np.flatnonzero(np.abs(clip) > 0.02)
-            turns.append((who, at + voiced[0] / SAMPLE_RATE, at + voiced[-1] / SAMPLE_RATE, clip, at))
-            at += voiced[-1] / SAMPLE_RATE + 2.0 - voiced[0] / SAMPLE_RATE
-    sound = {who: np.zeros(int((at + 2) * SAMPLE_RATE), np.float32) for who in said}
-    for who, _, _, clip, start in turns:
-        j = int(start * SAMPLE_RATE)
-        sound[who][j:j + clip.size] += clip
+    turns, at, sound = _turn_script(said, start_s=2.0, pause_s=2.0)
     face = [f for _, f in iter_frames(sample_video("carphone_pristine.mp4"), 15, (640, 360))]
     settings = load_settings(env={}, data_dir=data_dir, livekit_url=livekit_server["url"],
                              livekit_api_key=livekit_server["api_key"],

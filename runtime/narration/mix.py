@@ -8,6 +8,17 @@ import numpy as np
 RAMP_S = 0.12  # the program's sound fades down this long before a line and back up after it
 
 
+def lines_near(lines, t0: float, t1: float) -> list:
+    """The lines that may sound between t0 and t1 (lines are placed in order and never overlap), newest first."""
+    out = []
+    for u in reversed(lines):
+        if u.end < t0:
+            break
+        if u.start <= t1:
+            out.append(u)
+    return out
+
+
 def narration_samples(s0: int, n: int, rate: int, lines) -> np.ndarray:
     """Samples [s0, s0 + n) of the narration alone (the live `narration` track), lines at `rate`."""
     out = np.zeros(n, np.float32)

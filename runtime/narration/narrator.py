@@ -141,6 +141,15 @@ class _Pending:
     removed: dict[str, int] = field(default_factory=dict)
 
 
+def narration_outcomes(stats: dict) -> str:
+    """'8 events: 2 aired, 4 stale (no pause long enough in time), 2 refused (safety filter)'."""
+    why = {"lines": "aired", "stale": "stale (no pause long enough in time)", "refused": "refused (safety filter)",
+           "tts_failed": "no voice (every TTS provider failed)", "unwritten": "unwritten (no template fits)",
+           "replaced": "replaced by a later event", "superseded": "superseded", "skipped": "skipped (slot taken)"}
+    parts = [f"{stats[k]} {v}" for k, v in why.items() if stats.get(k)]
+    return f"{stats.get('events', 0)} events" + (": " + ", ".join(parts) if parts else "")
+
+
 class Narrator:
     """`tick()` -> the Utterance placed at this tick, if any; `lines` holds every one placed so far."""
 

@@ -32,8 +32,8 @@ ADDRESS = re.compile(rf"\b\d{{1,5}}[A-Za-z]?\s+(?:[A-Za-z][\w'-]*\s+){{0,3}}(?:{
 # UK postcodes, US ZIP+4, a US state and its ZIP ("DC 20500"), anything said to be a ZIP/postcode
 POSTCODE = re.compile(r"\b(?:[A-Z]{1,2}\d[A-Z\d]?\s*\d[A-Z]{2}|\d{5}-\d{4}|[A-Z]{2}\s+\d{5})\b"
                       r"|\b(?:zip|zip code|postcode|postal code)\s*:?\s*[\w-]+", re.I)
-BARE_URL = re.compile(r"(?<![\w@.-])(?:[\w-]+\.)+(?:com|org|net|io|co|uk|de|fr|es|it|nl|eu|tv|gov|edu|info|biz|me|ai|app"
-                      r"|dev)\b(?:/\S*)?", re.I)
+BARE_URL = re.compile(r"(?<![\w@.-])(?:[\w-]+\.)+(?:com|org|net|io|co|uk|de|fr|es|it|nl|eu|tv|gov|edu|info|biz"
+                      r"|me|ai|app|dev)\b(?:/\S*)?", re.I)
 HANDLE = re.compile(r"(?<![\w@])@[A-Za-z0-9_]{2,}")
 IP = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
 SPELLED_EMAIL = re.compile(r"\b[\w.+-]+\s*(?:\(at\)|\[at\]|\s@\s|\s+at\s+)\s*[\w-]+\s*(?:\(dot\)|\[dot\]|\s+dot\s+)"
@@ -171,7 +171,8 @@ _OPENERS = {"the", "a", "an", "over", "back", "on", "now", "here", "and", "but",
             "their", "his", "her", "my", "your", "its", "these", "those", "every", "each", "lots", "many", "few",
             "speaker", "speakers", "guest", "guests", "host", "panel", "room", "studio", "outside", "inside",
             "send", "give", "take", "bring", "see", "keep", "get", "go", "come", "make", "let", "try", "join",
-            "follow", "stay", "wait", "hear", "read", "play", "show", "find", "number", "numbers", "score", "dial", "sign",
+            "follow", "stay", "wait", "hear", "read", "play", "show", "find", "number", "numbers", "score", "dial",
+            "sign",
             "between", "during", "while", "because", "although", "since", "until", "once", "both", "either",
             "neither", "such", "very", "just", "only", "also", "even", "much", "most", "other", "another", "any"}
 
