@@ -187,7 +187,16 @@ def check_vlm(s: Settings) -> tuple[str, str]:
     from .models import resolve_vlm
 
     m = resolve_vlm(s.vlm_model, offline=s.offline)
-    return (OFF, "no VLM configured (AIOBS_VLM_MODEL); VLM features stay empty") if m is None else (OK, m.describe())
+    if m is None:
+        return OFF, "no VLM configured (AIOBS_VLM_MODEL); VLM features stay empty"
+    from .analysis.people import resolve_device
+    from .analysis.vlm import choose_precision
+
+    device = resolve_device(s.device)
+    precision, why = choose_precision(m.target, device, s.vlm_precision)
+    static = s.vlm_static_cache == "on" or (s.vlm_static_cache == "auto" and device.startswith("cuda"))
+    return OK, (f"{m.describe()}; {precision} on {device} ({why}); every due camera in one generate"
+                f"{', static KV cache' if static else ''}")
 
 
 def check_encoder() -> tuple[str, str]:
@@ -208,12 +217,18 @@ def _has_encoder(av, name: str) -> bool:
         return False
 
 
-def check_gpu() -> tuple[str, str]:
+def check_gpu(s: Settings | None = None) -> tuple[str, str]:
     import torch
 
     if torch.cuda.is_available():
         names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        return OK, f"CUDA {torch.version.cuda}: {', '.join(names)}"
+        how = ""
+        if s is not None:
+            backend = "direct (fp16, CUDA graphs)" if s.detect_backend in ("auto", "direct") else "predict"
+            shared = s.detect_batching != "off"
+            how = (f"; people detection {backend}, " + (f"one batch for all rooms every {s.detect_batch_wait_ms:g} ms"
+                                                         if shared else "one detector per room"))
+        return OK, f"CUDA {torch.version.cuda}: {', '.join(names)}{how}"
     return OFF, f"no CUDA device (torch {torch.__version__}); analysis runs on CPU"
 
 
@@ -252,7 +267,7 @@ def run_checks(s: Settings) -> list[Check]:
         _timed("tts", lambda: check_tts(s)),
         _timed("vlm", lambda: check_vlm(s)),
         _timed("encoder", check_encoder),
-        _timed("gpu", check_gpu),
+        _timed("gpu", lambda: check_gpu(s)),
         _timed("live-budget", lambda: check_live_budget(s)),
     ]
 

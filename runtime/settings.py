@@ -60,9 +60,23 @@ class Settings(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     yolo_model: str = Field("yolo11n.pt", description="ultralytics weights, a local path, or a .yaml")
     detect_imgsz: int = Field(0, ge=0, description="YOLO input size; 0 = auto (640 on CUDA, 320 on CPU)")
+    detect_backend: Literal["auto", "predict", "direct"] = Field(
+        "auto", description="people detection: ultralytics predict, or direct (letterbox on the device, fp16, CUDA "
+                            "graphs, one NMS per batch); auto = direct on CUDA, predict on a CPU")
+    detect_batching: Literal["auto", "on", "off"] = Field(
+        "auto", description="one detector per process shared by every room's engine, one batch per deadline; auto = on "
+                            "with CUDA")
+    detect_batch_wait_ms: float = Field(4.0, ge=0, le=100, description="how long the shared detector waits for "
+                                                                       "other rooms' frames before it runs a batch")
     face_backend: str = Field("haar", description="haar (offline default), none, or a YOLO face/pose model path")
     whisper_model: str = Field("base", description="faster-whisper size/id or a local CTranslate2 dir")
     vlm_model: str = Field("", description="transformers image-text model id or dir; empty = no VLM")
+    vlm_precision: Literal["auto", "bf16", "nf4", "float32"] = Field(
+        "auto", description="VLM weights: auto = bf16 on a GPU with the memory for it, nf4 (bitsandbytes 4-bit) on one "
+                            "without, float32 on a CPU")
+    vlm_static_cache: Literal["auto", "on", "off"] = Field(
+        "auto", description="static KV cache (compiled decode) for the batched VLM reads; auto = on with CUDA")
+    vlm_max_new_tokens: int = Field(64, ge=8, le=512, description="tokens a VLM read may generate (short JSON)")
     tts_backend: Literal["piper", "elevenlabs", "none"] = Field("piper", description="narration voice: piper "
                                                                 "(packaged, offline), elevenlabs (with Piper as its "
                                                                 "fallback), or none")

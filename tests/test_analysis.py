@@ -293,11 +293,12 @@ def test_yolo_face_backend_returns_the_models_boxes_normalised(bikes):
     assert make_face_detector("none") is None
 
 
-def test_vlm_worker_reads_round_robin_at_its_cadence(tmp_path, bikes):
+def test_vlm_worker_reads_every_camera_in_one_batch_at_its_cadence(tmp_path, bikes):
     d = build_tiny_vlm(tmp_path / "tiny-vlm")
     from features.observations import CameraObservation
 
     analyzer = VlmAnalyzer(VlmModel(str(d), device="cpu", max_new_tokens=8), ["cam0", "cam1"], interval_s=0.1)
+    assert analyzer.static_cache is False and analyzer.model.precision == "float32"  # CPU defaults
     try:
         deadline = time.time() + 20
         while time.time() < deadline and len(analyzer.latency_ms) < 4:
@@ -307,6 +308,7 @@ def test_vlm_worker_reads_round_robin_at_its_cadence(tmp_path, bikes):
     finally:
         analyzer.close()
     assert len(analyzer.latency_ms) >= 4
+    assert 2 in analyzer.batch_sizes  # both cameras in one generate
     obs = CameraObservation("cam1", 1.5)
     analyzer.observe("cam1", obs, None, 1.5)
     assert obs.degraded["vlm"].startswith("VlmParseError")  # the random model's answers, handled

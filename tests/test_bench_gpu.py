@@ -40,25 +40,41 @@ def tiny_run() -> dict:
 def test_tiny_run_reports_every_stage(tiny_run):
     r = tiny_run
     for key in ("device", "device_name", "torch", "cuda", "transformers", "ultralytics", "sizes", "detect_ms",
-                "raw_fp16_ms", "tick_ms", "tick_includes", "vlm_ms", "peak_gpu_mb", "peak_rss_mb", "wall_s",
-                "reasons"):
+                "raw_fp16_ms", "track_features_ms", "tick_ms", "tick_includes", "vlm_ms", "vlm_analyzer",
+                "peak_gpu_mb", "peak_rss_mb", "wall_s", "reasons"):
         assert key in r, key
     assert r["device"] == "cpu" and r["cuda_available"] is False
     assert r["sizes"]["frame"] == "640x360" and r["sizes"]["detect_imgsz"] == 320
     assert r["sizes"]["vlm"]["size"] == "tiny" and r["sizes"]["vlm"]["params"] > 0
 
-    # detector through PersonDetector, per batch size
-    for b in ("1", "5"):
-        _check_stats(r["detect_ms"][b], f"detect {b}")
-        assert _finite_positive(r["detect_ms"][b]["per_frame_ms"])
+    # the detector's two backends through PersonDetector, per batch size (predict is the CPU default)
+    d = r["detect_ms"]
+    assert d["default_backend"] == "predict"
+    for backend in ("direct", "predict"):
+        for b in ("1", "5"):
+            _check_stats(d[backend][b], f"detect {backend} {b}")
+            assert _finite_positive(d[backend][b]["per_frame_ms"])
+    assert d["direct_info"]["backend"] == "direct" and d["direct_info"]["frames"] > 0
+    assert [len(c) for c in d["agreement"]["box_counts_direct_predict"]] == [2] * 5
 
-    # engine ticks: 1 and 2 rooms of 5 cameras
+    # ByteTrack + features for 5 cameras
+    _check_stats(r["track_features_ms"], "track")
+    assert r["track_features_ms"]["cameras"] == 5 and "TemporalState" in r["track_features_ms"]["includes"]
+
+    # rooms of 5 cameras, each its own engine at 5 Hz on the wall clock, one shared detector
     for rooms, cams in (("1", 5), ("2", 10)):
         t = r["tick_ms"][rooms]
         _check_stats(t, f"tick {rooms}")
-        assert t["cameras"] == cams
+        assert t["cameras"] == cams and t["ticks_expected"] >= t["ticks_run"] >= 3
+        assert 0 < t["ticks_run_share"] <= 1 and t["detect_batches"] > 0 and t["detect_frames"] > 0
         assert _finite_positive(t["stage_p50_ms"]["detect_track"]) and _finite_positive(t["stage_p50_ms"]["motion"])
-    assert any("PersonDetector" in s for s in r["tick_includes"])
+    assert r["tick_ms"]["2"]["frames_per_batch_max"] >= 5
+    assert any("DetectionBatcher" in s for s in r["tick_includes"])
+
+    # the project's VLM path: the analyzer's own precision choice, one batched read of 5 cameras
+    a = r["vlm_analyzer"]
+    assert a["precision"] == "float32" and a["static_cache"] is False and a["batch_sizes"] == [5]
+    _check_stats(a["cam5_batched"], "analyzer")
 
     # VLM on a CPU: float32 only, through VlmModel; every read generated exactly the asked new tokens
     v = r["vlm_ms"]["float32"]

@@ -131,6 +131,48 @@ def _speech_mask(p: np.ndarray, span_s: float, bins: int = MASK_BINS, on: float 
     return mask
 
 
+def people_detector(settings):
+    """The person detector for an engine built from settings: its own `PersonDetector`, or (batching on: by default
+    with CUDA) the process's shared `DetectionBatcher` for this model, device and size, so that every room in the
+    process is detected in one batch."""
+    from .batching import shared_detector
+    from .people import resolve_device
+
+    device = resolve_device(settings.device)
+    resolved = resolve_yolo(settings.yolo_model, offline=settings.offline, search_dirs=(settings.models_dir,))
+
+    def build():
+        return PersonDetector(resolved, device=device, imgsz=settings.detect_imgsz, backend=settings.detect_backend)
+
+    if not _batching(settings, device):
+        return build()
+    key = ("people", resolved.target, device, settings.detect_imgsz, settings.detect_backend)
+    return shared_detector(key, build, max_wait_ms=settings.detect_batch_wait_ms)
+
+
+def _batching(settings, device: str) -> bool:
+    return settings.detect_batching == "on" or (settings.detect_batching == "auto" and device.startswith("cuda"))
+
+
+def face_detector(settings):
+    """Haar (the CPU default), none, or a YOLO face model; a batched (GPU) face model is shared by the process's rooms
+    like the person detector."""
+    from .batching import shared_detector
+    from .people import resolve_device
+
+    device = resolve_device(settings.device)
+    det = make_face_detector(settings.face_backend, device=device) if settings.face_backend in ("", "haar", "none") \
+        else None
+    if det is not None or settings.face_backend == "none":
+        return det
+    if not _batching(settings, device):
+        return make_face_detector(settings.face_backend, device=device)
+    key = ("faces", settings.face_backend, device)
+    shared = shared_detector(key, lambda: make_face_detector(settings.face_backend, device=device),
+                             max_wait_ms=settings.detect_batch_wait_ms, method="detect_many")
+    return shared if getattr(shared.detector, "batched", False) else shared.detector
+
+
 class AnalysisEngine:
     def __init__(self, camera_ids: list[str], *, detector: PersonDetector | None, face_detector=None,
                  vad: VoiceActivity | None = None, recognizer: SpeechRecognizer | None = None, vlm=None,
@@ -139,6 +181,8 @@ class AnalysisEngine:
                  vision_every: int = 1, vision_budget_fps: float | None = None):
         self.detector = detector
         self.face_detector = face_detector
+        # a batched (GPU) face model runs on the vision thread with people, over all of a tick's frames at once
+        self._faces_batched = bool(getattr(face_detector, "batched", False)) and detector is not None
         self.vad = vad
         self.recognizer = recognizer
         self.vlm = vlm
@@ -187,10 +231,8 @@ class AnalysisEngine:
                 degraded[stage] = reason
                 return None
 
-        detector = load("people", lambda: PersonDetector(
-            resolve_yolo(settings.yolo_model, offline=settings.offline, search_dirs=(settings.models_dir,)),
-            device=settings.device, imgsz=settings.detect_imgsz))
-        faces = load("faces", lambda: make_face_detector(settings.face_backend, device=settings.device))
+        detector = load("people", lambda: people_detector(settings))
+        faces = load("faces", lambda: face_detector(settings))
         import cv2
 
         from .people import cpu_share_threads
@@ -294,14 +336,17 @@ class AnalysisEngine:
         vision = {cid: f for cid, f in delivered.items() if (self._ticks + order[cid]) % every == 0
                   or cameras[cid].last is None}
 
-        people = self._people(cameras, vision, out)  # the cameras whose people were updated at this tick
+        # the cameras whose people (and, with a batched face model, faces) were updated at this tick
+        people, faced = self._people(cameras, vision, out)
         face_every = 1 if every > 1 else self.face_every
         for cid, (ft, img) in delivered.items():
             cam, obs = cameras[cid], out[cid]
             cam.last_frame_t = ft
             if cid not in people:
                 self._carry_visuals(cam, obs, t, keep=_PEOPLE)
-            if cid not in vision:
+            if cid in faced:
+                pass  # detected on the vision thread with the people
+            elif cid not in vision or self._faces_batched:
                 self._carry_visuals(cam, obs, t, keep=("faces",))
             elif (self._ticks + order[cid]) % face_every == 0 or cam.last is None:
                 self._guard("faces", cid, out, lambda: self._faces(img, obs))
@@ -311,7 +356,10 @@ class AnalysisEngine:
         for cid, cam in cameras.items():
             obs = out[cid]
             if cid not in delivered:
-                self._carry_visuals(cam, obs, t, keep=_NOT_PEOPLE if cid in people else self._VISUALS)
+                keep = _NOT_PEOPLE if cid in people else self._VISUALS
+                if cid in faced:
+                    keep = tuple(k for k in keep if k != "faces")
+                self._carry_visuals(cam, obs, t, keep=keep)
             self._guard("audio", cid, out, lambda: self._audio(cam, obs, t))
             if self.vlm is not None:
                 self._guard("vlm", cid, out, lambda: self.vlm.observe(cid, obs, delivered.get(cid), t))
@@ -321,29 +369,29 @@ class AnalysisEngine:
         self._record("tick", (time.perf_counter() - t_tick) * 1000)
         return out
 
-    def _people(self, cameras: dict[str, _Camera], fresh, out) -> set[str]:
-        """Hand this tick's `fresh` frames to the vision thread, then apply the people detected in the frames the
-        last tick handed it (waiting for them if need be): deterministic, one tick behind. Returns the cameras whose
-        people were updated."""
+    def _people(self, cameras: dict[str, _Camera], fresh, out) -> tuple[set[str], set[str]]:
+        """Hand this tick's `fresh` frames to the vision thread, then apply the people (and, with a batched face
+        model, the faces) detected in the frames the last tick handed it (waiting for them if need be):
+        deterministic, one tick behind. Returns (cameras whose people were updated, cameras whose faces were)."""
         if self.detector is None:
-            return set()
+            return set(), set()
         done, self._pending_people = self._pending_people, None
         if fresh:
             ids = list(fresh)
             self._pending_people = (self._vision_pool.submit(self._detect, [fresh[c][1] for c in ids]), ids,
                                     [fresh[c][0] for c in ids])
         if done is None:
-            return set()
+            return set(), set()
         fut, ids, times = done
         try:
-            results = fut.result()
+            results, faces = fut.result()
         except Exception as e:  # noqa: BLE001
             for c in ids:
                 if c in out:
                     self._degrade("people", c, out, e)
-            return set()
-        updated = set()
-        for c, r, ft in zip(ids, results, times):
+            return set(), set()
+        updated, faced = set(), set()
+        for k, (c, r, ft) in enumerate(zip(ids, results, times)):
             if c not in out:
                 continue
             cam, obs = cameras[c], out[c]
@@ -352,14 +400,28 @@ class AnalysisEngine:
                 updated.add(c)
             except Exception as e:  # noqa: BLE001
                 self._degrade("people", c, out, e)
-        return updated
+            if isinstance(faces, Exception):
+                self._degrade("faces", c, out, faces)
+            elif faces is not None:
+                obs.faces = faces[k]
+                faced.add(c)
+        return updated, faced
 
-    def _detect(self, images: list) -> list:
-        """Vision thread: one batch of person detections."""
+    def _detect(self, images: list) -> tuple[list, list | Exception | None]:
+        """Vision thread: one batch of person detections, and of faces when the face model is batched (a failing
+        face model degrades faces only)."""
         t0 = time.perf_counter()
         results = self.detector.detect(images)
         self._record("detect_track", (time.perf_counter() - t0) * 1000 / max(1, len(images)))
-        return results
+        faces = None
+        if self._faces_batched:
+            t1 = time.perf_counter()
+            try:
+                faces = self.face_detector.detect_many(images)
+            except Exception as e:  # noqa: BLE001
+                faces = e
+            self._record("faces", (time.perf_counter() - t1) * 1000)
+        return results, faces
 
     def _faces(self, img, obs) -> None:
         if self.face_detector is None:
@@ -505,7 +567,8 @@ class AnalysisEngine:
         for lazy initialisation (seconds on a CPU). Returns the seconds it took; latency stats are left untouched."""
         t0 = time.perf_counter()
         img = np.zeros((size[1], size[0], 3), np.uint8)
-        for stage, fn in (("people", lambda: self.detector.detect([img]) if self.detector is not None else None),
+        n = max(1, len(self.cameras))  # the batch a tick sends (its shape is captured now on a GPU, not mid-session)
+        for stage, fn in (("people", lambda: self.detector.detect([img] * n) if self.detector is not None else None),
                           ("faces", lambda: self.face_detector.detect(img) if self.face_detector is not None
                            else None),
                           ("vad", lambda: self.vad.probabilities(np.zeros(SAMPLE_RATE // 2, np.float32))

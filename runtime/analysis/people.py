@@ -1,7 +1,10 @@
 """People: one YOLO forward for all cameras of a tick, then one ByteTrack state per camera.
 
-`PersonDetector.detect(frames)` runs a single batched predict (half precision on CUDA) and keeps only person classes
-(class 'person' for COCO models; every class for person-only models such as the packaged Normal/Fall model).
+`PersonDetector.detect(frames)` runs one batched detection of all frames and keeps only person classes (class 'person'
+for COCO models; every class for person-only models such as the packaged Normal/Fall model). Two backends, same
+results: `predict` (ultralytics' own loop: the CPU default) and `direct` (`yolo_direct.DirectYolo`: letterbox on the
+device, fp16, CUDA graphs, one NMS per batch: the CUDA default). If the direct path fails it falls back to predict for
+good and says why (`fallback_reason`). Many rooms share one detector through `batching.DetectionBatcher`.
 `CameraTracker.update(...)` feeds that camera's boxes to its own BYTETracker and derives track continuity, the age of
 the oldest live track and the mean speed of tracked people.
 """
@@ -18,6 +21,9 @@ from runtime.media import usable_cores
 from runtime.models import ResolvedModel
 
 log = logging.getLogger(__name__)
+
+PREDICT_CONF = 0.1  # boxes kept for the tracker (ByteTrack splits them into high/low itself)
+DIRECT_FAILURES_TO_FALL_BACK = 3
 
 
 def resolve_device(device: str) -> str:
@@ -36,7 +42,8 @@ def cpu_share_threads() -> int:
 
 
 class PersonDetector:
-    def __init__(self, model: ResolvedModel, device: str = "auto", imgsz: int = 0, conf: float = 0.25):
+    def __init__(self, model: ResolvedModel, device: str = "auto", imgsz: int = 0, conf: float = 0.25,
+                 backend: str = "auto"):
         from ultralytics import YOLO
 
         self.resolved = model
@@ -59,13 +66,42 @@ class PersonDetector:
         if not person:
             log.info("YOLO %s has no 'person' class (%s): every class counts as a person",
                      model.target, list(names.values())[:5])
+        if backend not in ("auto", "predict", "direct"):
+            raise ValueError(f"detector backend {backend!r}: expected auto, predict or direct")
+        self.backend = ("direct" if self.device.startswith("cuda") else "predict") if backend == "auto" else backend
+        self.fallback_reason: str | None = None
+        self._direct_failures = 0
+        self._direct = None
+        if self.backend == "direct":
+            from .yolo_direct import DirectYolo
+
+            self._direct = DirectYolo(self.model, self.device, self.imgsz, conf=PREDICT_CONF, classes=self.classes,
+                                      half=self.precision == 16)
 
     def detect(self, frames_rgb: list[np.ndarray]) -> list:
-        """One batched forward; returns the ultralytics Results (one per frame, input order)."""
+        """One batched detection; returns ultralytics Results (one per frame, input order)."""
         if not frames_rgb:
             return []
+        if self._direct is not None:
+            try:
+                out = self._direct.detect(frames_rgb)
+                self._direct_failures = 0
+                return out
+            except Exception as e:  # noqa: BLE001 - predict does the same job, slower: this call, and for good
+                self._direct_failures += 1  # after DIRECT_FAILURES_TO_FALL_BACK in a row (a transient error is not)
+                reason = f"{type(e).__name__}: {str(e)[:200]}"
+                if self._direct_failures >= DIRECT_FAILURES_TO_FALL_BACK:
+                    self.fallback_reason = reason
+                    log.warning("people: the direct detector failed %d times in a row (%s); ultralytics predict from "
+                                "now on", self._direct_failures, reason)
+                    self._direct, self.backend = None, "predict"
+                else:
+                    log.warning("people: the direct detector failed (%s); this batch through predict", reason)
+        return self._predict(frames_rgb)
+
+    def _predict(self, frames_rgb: list[np.ndarray]) -> list:
         bgr = [np.ascontiguousarray(f[..., ::-1]) for f in frames_rgb]
-        return self.model.predict(bgr, imgsz=self.imgsz, conf=0.1, classes=self.classes, device=self.device,
+        return self.model.predict(bgr, imgsz=self.imgsz, conf=PREDICT_CONF, classes=self.classes, device=self.device,
                                   quantize=self.precision, verbose=False)
 
 
