@@ -162,7 +162,7 @@ def main() -> None:
         "learned_cut_top1": round(learned["cut_top1"], 4), "baseline_cut_top1": round(baseline["cut_top1"], 4),
         "learned_replay_agreement": round(learned["replay_frame_agreement"], 4),
         "baseline_replay_agreement": round(baseline["replay_frame_agreement"], 4),
-        "promoted": reg.promoted, "gate": reg.reason, "real_media": real_media, "director": DIRECTOR, "families": families, "learned_policy": timing,
+        "promoted": reg.promoted, "gate": reg.reason, "real_media": real_media, "director": DIRECTOR, "families": families, "learned_policy": timing, "learned_params": {**params, "rounds": rounds},
         "learned_replay_agreement_default_policy": round(untuned["replay_frame_agreement"], 4),
         "best_trial": {k: round(v, 4) for k, v in study.best_trial.user_attrs.items()},
         "target_rows": TARGET_ROWS, "target_s": TARGET_S, "target_measured": rows >= TARGET_ROWS,

@@ -19,6 +19,9 @@ Where a tick has no logged decision, the program check is skipped (the override'
 ticks are dropped; `prev_human` is the previous labelled tick's label within the session. Several human actions
 with the same `ts` are ambiguous (the ASOF join picks one).
 
+Training may lead these labels (`RankingData.led`: the human's choice a tuned fraction of a second later, where the
+reason for a cut already shows); evaluation always scores against the labels as they happened.
+
 Only scene and temporal-context features are inputs (`RANKER_FEATURES`; program-state columns would teach a model to
 "stay where you are"). `stage_off` says, per row, which analysis stages the row's `degraded` map names (`STAGES`): a
 NULL feature whose stage is named there was expected (`FEATURE_STAGES`), anywhere else it is a data problem (the
@@ -101,6 +104,28 @@ class RankingData:
 
     def sessions(self) -> list[str]:
         return sorted(set(self.session.tolist()))
+
+    def led(self, lead_s: float) -> "RankingData":
+        """The same ticks labelled with the human's choice `lead_s` seconds LATER (within the session, where that
+        tick is labelled): a training target, never an evaluation one. A human cuts a reaction time after what made
+        them cut; labels taken as they happened mark the ticks in between, which already show the reason, with the
+        old camera, and teach the ranker to contradict its own features. Led labels put the choice where its reason
+        is; the policy's tuned timing (dwell, minimum hold) puts the human's pace back. `lead_s` is tuned with the
+        ranker (ranker/train.py's `label_lead_s`). Ticks whose later tick is missing or too far (a gap in the
+        labels) keep their own label."""
+        from dataclasses import replace
+
+        if lead_s <= 0 or not self.n_groups:
+            return self
+        sess = np.unique(self.session, return_inverse=True)[1].astype(np.float64)
+        key = sess * 1e7 + self.t  # rows are sorted by (session, tick): the key is increasing
+        j = np.minimum(np.searchsorted(key, key + lead_s - 1e-6), self.n_groups - 1)
+        ok = (sess[j] == sess) & (self.t[j] - self.t <= lead_s + 0.5)
+        human = np.where(ok, self.human[j], self.human)
+        first = np.r_[True, self.session[1:] != self.session[:-1]]
+        prev = np.where(first, human, np.r_[human[:1], human[:-1]])
+        y = (self.camera == np.repeat(human, self.group_sizes)).astype(np.int8)
+        return replace(self, y=y, human=human, prev_human=prev)
 
 
 EVAL_PERCENT = 20  # the share of sessions held out for evaluation (by a hash of their id)

@@ -63,6 +63,7 @@ def train_ranker(train: RankingData, params: dict | None = None, rounds: int = D
     """One booster on `features` (default all RANKER_FEATURES; the model records which: the runtime feeds it those);
     `policy` = the policy timing learned with it (stamped into the model: the director core applies it)."""
     p = {**BASE_PARAMS, **DEFAULT_PARAMS, **(params or {})}
+    train = train.led(float(p.pop("label_lead_s", 0.0)))  # the target leads the human's reaction (dataset.py)
     dtrain = dmatrix(train, cut_weight=p.pop("cut_weight", 5.0), features=features)
     evals = [(dmatrix(valid, cut_points_only=True, features=features), "validation")] \
         if valid is not None and valid.n_groups else []
@@ -94,6 +95,7 @@ SEARCH_SPACE: dict[str, list] = {
     "lambda": [1e-3, 10.0, "log"],
     "objective": ["rank:pairwise", "rank:ndcg"],
     "cut_weight": [1.0, 20.0, "log"],
+    "label_lead_s": [0.0, 1.6],  # train on the human's choice this much later (RankingData.led)
     "rounds": [50, 300, 50],
 }
 
@@ -514,6 +516,7 @@ def train_ranker_dask(client, train: RankingData, params: dict | None = None, ro
 
     p = {**BASE_PARAMS, **DEFAULT_PARAMS, **(params or {})}
     p.pop("cut_weight", None)
+    train = train.led(float(p.pop("label_lead_s", 0.0)))
     qid = np.repeat(np.arange(train.n_groups), train.group_sizes)
     off = train.offsets
     bounds = list(range(0, train.n_groups, chunk_groups)) + [train.n_groups]

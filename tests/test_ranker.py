@@ -160,3 +160,58 @@ def test_replay_says_which_sessions_and_moments_disagree_with_the_human(data_dir
         disagreeing = sum(d["seconds"] for d in spans)
         assert disagreeing == pytest.approx((1 - s["agreement"]) * s["seconds"], abs=0.21)
     assert r.cuts_in_speech == sum(s["cuts_in_speech"] for s in r.per_session)
+
+
+def _ranking_data(sessions: dict[str, list[str]], cams=("a", "b"), tick_s: float = 0.2):
+    """A RankingData of `sessions` (id -> the human's camera per tick), every camera a row per tick."""
+    from ranker.dataset import STAGES, RankingData
+
+    session, tick, t, human = [], [], [], []
+    for sid, labels in sessions.items():
+        for k, h in enumerate(labels):
+            session.append(sid)
+            tick.append(k)
+            t.append(k * tick_s)
+            human.append(h)
+    g, c = len(human), len(cams)
+    human = np.array(human)
+    session = np.array(session)
+    first = np.r_[True, session[1:] != session[:-1]]
+    prev = np.where(first, human, np.r_[human[:1], human[:-1]])
+    camera = np.tile(np.array(cams), g)
+    return RankingData(
+        X=np.zeros((g * c, 3), np.float32), y=(camera == np.repeat(human, c)).astype(np.int8), camera=camera,
+        speaking=np.zeros(g * c, bool), speech_mask=np.zeros(g * c, np.uint8),
+        safe_cut_wait_s=np.zeros(g * c, np.float32), quiet_at=np.full(g * c, np.nan), stale=np.zeros(g * c, bool),
+        word_spans=np.empty(g * c, object), group_sizes=np.full(g, c), session=session, tick=np.array(tick),
+        ts=np.array(t), t=np.array(t), human=human, prev_human=prev, schema_versions={SCHEMA_VERSION},
+        stage_off=np.zeros((g * c, len(STAGES)), bool))
+
+
+def test_led_labels_move_each_cut_earlier_within_its_session_only():
+    d = _ranking_data({"s1": list("aaaaabbbbb"), "s2": list("bbbaaa")})
+    led = d.led(0.4)  # two ticks
+    assert "".join(led.human[:10]) == "aaabbbbbbb"  # the cut two ticks earlier; the end keeps its own
+    assert "".join(led.human[10:]) == "baaaaa"  # s2's first tick leads into s2 only, never across sessions
+    assert led.cut_points.sum() == 2 and led.cut_points[3] and led.cut_points[11]
+    assert led.y.sum() == led.n_groups and (led.camera[led.y == 1] == np.repeat(led.human, 2)[led.y == 1]).all()
+    assert d.led(0.0) is d and "".join(d.human[:10]) == "aaaaabbbbb"  # the evaluation labels are untouched
+    gap = _ranking_data({"s": list("aaab")})
+    gap.t[3] = 5.0  # a gap in the labelled ticks: nothing leads across it
+    assert "".join(gap.led(0.4).human) == "aaab"
+
+
+def test_training_leads_its_labels_by_the_tuned_lead(monkeypatch):
+    from features.extract import RANKER_FEATURES
+    from ranker import train as train_mod
+
+    d = _ranking_data({"s1": list("aaaaabbbbb"), "s2": list("bbbaaa")})
+    d.X = np.random.default_rng(0).random((len(d.y), len(RANKER_FEATURES))).astype(np.float32)
+    seen = []
+    real = train_mod.dmatrix
+    monkeypatch.setattr(train_mod, "dmatrix", lambda data, **kw: seen.append(data) or real(data, **kw))
+    train_mod.train_ranker(d, {"label_lead_s": 0.4}, rounds=2)
+    assert "".join(seen[-1].human[:10]) == "aaabbbbbbb"  # trained on the led labels
+    train_mod.train_ranker(d, {}, rounds=2)
+    assert "".join(seen[-1].human[:10]) == "aaaaabbbbb"  # no lead: as logged
+    assert "label_lead_s" in train_mod.SEARCH_SPACE

@@ -112,10 +112,13 @@ class DirectYolo:
         return self._results(frames_rgb, dets, geometry)
 
     def _input(self, bucket: int):
+        """The batch's input tensor: a static one per bucket when graphs replay it, else a fresh one (eager batches
+        come in any size; keeping one per size would hold memory for every size ever seen)."""
         x = self._inputs.get(bucket)
         if x is None:
             x = self.torch.full((bucket, 3, *self.canvas), PAD_VALUE, dtype=self.dtype, device=self.device)
-            self._inputs[bucket] = x
+            if self.cuda_graphs:
+                self._inputs[bucket] = x
         return x
 
     def _letterbox_into(self, x, frames_rgb: list[np.ndarray]) -> list[tuple[float, int, int]]:
