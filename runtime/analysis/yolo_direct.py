@@ -79,7 +79,7 @@ class DirectYolo:
         self._inputs: dict[int, "torch.Tensor"] = {}  # bucket -> static input
         self._graphs: dict[int, tuple] = {}  # bucket -> (graph, output, kept tensors)
         self._graph_failed: dict[int, str] = {}
-        self._staging: dict[tuple, "torch.Tensor"] = {}  # (count, h, w) -> pinned host buffer for the upload
+        self._staging: dict[tuple, "torch.Tensor"] = {}  # frame shape -> pinned host buffer for the upload
         self._lock = threading.Lock()
         self.stats = {"calls": 0, "frames": 0, "graph_replays": 0, "eager_runs": 0}
 
@@ -151,15 +151,15 @@ class DirectYolo:
         """Frames of one size -> a (k, h, w, 3) uint8 tensor on the device: one host copy into a pinned buffer (reused
         per shape), one asynchronous upload."""
         torch = self.torch
-        key = (len(frames), *frames[0].shape)
         if self.device.type != "cuda":
             return torch.from_numpy(np.stack(frames))
-        host = self._staging.get(key)
-        if host is None:
-            host = torch.empty(key, dtype=torch.uint8).pin_memory()
-            self._staging[key] = host
-        np.stack(frames, out=host.numpy())
-        return host.to(self.device, non_blocking=True)
+        k, shape = len(frames), frames[0].shape
+        host = self._staging.get(shape)
+        if host is None or host.shape[0] < k:  # one buffer per frame size, grown to the largest group seen
+            host = torch.empty((max(k, BATCH_BUCKETS[2]), *shape), dtype=torch.uint8).pin_memory()
+            self._staging[shape] = host
+        np.stack(frames, out=host[:k].numpy())
+        return host[:k].to(self.device, non_blocking=True)
 
     def _eager(self, x):
         y = self.net(x)
