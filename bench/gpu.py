@@ -490,7 +490,7 @@ class Bench:
             all_late = [x for xs in late_ms for x in xs]
             run, exp = sum(len(x) for x in tick_ms), sum(expected)
             s = stats(all_ms) if all_ms else {"p50": None, "p95": None, "n": 0}
-            per_batch = np.asarray(batcher.batch_frames) if batcher.batch_frames else np.zeros(1)
+            batching = batcher.describe()  # batch sizes of this room count's run (cleared before it)
             out[str(rooms_n)] = {
                 "cameras": rooms_n * CAMERAS_PER_ROOM, **s, "ticks_run": run, "ticks_expected": exp,
                 "ticks_run_share": round(run / exp, 4) if exp else None, "ticks_skipped": sum(skipped),
@@ -500,7 +500,8 @@ class Bench:
                 "stage_p50_ms": {k: round(float(np.percentile(v, 50)), 3) for k, v in sorted(lat.items())
                                  if v and k != "tick"},
                 "detect_batches": batcher.batches - b0[0], "detect_frames": batcher.frames - b0[1],
-                "frames_per_batch_p50": float(np.median(per_batch)), "frames_per_batch_max": int(per_batch.max()),
+                "frames_per_batch_p50": batching["frames_per_batch_p50"],
+                "frames_per_batch_max": batching["frames_per_batch_max"],
                 "process_cpu_cores_used": round(cpu_s / wall_s, 2) if wall_s else None,
                 "people_last_tick": sum(len(o.people) for d in obs_last for o in d.values()),
                 "degraded_stages": sorted({st for d in obs_last for o in d.values() for st in o.degraded})}
@@ -559,7 +560,9 @@ class Bench:
 
         cfg = AutoConfig.from_pretrained(path)
         v, tc = cfg.vision_config, cfg.text_config
-        params = _count_params(path)
+        from runtime.analysis.vlm import vlm_param_count
+
+        params = vlm_param_count(str(path))
         return path, {"size": size, "params": params, "params_m": round(params / 1e6, 3) if params else None,
                       "image": v.image_size, "patch": v.patch_size,
                       "vision": f"{v.num_hidden_layers}x{v.hidden_size}", "text": f"{tc.num_hidden_layers}x"
@@ -716,21 +719,6 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
     area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])  # noqa: E731
     return inter / np.maximum(area(box) + area(boxes) - inter, 1e-9)
-
-
-def _count_params(path: Path) -> int | None:
-    try:
-        from safetensors import safe_open
-
-        n = 0
-        for f in sorted(Path(path).glob("*.safetensors")):
-            with safe_open(str(f), "pt") as st:
-                for k in st.keys():
-                    shape = st.get_slice(k).get_shape()
-                    n += int(np.prod(shape)) if shape else 1
-        return n or None
-    except Exception:  # noqa: BLE001
-        return None
 
 
 def make_frames(n: int, seed: int = 0) -> list[np.ndarray]:

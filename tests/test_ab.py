@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -49,16 +48,9 @@ def mlflow_server(tmp_path_factory):
                              "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
                             stdout=open(d / "server.log", "w"), stderr=subprocess.STDOUT, env=env, cwd=d)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, (d / "server.log").read_text()[-3000:]
-        time.sleep(0.5)
+    from tests.test_data_scientist import _wait_http
+
+    _wait_http(url + "/health", proc, d / "server.log")
     yield url
     proc.terminate()
     proc.wait(timeout=30)
