@@ -46,9 +46,16 @@ class Speech:
 class PiperTTS:
     name = "piper"
 
-    def __init__(self, model_path: str | None = None, alignments: bool = False):
+    def __init__(self, model_path: str | None = None, alignments: bool = False, seed: int | None = 0):
+        import onnxruntime
         from piper import PiperVoice
 
+        # Piper's VITS graph draws its phoneme durations and voice noise with ONNX Runtime's random ops, whose
+        # generators are seeded when the session is built: seeded, the same lines in the same order sound (and last)
+        # the same, so a files run is reproducible (an unseeded line's length varies ~3% run to run, and with it
+        # which pause a narration line fits). Process-wide, like the random ops it seeds; None leaves it alone.
+        if seed is not None:
+            onnxruntime.set_seed(int(seed))
         # alignments: phoneme timings (patches the ONNX graph in memory; needs the onnx package)
         self.voice = PiperVoice.load(model_path or resolve_piper_voice().target, include_alignments=alignments)
         self.sample_rate = int(self.voice.config.sample_rate)

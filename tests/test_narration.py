@@ -115,6 +115,15 @@ def test_the_real_sdk_speaks_to_the_stand_in_with_key_voice_model_and_stream():
         ElevenLabsTTS("", "v", "m", "http://127.0.0.1:9")
 
 
+def test_piper_speaks_the_same_lines_the_same_way_in_every_run():
+    """Piper's durations are random draws inside its ONNX graph: unseeded, a line's length varied ~3% run to run,
+    and with it which pause a narration line fit (a files run narrated differently each time)."""
+    lines = ["Over to Speaker 1, who has been waiting to answer.", "Speaker 2 takes the floor."]
+    runs = [[PiperTTS().speak(text).samples for text in lines] for _ in range(2)]
+    assert [a.size for a in runs[0]] == [b.size for b in runs[1]]
+    assert all(np.array_equal(a, b) for a, b in zip(*runs))
+
+
 @pytest.mark.parametrize("fault", ["429", "500", "timeout", "stall"])
 def test_a_failing_provider_hands_the_whole_line_to_the_next(fault, piper):
     with StandIn(hang_s=2.5) as srv:
