@@ -50,6 +50,7 @@ from runtime.models import sample_video  # noqa: E402
 FPS = int(os.environ.get("BENCH_LIVE_FPS", "15"))  # the cameras' frame rate
 PROGRAM_FPS = 25
 DELAY = float(os.environ.get("BENCH_LIVE_DELAY", "0"))
+AV_SYNC_MS = os.environ.get("BENCH_LIVE_AV_SYNC_MS")  # the director's lip-sync setting (default: the settings')
 RUN_S = 40.0
 TALK_AT = 12.0  # camera 3's first word, this long after the director joined (camera 1 talks before)
 LOCK_AT = 24.0  # the operator locks the program to camera 0 (latency and A/V phase) this long after the join
@@ -98,7 +99,7 @@ async def operator(server, obs: dict, t0: float, stop: asyncio.Event, snd: dict,
     room = rtc.Room()
     loop = asyncio.get_running_loop()
     want = {("program", "video"): loop.create_future(), ("program", "audio"): loop.create_future(),
-            ("cam0", "video"): loop.create_future()}
+            ("cam0", "video"): loop.create_future(), ("cam0", "audio"): loop.create_future()}
     await rig.subscribe(room, want)
 
     @room.on("participant_connected")
@@ -115,6 +116,8 @@ async def operator(server, obs: dict, t0: float, stop: asyncio.Event, snd: dict,
                                                        obs["program"], stop)))
     tasks.append(asyncio.ensure_future(rig.read_levels(await asyncio.wait_for(want["program", "audio"], 60),
                                                        obs["sound"], stop)))
+    tasks.append(asyncio.ensure_future(rig.read_levels(await asyncio.wait_for(want["cam0", "audio"], 60),
+                                                       obs["direct_sound"], stop)))
     while "director_joined" not in obs:
         await asyncio.sleep(0.05)
     joined = obs["director_joined"] - t0
@@ -147,12 +150,13 @@ async def scenario(server, data_dir: Path) -> dict:
     t0 = time.monotonic() + 2.0  # the cameras' clock
     cams = [asyncio.ensure_future(rig.ScriptedCamera(cam, frames, tag, snd[cam], fps=FPS).run(server, ROOM, t0, stop))
             for cam, tag in TAGS.items()]
-    obs: dict = {"direct": [], "program": [], "sound": []}
+    obs: dict = {"direct": [], "program": [], "sound": [], "direct_sound": []}
     watcher = asyncio.ensure_future(operator(server, obs, t0, stop, snd, speech))
     await asyncio.sleep(max(0.0, t0 + 1.0 - time.monotonic()))  # the cameras are up when the director arrives
     env = {**os.environ, "AIOBS_DATA_DIR": str(data_dir), "AIOBS_LIVEKIT_URL": server["url"],
            "AIOBS_LIVEKIT_API_KEY": server["api_key"], "AIOBS_LIVEKIT_API_SECRET": server["api_secret"],
-           "AIOBS_PROGRAM_DELAY_S": str(DELAY)}
+           "AIOBS_PROGRAM_DELAY_S": str(DELAY),
+           **({"AIOBS_PROGRAM_AV_SYNC_MS": AV_SYNC_MS} if AV_SYNC_MS is not None else {})}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "runtime.cli", "live", "--room", ROOM, "--duration", f"{RUN_S:.1f}", "--size",
         "640x360", cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -174,6 +178,26 @@ async def scenario(server, data_dir: Path) -> dict:
             "cpu_s": cpu_last - cpu0, "wall_s": wall}
 
 
+def av_offsets(sound: list, pic: dict, t0: float, after: float) -> list[float]:
+    """Camera 0's click of second s (arrival of the sound frame that carries it) minus the arrival of its frame
+    s * FPS on the picture of the same path, for the clicks heard after `after`."""
+    clicks, last = [], -1.0
+    for t, peak in sound:
+        if peak > 0.3 and t - last > 0.5:
+            clicks.append(t)
+            last = t
+        elif peak > 0.3:
+            last = t
+    out = []
+    for c in clicks:
+        if c < after:
+            continue
+        s = round(c - t0 - 0.06)  # the second this click belongs to (it arrives a little late)
+        if s * FPS in pic:
+            out.append(c - pic[s * FPS])
+    return out
+
+
 def measure(r: dict) -> dict:
     obs, t0 = r["obs"], r["t0"]
     m = re.search(r"live: (\d+) ticks \((\d+) skipped, (\d+) failed\)", r["stdout"])
@@ -192,20 +216,14 @@ def measure(r: dict) -> dict:
     for t, n, cam in prog:
         if cam == "cam0":
             pic.setdefault(n, t)
-    clicks, last = [], -1.0
-    for t, peak in obs["sound"]:
-        if peak > 0.3 and t - last > 0.5:
-            clicks.append(t)
-            last = t
-        elif peak > 0.3:
-            last = t
-    av = []
-    for c in clicks:
-        if c < t0 + lock_at + 1.0:
-            continue
-        s = round(c - t0 - 0.06)  # the second this click belongs to (it arrives a little late)
-        if s * FPS in pic:
-            av.append(c - pic[s * FPS])
+    av = av_offsets(obs["sound"], pic, t0, t0 + lock_at + 1.0)
+    # the same on camera 0's own tracks, received directly: the offset the cameras and the network already bring
+    # (the program cannot be better synced than its sources without delaying the picture); program minus source is
+    # what the director adds
+    direct_pic = {}
+    for t, n, _ in obs["direct"]:
+        direct_pic.setdefault(n, t)
+    av_source = av_offsets(obs.get("direct_sound", []), direct_pic, t0, t0 + lock_at + 1.0)
     # switch reaction to camera 3's first word, on the cameras' clock and by arrival
     to3 = next(((t, n) for t, n, cam in prog if cam == "cam3" and n / FPS > talk_at - 3.0), None)
     word_arrival = next((t for t, n, _ in obs["direct"] if n >= talk_at * FPS), None)
@@ -219,11 +237,14 @@ def measure(r: dict) -> dict:
         "latency_samples": len(lat),
         "first_program_frame_s": None if first is None else round(first, 2),
         "av_offset_ms_p50": pct(av, 50), "av_offset_ms_p95_abs": pct([abs(x) for x in av], 95), "av_samples": len(av),
+        "source_av_offset_ms_p50": pct(av_source, 50), "source_av_samples": len(av_source),
+        "director_added_av_ms_p50": round(pct(av, 50) - pct(av_source, 50), 1) if av and av_source else None,
         "switch_reaction_s_camera_clock": None if to3 is None else round(to3[1] / FPS - talk_at, 2),
         "switch_reaction_s_arrival": None if to3 is None or word_arrival is None else round(to3[0] - word_arrival, 2),
         "director_cpu_share": round(r["cpu_s"] / r["wall_s"] / os.cpu_count(), 3),
         "director_cores_used": round(r["cpu_s"] / r["wall_s"], 2), "cpus": os.cpu_count(),
-        "expected_ticks_wall": expected, "camera_fps": FPS, "program_delay_s": DELAY, "director_rc": r["rc"],
+        "expected_ticks_wall": expected, "camera_fps": FPS, "program_delay_s": DELAY,
+        "program_av_sync_ms": None if AV_SYNC_MS is None else int(AV_SYNC_MS), "director_rc": r["rc"],
     }
 
 

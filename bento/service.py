@@ -176,6 +176,8 @@ class LiveStartIn(BaseModel):
     program_delay_s: float | None = Field(None, ge=0, le=10, description="broadcast delay; default the service's "
                                                                          "AIOBS_PROGRAM_DELAY_S")
     program_audio: Literal["follow", "mix", "off"] | None = None
+    program_av_sync_ms: int | None = Field(None, ge=-500, le=1000, description="lip sync: the picture held back this "
+                                           "long behind the sound; default the service's AIOBS_PROGRAM_AV_SYNC_MS")
     program_size: Annotated[list[Annotated[int, Field(ge=64, le=3840)]], AfterValidator(_even)] = Field(
         [1280, 720], min_length=2, max_length=2, description="[width, height] of the program picture (even numbers)")
     program_fps: int = Field(25, ge=1, le=60)
@@ -542,6 +544,7 @@ def report_summary(rep, recent: int = 50) -> dict | None:
             "rejected_overrides": rep.rejected_overrides, "unauthorised_overrides": rep.unauthorised_overrides,
             "failed_ticks": rep.failed_ticks, "missed_ticks": rep.missed_ticks, "late_cuts": rep.late_cuts,
             "program_frames": rep.program_frames, "program_audio_s": round(rep.program_audio_s, 3),
+            "program_audio_dropped_s": round(rep.program_audio_dropped_s, 3),
             "first_program_frame_s": rep.first_program_frame_s, "narration_lines": len(rep.narration_lines),
             "narration_audio_s": round(rep.narration_audio_s, 3)}
 
@@ -701,9 +704,11 @@ class Director:
         settings = self.settings.model_copy(update={
             "livekit_room": req.room, "spool_dir": room_spool_dir(self.settings.spool_dir, req.room),
             **({"program_delay_s": req.program_delay_s} if req.program_delay_s is not None else {}),
-            **({"program_audio": req.program_audio} if req.program_audio is not None else {})})
+            **({"program_audio": req.program_audio} if req.program_audio is not None else {}),
+            **({"program_av_sync_ms": req.program_av_sync_ms} if req.program_av_sync_ms is not None else {})})
         config = {"spool_dir": settings.spool_dir,
                   "program_delay_s": settings.program_delay_s, "program_audio": settings.program_audio,
+                  "program_av_sync_ms": settings.program_av_sync_ms,
                   "program_size": list(req.program_size), "program_fps": req.program_fps,
                   "policy": req.policy or {}, "narrate": req.narrate}
         room = _Room(req.room, f"live-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}", asyncio.Event(),

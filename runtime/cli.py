@@ -232,7 +232,8 @@ def cmd_live(args) -> int:
     print(f"live: {report.ticks} ticks ({report.missed_ticks} skipped, {report.failed_ticks} failed), cameras "
           f"{sorted(report.cameras)}, {len(report.cuts)} cuts, {report.overrides} overrides "
           f"({report.rejected_overrides} malformed, {report.unauthorised_overrides} not from an operator), "
-          f"{report.program_frames} program frames, {report.program_audio_s:.0f} s of program sound, "
+          f"{report.program_frames} program frames, {report.program_audio_s:.0f} s of program sound "
+          f"({report.program_audio_dropped_s:.2f} s left out after stalls), "
           f"{report.late_cuts} late cuts" + (f", {len(report.narration_lines)} narration lines" if args.narrate
                                              else ""))
     return 0

@@ -46,6 +46,8 @@ ANALYSIS_SIZE = (640, 360)
 PROGRAM_AUDIO_RATE = 48_000
 AUDIO_CHUNK = PROGRAM_AUDIO_RATE // 100  # 10 ms frames, as WebRTC sends them
 AUDIO_MARGIN_S = 0.03  # the program sound is read this far behind the picture: the newest packets are still arriving
+AUDIO_QUEUE_MS = 20  # the program AudioSource's queue: what it holds is how far its sound trails the picture
+AUDIO_BACKLOG = PROGRAM_AUDIO_RATE * AUDIO_QUEUE_MS // 1000  # at most this much sound is sent in one go
 AUDIO_FADE = PROGRAM_AUDIO_RATE // 100  # 10 ms crossfade where the program sound changes mic
 
 
@@ -77,6 +79,7 @@ class LiveReport:
     late_cuts: int = 0  # cuts decided after their placed time had already aired (aired at once instead)
     program_frames: int = 0
     program_audio_s: float = 0.0
+    program_audio_dropped_s: float = 0.0  # sound left out after a stall, so the sound stays with the picture
     narration_lines: list[dict] = field(default_factory=list)  # Utterance.as_row() of every line placed
     narration_audio_s: float = 0.0
     first_program_frame_s: float | None = None  # from joining to the first program frame showing a camera
@@ -97,6 +100,19 @@ class ArrivalClock:
         t = est if self.next is None or est < self.next or est > self.next + self.gap_s else self.next
         self.next = t + duration
         return t
+
+
+def audio_resume(s_next: int | None, s_end: int) -> tuple[int, int]:
+    """Where a live sound track goes on, given the next sample it would send and the newest it may send (s_end):
+    (the sample to send next, how many samples are left out). After a stall, sound the source's short queue cannot
+    take at once would be sent at the pace WebRTC drains it and stay behind the picture by the stall for good (it
+    kept the program's sound 100-200 ms late); it is left out instead (the stall already left a gap in what the room
+    hears), and the sound goes on from the present."""
+    if s_next is None:
+        return s_end - AUDIO_CHUNK, 0
+    if s_end - s_next > AUDIO_BACKLOG:
+        return s_end - AUDIO_BACKLOG, s_end - AUDIO_BACKLOG - s_next
+    return s_next, 0
 
 
 class FrameRing:
@@ -134,7 +150,10 @@ class AudioRing:
 
     def push(self, t_start: float, samples: np.ndarray) -> None:
         s0 = int(round(t_start * self.rate))
-        if self.next is not None and abs(s0 - self.next) < self.rate // 10:
+        # a frame stamped a little after the last one's end continues it (arrival jitter leaves no hole); one stamped
+        # earlier is taken as stamped: the arrival clock moved back because its first frames reached us late, and a
+        # ring that kept the late anchor would put the sound behind the picture for the rest of the session
+        if self.next is not None and 0 < s0 - self.next < self.rate // 10:
             s0 = self.next
         n = samples.size
         if n > self.buf.size:
@@ -164,6 +183,8 @@ class LiveDirector:
         self.rankers = models if models is not None else ranker  # None = the rule baseline
         self.hz = settings.tick_hz
         self.delay = float(settings.program_delay_s)
+        # lip sync: the picture airs `av_sync` later than the sound (the sound `-av_sync` later when negative)
+        self.av_sync = settings.program_av_sync_ms / 1000.0
         # the lookahead is the delay, less one tick for the decision itself: a placed cut has not aired yet
         self.policy = replace(policy or settings.policy, lookahead_s=max(0.0, self.delay - 1.0 / self.hz))
         self.program_size = program_size
@@ -178,7 +199,7 @@ class LiveDirector:
         log.info("live: models warmed up in %.1f s", self.engine.warm_up(ANALYSIS_SIZE))  # before joining the room
         self.compositor = Compositor(CompositorConfig(size=program_size, fps=program_fps))
         self.narrator = self._narrator() if narrate else None
-        keep = self.delay + 1.0
+        keep = self.delay + abs(self.av_sync) + 1.0
         self.video: dict[str, FrameRing] = {}
         self.audio: dict[str, AudioRing] = {}
         self._keep_s = keep
@@ -376,6 +397,7 @@ class LiveDirector:
                 "program_delay_s": self.delay,
                 "health": {"ticks": rep.ticks, "missed_ticks": rep.missed_ticks, "failed_ticks": rep.failed_ticks,
                            "late_cuts": rep.late_cuts, "program_frames": rep.program_frames,
+                           "program_audio_dropped_s": round(rep.program_audio_dropped_s, 3),
                            "overrides": rep.overrides, "rejected_overrides": rep.rejected_overrides,
                            "unauthorised_overrides": rep.unauthorised_overrides}}
 
@@ -454,7 +476,7 @@ class LiveDirector:
                 self.report.aired_cuts.append((ct, cam))
             self._picture_i += 1
         if not self.compositor.program:  # before the first decision: the first camera with a picture, not black
-            ready = sorted(c for c, ring in self.video.items() if ring.at(pt) is not None)
+            ready = sorted(c for c, ring in self.video.items() if ring.at(pt - max(0.0, self.av_sync)) is not None)
             if ready:
                 self.compositor.cut_to(ready[0], pt)
                 self.report.aired_cuts.append((pt, ready[0]))
@@ -466,13 +488,14 @@ class LiveDirector:
         w, h = self.program_size
         i = 0
         while not stop.is_set():
-            pt = self.now() - self.delay
+            pt = self.now() - self.delay  # the program clock (cuts, transitions); the sound's clock too
             self._take_picture_cuts(pt)
             comp = self.compositor
             need = {comp.program}
             if comp.transition == "dissolve" and pt - comp.cut_t < comp.config.dissolve_s:
                 need.add(comp.previous)
-            frames = {cam: self.video[cam].at(pt) for cam in need if cam in self.video}
+            ft = pt - max(0.0, self.av_sync)  # lip sync: the frames that show the moment the sound now carries
+            frames = {cam: self.video[cam].at(ft) for cam in need if cam in self.video}
             rgba = await loop.run_in_executor(self._program_pool, self._compose, pt, frames)
             source.capture_frame(rtc.VideoFrame(w, h, rtc.VideoBufferType.RGBA, rgba.tobytes()))
             self.report.program_frames += 1
@@ -498,7 +521,8 @@ class LiveDirector:
                 return np.zeros(n, np.float32)
             mix = sum(ring.read(s0, n) for ring in self.audio.values())
             return self._with_narration(np.clip(mix / np.sqrt(len(self.audio)), -1.0, 1.0).astype(np.float32), s0)
-        lead = self.policy.audio_lead_s
+        # (sound held back for lip sync: its cut is placed that much earlier on its own clock, to air with the picture's)
+        lead = self.policy.audio_lead_s - min(0.0, self.av_sync)
         end_t = (s0 + n) / PROGRAM_AUDIO_RATE
         while self._sound_i < len(self._cuts) and self._cuts[self._sound_i][0] - lead <= end_t:
             ct, cam, _, _ = self._cuts[self._sound_i]
@@ -539,9 +563,10 @@ class LiveDirector:
         samples = samples or self._program_samples
         s_next: int | None = None
         while not stop.is_set():
-            s_end = int((self.now() - self.delay - AUDIO_MARGIN_S) * PROGRAM_AUDIO_RATE)
-            if s_next is None or s_end - s_next > PROGRAM_AUDIO_RATE // 5:  # after a stall: back to the present
-                s_next = s_end - AUDIO_CHUNK
+            s_end = int((self.now() - self.delay - max(0.0, -self.av_sync) - AUDIO_MARGIN_S) * PROGRAM_AUDIO_RATE)
+            s_next, dropped = audio_resume(s_next, s_end)
+            if dropped and what == "program":
+                self.report.program_audio_dropped_s += dropped / PROGRAM_AUDIO_RATE
             while s_next + AUDIO_CHUNK <= s_end:
                 pcm = (np.clip(samples(s_next, AUDIO_CHUNK), -1, 1) * 32767).astype(np.int16)
                 await source.capture_frame(rtc.AudioFrame(pcm.tobytes(), PROGRAM_AUDIO_RATE, 1, AUDIO_CHUNK))
@@ -587,13 +612,13 @@ class LiveDirector:
             sound = None
             if self.audio_mode != "off":
                 # a short queue: sound queued while nobody consumes it yet would stay behind the picture for good
-                sound = rtc.AudioSource(PROGRAM_AUDIO_RATE, 1, queue_size_ms=20)
+                sound = rtc.AudioSource(PROGRAM_AUDIO_RATE, 1, queue_size_ms=AUDIO_QUEUE_MS)
                 await room.local_participant.publish_track(
                     rtc.LocalAudioTrack.create_audio_track("program", sound),
                     rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
             voice = None
             if self.narrator is not None:  # the narration alone, for a mixer downstream (or a second language)
-                voice = rtc.AudioSource(PROGRAM_AUDIO_RATE, 1, queue_size_ms=20)
+                voice = rtc.AudioSource(PROGRAM_AUDIO_RATE, 1, queue_size_ms=AUDIO_QUEUE_MS)
                 await room.local_participant.publish_track(
                     rtc.LocalAudioTrack.create_audio_track("narration", voice),
                     rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))

@@ -50,6 +50,11 @@ class Settings(BaseModel):
     program_delay_s: float = Field(0.0, ge=0, le=10, description="live broadcast delay: the program (picture and "
                                    "sound) airs this long after the cameras, so every cut is placed at the best "
                                    "word boundary inside the delay, as `aiobs direct` does on files; 0 = no delay")
+    program_av_sync_ms: int = Field(0, ge=-500, le=1000, description="live lip sync: the program picture is held back "
+                                    "this long behind its sound (negative: the sound behind the picture), as OBS's "
+                                    "sync offset. WebRTC's audio path (Opus packets, the jitter buffer) brings a "
+                                    "camera's sound later than its picture, at every hop: bench/live.py measures "
+                                    "the offset of the sources and of the program; 0 = the least latency")
     live_asr: bool = Field(False, description="live mode runs Whisper on every mic (keywords, word times); off by "
                                               "default: on a CPU it cannot keep up with 5 mics beside the 5 Hz tick")
     program_audio: Literal["follow", "mix", "off"] = Field("follow", description="live program sound: the program "

@@ -12,11 +12,39 @@ import numpy as np
 import pytest
 
 from runtime import rig
-from runtime.live import OVERRIDE_TOPIC, LiveDirector, LiveError
+from runtime.live import (AUDIO_BACKLOG, AUDIO_CHUNK, OVERRIDE_TOPIC, PROGRAM_AUDIO_RATE, ArrivalClock, AudioRing,
+                          LiveDirector, LiveError, audio_resume)
 from runtime.media import SAMPLE_RATE, iter_frames
 from runtime.models import sample_video
 from runtime.settings import load_settings
 from runtime.tts import PiperTTS, resample
+
+
+def test_the_program_sound_never_stays_behind_after_a_stall():
+    """A stalled loop must not leave the program's sound late for good: what the source's queue cannot take at once
+    is left out, and the sound goes on from the present (kept, it trailed the picture by 100-200 ms)."""
+    start, dropped = audio_resume(None, 48_000)
+    assert (start, dropped) == (48_000 - AUDIO_CHUNK, 0)
+    assert audio_resume(47_000, 47_000 + AUDIO_CHUNK) == (47_000, 0)  # on time: nothing left out
+    s_end = 48_000 + PROGRAM_AUDIO_RATE * 15 // 100  # a 150 ms stall
+    start, dropped = audio_resume(48_000, s_end)
+    assert s_end - start == AUDIO_BACKLOG and dropped == start - 48_000 > 0
+
+
+def test_the_sound_ring_follows_its_arrival_clock_back_to_the_earliest_explanation():
+    """The first frames reached the loop late; later ones show the stream is earlier: the ring follows the clock
+    back (it used to keep the late anchor, 10-40 ms behind the picture for the whole session)."""
+    rate, n = PROGRAM_AUDIO_RATE, PROGRAM_AUDIO_RATE // 100
+    clock, ring = ArrivalClock(), AudioRing(2.0, rate)
+    frames = [np.full(n, k + 1, np.float32) for k in range(6)]
+    arrivals = [1.040, 1.050, 1.060, 1.045, 1.055, 1.065]  # the 4th frame shows the stream runs 25 ms earlier
+    stamps = [clock.start_of(a, n / rate) for a in arrivals]
+    for t, f in zip(stamps, frames):
+        ring.push(t, f)
+    assert stamps[3] < stamps[2] + n / rate - 0.02
+    s = int(round(stamps[4] * rate))
+    assert np.all(ring.read(s, n) == 5.0)  # read where the clock put it
+    assert abs(stamps[5] - (1.065 - n / rate)) < 1e-9
 
 
 def token(server, identity, room="studio"):
@@ -259,6 +287,72 @@ def test_with_a_broadcast_delay_the_program_cuts_to_the_new_speaker_before_their
     # and nowhere else: the program never leaves a speaker mid-turn
     for t, cam in changes:
         assert not any(w != cam and s + 0.3 < t < e - 0.3 for w, s, e, _, _ in turns), (t, cam, turns)
+
+
+def test_lip_sync_holds_the_program_picture_back_and_never_the_sound(livekit_server, data_dir):
+    """`program_av_sync_ms` holds the program's picture back behind its sound (OBS's sync offset): read back on the
+    received tracks, the picture trails a direct subscription to the same camera by about the offset more than it
+    would, while the sound (a click a second) trails the camera's own sound by no more than its usual path."""
+    frames = [f for _, f in iter_frames(sample_video("carphone_pristine.mp4"), 15, (640, 360))][:60]
+    click = (0.6 * np.sin(2 * np.pi * 1000 * np.arange(SAMPLE_RATE // 50) / SAMPLE_RATE)).astype(np.float32)
+    sound = np.zeros(SAMPLE_RATE * 60, np.float32)
+    for k in range(1, 60):
+        sound[k * SAMPLE_RATE:k * SAMPLE_RATE + click.size] = click
+    settings = load_settings(env={}, data_dir=data_dir, livekit_url=livekit_server["url"],
+                             livekit_api_key=livekit_server["api_key"],
+                             livekit_api_secret=livekit_server["api_secret"], livekit_room="lipsync",
+                             program_av_sync_ms=400, yolo_model="yolo11n.yaml")
+    director = LiveDirector(settings, program_size=(640, 360), program_fps=15)
+    seen = {"program": [], "direct": [], "program_sound": [], "direct_sound": []}
+
+    async def scenario():
+        from livekit import rtc
+
+        stop = asyncio.Event()
+        t0 = time.monotonic() + 1.0
+        cam = asyncio.ensure_future(rig.ScriptedCamera("cam0", frames, (255, 0, 0), sound).run(
+            livekit_server, "lipsync", t0, stop))
+        viewer = rtc.Room()
+        loop = asyncio.get_running_loop()
+        want = {(name, kind): loop.create_future() for name in ("program", "cam0") for kind in ("video", "audio")}
+        await rig.subscribe(viewer, want)
+        await viewer.connect(livekit_server["url"], rig.token(livekit_server, "viewer", "audience", "lipsync"))
+        directing = asyncio.ensure_future(director.run(duration_s=14.0))
+        readers = [asyncio.ensure_future(rig.read_stamps(await asyncio.wait_for(want["program", "video"], 30),
+                                                         seen["program"], stop)),
+                   asyncio.ensure_future(rig.read_stamps(await asyncio.wait_for(want["cam0", "video"], 30),
+                                                         seen["direct"], stop)),
+                   asyncio.ensure_future(rig.read_levels(await asyncio.wait_for(want["program", "audio"], 30),
+                                                         seen["program_sound"], stop)),
+                   asyncio.ensure_future(rig.read_levels(await asyncio.wait_for(want["cam0", "audio"], 30),
+                                                         seen["direct_sound"], stop))]
+        report = await directing
+        stop.set()
+        await asyncio.gather(cam, *readers, return_exceptions=True)
+        await viewer.disconnect()
+        return report
+
+    report = asyncio.run(asyncio.wait_for(scenario(), 120))
+    assert report.cameras == {"cam0"} and report.program_frames > 100
+    direct = {}
+    for t, n, _ in seen["direct"]:
+        direct.setdefault(n, t)
+    picture_lag = [t - direct[n] for t, n, _ in seen["program"] if n in direct]
+    assert len(picture_lag) > 60
+    assert 0.38 <= float(np.median(picture_lag)) <= 0.9, np.percentile(picture_lag, [5, 50, 95])
+
+    def clicks(levels):
+        out, last = [], -1.0
+        for t, peak in levels:
+            if peak > 0.3 and t - last > 0.5:
+                out.append(t)
+            if peak > 0.3:
+                last = t
+        return out
+
+    heard, own = clicks(seen["program_sound"]), clicks(seen["direct_sound"])
+    sound_lag = [min(h - o for h in heard if h >= o - 0.05) for o in own[2:-3] if any(h >= o - 0.05 for h in heard)]
+    assert len(sound_lag) >= 5 and float(np.median(sound_lag)) < 0.3, (sound_lag, own, heard)
 
 
 def test_a_camera_that_leaves_and_rejoins_and_a_server_restart_keep_the_program_going(tmp_path, data_dir):
