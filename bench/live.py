@@ -202,6 +202,7 @@ def measure(r: dict) -> dict:
     obs, t0 = r["obs"], r["t0"]
     m = re.search(r"live: (\d+) ticks \((\d+) skipped, (\d+) failed\)", r["stdout"])
     ticks, skipped, failed = (int(v) for v in m.groups()) if m else (0, 0, 0)
+    timing = re.search(r"live: timing: (.*)", r["stdout"])
     prog = [(t, n, rig.nearest_tag(TAGS, tag)) for t, n, tag in obs["program"]]
     span = (prog[-1][0] - prog[0][0]) if len(prog) > 1 else float("nan")
     first = prog[0][0] - obs["director_joined"] if prog and "director_joined" in obs else None
@@ -243,6 +244,7 @@ def measure(r: dict) -> dict:
         "switch_reaction_s_arrival": None if to3 is None or word_arrival is None else round(to3[0] - word_arrival, 2),
         "director_cpu_share": round(r["cpu_s"] / r["wall_s"] / os.cpu_count(), 3),
         "director_cores_used": round(r["cpu_s"] / r["wall_s"], 2), "cpus": os.cpu_count(),
+        "director_timing": timing.group(1) if timing else None,
         "expected_ticks_wall": expected, "camera_fps": FPS, "program_delay_s": DELAY,
         "program_av_sync_ms": None if AV_SYNC_MS is None else int(AV_SYNC_MS), "director_rc": r["rc"],
     }
@@ -250,8 +252,11 @@ def measure(r: dict) -> dict:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        with rig.livekit_server(ROOT / ".bin" / "livekit-server", Path(tmp) / "livekit") as server:
-            r = asyncio.run(asyncio.wait_for(scenario(server, Path(tmp) / "data"), RUN_S + 180))
+        lk = Path(os.environ["BENCH_LIVE_DATA"]) / "livekit" if os.environ.get("BENCH_LIVE_DATA") else Path(tmp) / "livekit"
+        with rig.livekit_server(ROOT / ".bin" / "livekit-server", lk) as server:
+            # BENCH_LIVE_DATA keeps the director's data dir (its feature log) to look into a surprising run
+            data = Path(os.environ.get("BENCH_LIVE_DATA") or Path(tmp) / "data")
+            r = asyncio.run(asyncio.wait_for(scenario(server, data), RUN_S + 180))
     if r["rc"] != 0:
         print(r["stderr"][-3000:], file=sys.stderr)
     if os.environ.get("BENCH_LIVE_DUMP"):  # the raw observations, to look into a surprising figure

@@ -236,6 +236,7 @@ def cmd_live(args) -> int:
           f"({report.program_audio_dropped_s:.2f} s left out after stalls), "
           f"{report.late_cuts} late cuts" + (f", {len(report.narration_lines)} narration lines" if args.narrate
                                              else ""))
+    print(f"live: timing: {report.timing()}")
     return 0
 
 

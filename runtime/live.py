@@ -47,7 +47,11 @@ PROGRAM_AUDIO_RATE = 48_000
 AUDIO_CHUNK = PROGRAM_AUDIO_RATE // 100  # 10 ms frames, as WebRTC sends them
 AUDIO_MARGIN_S = 0.03  # the program sound is read this far behind the picture: the newest packets are still arriving
 AUDIO_QUEUE_MS = 20  # the program AudioSource's queue: what it holds is how far its sound trails the picture
-AUDIO_BACKLOG = PROGRAM_AUDIO_RATE * AUDIO_QUEUE_MS // 1000  # at most this much sound is sent in one go
+AUDIO_BACKLOG = PROGRAM_AUDIO_RATE * AUDIO_QUEUE_MS // 1000  # what the queue takes at once
+# a loop this far behind drops the sound it cannot send in time (a busy loop's usual lateness, tens of ms, is sent:
+# the queue absorbs it; a stall past this would otherwise keep the sound late by it for good)
+AUDIO_MAX_BEHIND = PROGRAM_AUDIO_RATE * 60 // 1000
+STREAM_STALL_S = 3.0  # a subscribed, unmuted track whose stream yields nothing this long gets a new stream
 AUDIO_FADE = PROGRAM_AUDIO_RATE // 100  # 10 ms crossfade where the program sound changes mic
 
 
@@ -83,6 +87,22 @@ class LiveReport:
     narration_lines: list[dict] = field(default_factory=list)  # Utterance.as_row() of every line placed
     narration_audio_s: float = 0.0
     first_program_frame_s: float | None = None  # from joining to the first program frame showing a camera
+    tick_s: deque = field(default_factory=lambda: deque(maxlen=3000))  # the latest ticks' durations, start to end
+    stage_ms: dict = field(default_factory=dict)  # analysis stages, {stage: {"p50", "p95", "mean", "n"}}, at the end
+    vision_busy_ticks: int = 0  # ticks that went on without waiting for people still being detected
+    frames_in: dict = field(default_factory=dict)  # camera -> video frames received
+    stream_restarts: dict = field(default_factory=dict)  # "camera/feed" -> streams renewed after yielding nothing
+
+    def timing(self) -> str:
+        """'tick 41/120 ms (p50/p95), detect_track 35/80, ...': where a live session's time went."""
+        parts = []
+        if self.tick_s:
+            a = np.asarray(self.tick_s) * 1000
+            parts.append(f"tick {np.percentile(a, 50):.0f}/{np.percentile(a, 95):.0f} ms (p50/p95)")
+        parts += [f"{k} {v['p50']:.0f}/{v['p95']:.0f}" for k, v in sorted(self.stage_ms.items()) if k != "tick"]
+        return ", ".join(parts + [f"{self.vision_busy_ticks} ticks went on while people were still being detected",
+                                  "frames in " + " ".join(f"{c}:{n}" for c, n in sorted(self.frames_in.items())),
+                                  f"stalled streams renewed {self.stream_restarts or 0}"])
 
 
 class ArrivalClock:
@@ -106,13 +126,19 @@ def audio_resume(s_next: int | None, s_end: int) -> tuple[int, int]:
     """Where a live sound track goes on, given the next sample it would send and the newest it may send (s_end):
     (the sample to send next, how many samples are left out). After a stall, sound the source's short queue cannot
     take at once would be sent at the pace WebRTC drains it and stay behind the picture by the stall for good (it
-    kept the program's sound 100-200 ms late); it is left out instead (the stall already left a gap in what the room
-    hears), and the sound goes on from the present."""
+    kept the program's sound 100-200 ms late). Once more than AUDIO_MAX_BEHIND is due, what the queue cannot take is
+    left out (the stall already left a gap in what the room hears), and the sound goes on from the present."""
     if s_next is None:
         return s_end - AUDIO_CHUNK, 0
-    if s_end - s_next > AUDIO_BACKLOG:
+    if s_end - s_next > AUDIO_MAX_BEHIND:
         return s_end - AUDIO_BACKLOG, s_end - AUDIO_BACKLOG - s_next
     return s_next, 0
+
+
+def stream_stalled(now: float, yielded: float, started: float, renewed_in_a_row: int) -> bool:
+    """Whether a subscribed, unmuted track's stream has yielded nothing for too long: STREAM_STALL_S since it last
+    yielded or was (re)started, doubling with every renewal in a row that brought nothing (at most 8x)."""
+    return now - max(yielded, started) >= STREAM_STALL_S * min(8, 2 ** renewed_in_a_row)
 
 
 class FrameRing:
@@ -195,7 +221,8 @@ class LiveDirector:
         # report; the executor thread owns the director core and the feature log (one tick at a time); the
         # `convert` thread turns frames into analysis images and the `program` thread composes program frames from
         # frames the loop hands it. The analysis engine is the hand-over point: submit_* and tick() are thread-safe.
-        self.engine = AnalysisEngine.from_settings([], settings, asr=settings.live_asr)
+        # the tick never waits on the vision thread: a slow detection leaves the people as they were a moment longer
+        self.engine = AnalysisEngine.from_settings([], settings, asr=settings.live_asr, vision_wait=False)
         log.info("live: models warmed up in %.1f s", self.engine.warm_up(ANALYSIS_SIZE))  # before joining the room
         self.compositor = Compositor(CompositorConfig(size=program_size, fps=program_fps))
         self.narrator = self._narrator() if narrate else None
@@ -217,6 +244,10 @@ class LiveDirector:
         self._t0 = 0.0
         self._tasks: list[asyncio.Task] = []
         self.tracks: dict[tuple[str, str], object] = {}  # (camera, "video"|"audio") -> subscribed remote track
+        self._readers: dict[tuple[str, str], tuple] = {}  # (camera, feed) -> (reader task, track, publication)
+        self._last_in: dict[tuple[str, str], float] = {}  # (camera, feed) -> when its stream last yielded
+        self._started: dict[tuple[str, str], float] = {}  # (camera, feed) -> when its current stream started
+        self._stalls: dict[tuple[str, str], int] = {}  # (camera, feed) -> streams renewed in a row, none yielding
         self.last: TickResult | None = None  # the newest tick, for status()
         self.link = "connecting"  # connecting | connected | reconnecting | disconnected
 
@@ -247,6 +278,58 @@ class LiveDirector:
             return None
 
     # -- media in --------------------------------------------------------------------------------------------------
+    def _start_reader(self, cam: str, feed: str, track, publication=None) -> None:
+        """Read one feed of a subscribed track ("video", "audio": analysis, "program_audio") on its own task; the
+        watchdog restarts it when it stalls."""
+        read = {"video": self._read_video, "audio": self._read_audio, "program_audio": self._read_program_audio}[feed]
+        old = self._readers.get((cam, feed))
+        if old is not None and not old[0].done():
+            old[0].cancel()
+        self._started[(cam, feed)] = self.now()  # (the stall clock starts with the stream)
+        task = asyncio.ensure_future(read(track, cam))
+        self._readers[(cam, feed)] = (task, track, publication)
+        self._tasks.append(task)
+
+    async def _watch_streams(self, stop: asyncio.Event) -> None:
+        """A subscribed track whose stream has yielded nothing for STREAM_STALL_S while not muted gets a new stream.
+        The SDK's stream sometimes yields nothing at all although WebRTC decodes the track (seen in bench/live.py:
+        one or two of five cameras, the whole session: that camera was stale, never analysed, never cut to).
+        A track that stays silent (a camera that stopped sending without leaving) is retried less and less often."""
+        while not stop.is_set():
+            await asyncio.sleep(1.0)
+            now = self.now()
+            for key, (task, track, publication) in list(self._readers.items()):
+                if task.done() or getattr(track, "muted", False):
+                    continue
+                yielded, started = self._last_in.get(key, float("-inf")), self._started[key]
+                in_a_row = self._stalls.get(key, 0) if yielded < started else 0
+                if not stream_stalled(now, yielded, started, in_a_row):
+                    continue
+                cam, feed = key
+                n = self.report.stream_restarts.get(f"{cam}/{feed}", 0) + 1
+                self.report.stream_restarts[f"{cam}/{feed}"] = n
+                self._stalls[key] = in_a_row + 1
+                metrics.STREAM_RESTARTS.labels(self.room_name, feed).inc()
+                log.log(logging.WARNING if in_a_row == 0 else logging.INFO,
+                        "live: %s's %s stream yielded nothing for %.0f s: a new stream (renewal %d)", cam, feed,
+                        now - max(yielded, started), n)
+                if in_a_row == 0 or publication is None:
+                    self._start_reader(cam, feed, track, publication)
+                else:  # a new stream on the same track did not help: subscribe again (a new track comes back)
+                    self._resubscribe(publication, cam, feed)
+
+    def _resubscribe(self, publication, cam: str, feed: str) -> None:
+        async def again():
+            try:
+                publication.set_subscribed(False)
+                await asyncio.sleep(0.5)
+                publication.set_subscribed(True)
+            except Exception as e:  # noqa: BLE001 - the room may be going away
+                log.warning("live: could not subscribe to %s's %s again: %s", cam, feed, e)
+
+        self._started[(cam, feed)] = self.now()
+        self._tasks.append(asyncio.ensure_future(again()))
+
     async def _read_video(self, track, cam: str) -> None:
         from livekit import rtc
 
@@ -256,7 +339,9 @@ class LiveDirector:
         try:
             async for ev in stream:
                 t = self.now()
+                self._last_in[(cam, "video")] = t
                 ring.push(t, ev.frame)
+                self.report.frames_in[cam] = self.report.frames_in.get(cam, 0) + 1
                 # analysis needs a frame per tick, not every frame; it is converted and resized off the loop
                 if t >= self._next_analysis.get(cam, 0.0) and cam not in self._converting:
                     self._next_analysis[cam] = t + 0.5 / self.hz
@@ -283,6 +368,7 @@ class LiveDirector:
         clock = ArrivalClock()
         try:
             async for ev in stream:
+                self._last_in[(cam, "audio")] = self.now()
                 pcm = np.frombuffer(ev.frame.data, np.int16).astype(np.float32) / 32768.0
                 t = clock.start_of(self.now(), pcm.size / SAMPLE_RATE)
                 self.engine.submit_audio(cam, t, pcm)
@@ -298,6 +384,7 @@ class LiveDirector:
         clock = ArrivalClock()
         try:
             async for ev in stream:
+                self._last_in[(cam, "program_audio")] = self.now()
                 pcm = np.frombuffer(ev.frame.data, np.int16).astype(np.float32) / 32768.0
                 ring.push(clock.start_of(self.now(), pcm.size / PROGRAM_AUDIO_RATE), pcm)
         finally:
@@ -318,11 +405,11 @@ class LiveDirector:
                     publication.set_video_quality(rtc.VideoQuality.VIDEO_QUALITY_HIGH)
                 except (ValueError, AttributeError) as e:
                     log.info("live: %s: no simulcast layer choice (%s)", cam, e)
-            self._tasks.append(asyncio.ensure_future(self._read_video(track, cam)))
+            self._start_reader(cam, "video", track, publication)
         else:
-            self._tasks.append(asyncio.ensure_future(self._read_audio(track, cam)))
+            self._start_reader(cam, "audio", track, publication)
             if self.audio_mode != "off":
-                self._tasks.append(asyncio.ensure_future(self._read_program_audio(track, cam)))
+                self._start_reader(cam, "program_audio", track, publication)
         log.info("live: subscribed to %s (%s)", cam, "video" if track.kind == rtc.TrackKind.KIND_VIDEO else "audio")
 
     def _on_data(self, packet) -> None:
@@ -442,6 +529,7 @@ class LiveDirector:
                 metrics.TICKS_FAILED.labels(self.room_name).inc()
                 r = None
             metrics.TICK_SECONDS.labels(self.room_name).observe(self.now() - start)
+            self.report.tick_s.append(self.now() - start)
             if r is None:
                 self._pending_overrides[:0] = ovs  # no camera yet: the overrides wait for the next tick
             else:
@@ -626,7 +714,8 @@ class LiveDirector:
                 if self.narrator is not None:
                     self.narrator.bind(flog, self.report.session_id, self.room_name)
                 workers = [asyncio.ensure_future(self._ticks(flog, stop)),
-                           asyncio.ensure_future(self._program_video(source, stop))]
+                           asyncio.ensure_future(self._program_video(source, stop)),
+                           asyncio.ensure_future(self._watch_streams(stop))]
                 if sound is not None:
                     workers.append(asyncio.ensure_future(self._program_audio(sound, stop)))
                 if voice is not None:
@@ -655,6 +744,8 @@ class LiveDirector:
 
     def close(self) -> None:
         """Free the models and threads (run() calls it; also for a director that was built but never run)."""
+        self.report.stage_ms = self.engine.latency_summary()
+        self.report.vision_busy_ticks = self.engine.vision_busy_ticks
         self.engine.close()
         if self.narrator is not None:
             self.narrator.close()

@@ -21,6 +21,8 @@ TICKS_MISSED = Counter("aiobs_live_ticks_missed_total", "Ticks skipped because t
 TICKS_FAILED = Counter("aiobs_live_ticks_failed_total", "Ticks that raised (directing went on)", ["room"])
 LATE_CUTS = Counter("aiobs_live_late_cuts_total", "Cuts decided after their placed time had aired", ["room"])
 PROGRAM_FRAMES = Counter("aiobs_live_program_frames_total", "Program video frames published", ["room"])
+STREAM_RESTARTS = Counter("aiobs_live_stream_restarts_total", "Track streams renewed after yielding nothing while "
+                          "subscribed and unmuted", ["room", "feed"])
 RECONNECTS = Counter("aiobs_live_reconnects_total", "LiveKit link losses the room recovered from", ["room"])
 CONNECTED = Gauge("aiobs_live_connected", "1 while the room's LiveKit link is up", ["room"],
                   multiprocess_mode="livemax")  # `bentoml serve`: the live worker's value, no stale pid series

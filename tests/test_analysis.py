@@ -269,6 +269,55 @@ def test_latest_frame_semantics_and_prometheus_metrics(bikes, data_dir):
     assert 'aiobs_frames_dropped_total{camera="cam0"}' in text
 
 
+@pytest.mark.parametrize("wait", [False, True])
+def test_a_live_tick_never_waits_on_a_slow_detection(bikes, wait):
+    """Live (vision_wait=False): while the vision thread is still on an earlier batch, a tick goes on at once with the
+    people as they were, and the cameras whose turn it was are owed the next free batch. Files (vision_wait=True)
+    wait, so the same files give the same observations."""
+    import threading
+
+    class Slow:  # the real detector, held back until the test lets it go
+        def __init__(self, det):
+            self.det, self.go, self.calls = det, threading.Event(), []
+
+        def detect(self, frames):
+            self.calls.append(len(frames))
+            self.go.wait(5.0)
+            return self.det.detect(frames)
+
+    slow = Slow(PersonDetector(resolve_yolo("yolo11n.pt"), device="cpu", imgsz=320))
+    engine = AnalysisEngine(["c0", "c1"], detector=slow, vision_wait=wait)
+    frames = [f for t, f in bikes if 4.4 <= t <= 6.0]
+    try:
+        for cam in ("c0", "c1"):
+            engine.submit_frame(cam, 0.0, frames[0])
+        engine.tick(0.0)  # hands both frames to the vision thread, which holds on to them
+        for cam in ("c0", "c1"):
+            engine.submit_frame(cam, 0.2, frames[1])
+        if wait:
+            threading.Timer(1.0, slow.go.set).start()
+        t0 = time.perf_counter()
+        obs = engine.tick(0.2)
+        took = time.perf_counter() - t0
+        if wait:  # files: the tick waited for the people in the frames the tick before handed over
+            assert took >= 0.9 and len(obs["c0"].people) > 0 and engine.vision_busy_ticks == 0
+            return
+        assert took < 0.9 and len(obs["c0"].people) == 0  # went on at once, people not known yet
+        assert engine.vision_busy_ticks == 1 and slow.calls == [2]
+        slow.go.set()
+        deadline = time.time() + 10
+        while len(slow.calls) < 2 and time.time() < deadline:  # the next ticks apply the batch, hand the owed over
+            for cam in ("c0", "c1"):
+                engine.submit_frame(cam, 0.4, frames[2])
+            obs = engine.tick(0.4)
+            time.sleep(0.1)
+        assert len(obs["c0"].people) > 0 and len(obs["c1"].people) > 0
+        assert slow.calls[:2] == [2, 2]  # both cameras whose turn was missed went in the next batch
+    finally:
+        slow.go.set()
+        engine.close()
+
+
 def test_yolo_face_backend_returns_the_models_boxes_normalised(bikes):
     from ultralytics import YOLO
 

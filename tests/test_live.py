@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from runtime import rig
-from runtime.live import (AUDIO_BACKLOG, AUDIO_CHUNK, OVERRIDE_TOPIC, PROGRAM_AUDIO_RATE, ArrivalClock, AudioRing,
-                          LiveDirector, LiveError, audio_resume)
+from runtime.live import (AUDIO_BACKLOG, AUDIO_CHUNK, AUDIO_MAX_BEHIND, OVERRIDE_TOPIC, PROGRAM_AUDIO_RATE,
+                          STREAM_STALL_S, ArrivalClock, AudioRing, LiveDirector, LiveError, audio_resume,
+                          stream_stalled)
 from runtime.media import SAMPLE_RATE, iter_frames
 from runtime.models import sample_video
 from runtime.settings import load_settings
@@ -26,9 +27,22 @@ def test_the_program_sound_never_stays_behind_after_a_stall():
     start, dropped = audio_resume(None, 48_000)
     assert (start, dropped) == (48_000 - AUDIO_CHUNK, 0)
     assert audio_resume(47_000, 47_000 + AUDIO_CHUNK) == (47_000, 0)  # on time: nothing left out
+    assert audio_resume(47_000, 47_000 + AUDIO_MAX_BEHIND) == (47_000, 0)  # a busy loop's lateness: all sent
     s_end = 48_000 + PROGRAM_AUDIO_RATE * 15 // 100  # a 150 ms stall
     start, dropped = audio_resume(48_000, s_end)
     assert s_end - start == AUDIO_BACKLOG and dropped == start - 48_000 > 0
+
+
+def test_a_stream_that_yields_nothing_is_renewed_after_a_stall_and_then_less_often():
+    s = STREAM_STALL_S
+    assert not stream_stalled(10.0 + s - 0.1, yielded=float("-inf"), started=10.0, renewed_in_a_row=0)
+    assert stream_stalled(10.0 + s, yielded=float("-inf"), started=10.0, renewed_in_a_row=0)  # never yielded
+    assert not stream_stalled(20.0 + s - 0.1, yielded=20.0, started=10.0, renewed_in_a_row=0)  # yields: fine
+    assert stream_stalled(20.0 + s, yielded=20.0, started=10.0, renewed_in_a_row=0)  # went silent
+    assert not stream_stalled(30.0 + 2 * s - 0.1, yielded=float("-inf"), started=30.0, renewed_in_a_row=1)
+    assert stream_stalled(30.0 + 2 * s, yielded=float("-inf"), started=30.0, renewed_in_a_row=1)  # backing off
+    assert not stream_stalled(30.0 + 8 * s - 0.1, yielded=float("-inf"), started=30.0, renewed_in_a_row=9)  # capped
+    assert stream_stalled(30.0 + 8 * s, yielded=float("-inf"), started=30.0, renewed_in_a_row=9)
 
 
 def test_the_sound_ring_follows_its_arrival_clock_back_to_the_earliest_explanation():

@@ -178,7 +178,7 @@ class AnalysisEngine:
                  vad: VoiceActivity | None = None, recognizer: SpeechRecognizer | None = None, vlm=None,
                  keywords: list[str] = (), tick_hz: float = 5.0, stale_after_s: float = 2.0,
                  asr_sync: bool = False, degraded: dict[str, str] | None = None, face_every: int = 2,
-                 vision_every: int = 1, vision_budget_fps: float | None = None):
+                 vision_every: int = 1, vision_budget_fps: float | None = None, vision_wait: bool = True):
         self.detector = detector
         self.face_detector = face_detector
         # a batched (GPU) face model runs on the vision thread with people, over all of a tick's frames at once
@@ -195,6 +195,12 @@ class AnalysisEngine:
         self.vision_every = max(1, vision_every)
         # on a CPU: people/face frames per second shared by all cameras (more cameras -> each one less often)
         self.vision_budget_fps = vision_budget_fps
+        # True (files): a tick waits for the people detected in the frames the tick before handed over, so the
+        # same files give the same observations. False (live): a tick never waits on the vision thread; while it is
+        # still busy, the people carry over, and the cameras whose turn it was are owed the next free batch
+        self.vision_wait = vision_wait
+        self._vision_owed: set[str] = set()
+        self.vision_busy_ticks = 0  # ticks that found the vision thread still busy (vision_wait=False)
         self._ticks = 0
         self.degraded_models = dict(degraded or {})  # stage -> reason, for models that did not load
         self.keywords = list(keywords)
@@ -334,7 +340,7 @@ class AnalysisEngine:
         if self.vision_budget_fps:  # each camera less often as cameras are added, within the CPU's budget
             every = max(every, math.ceil(len(cameras) * self.tick_hz / self.vision_budget_fps - 1e-9))
         vision = {cid: f for cid, f in delivered.items() if (self._ticks + order[cid]) % every == 0
-                  or cameras[cid].last is None}
+                  or cameras[cid].last is None or cid in self._vision_owed}
 
         # the cameras whose people (and, with a batched face model, faces) were updated at this tick
         people, faced = self._people(cameras, vision, out)
@@ -372,9 +378,16 @@ class AnalysisEngine:
     def _people(self, cameras: dict[str, _Camera], fresh, out) -> tuple[set[str], set[str]]:
         """Hand this tick's `fresh` frames to the vision thread, then apply the people (and, with a batched face
         model, the faces) detected in the frames the last tick handed it (waiting for them if need be):
-        deterministic, one tick behind. Returns (cameras whose people were updated, cameras whose faces were)."""
+        deterministic, one tick behind. With `vision_wait` off (live) it never waits: while the vision thread is
+        busy nothing is handed over or applied. Returns (cameras whose people were updated, cameras whose faces
+        were)."""
         if self.detector is None:
             return set(), set()
+        if not self.vision_wait and self._pending_people is not None and not self._pending_people[0].done():
+            self.vision_busy_ticks += 1  # still on an earlier batch: these frames wait their turn, owed to them
+            self._vision_owed.update(fresh)
+            return set(), set()
+        self._vision_owed.difference_update(fresh)
         done, self._pending_people = self._pending_people, None
         if fresh:
             ids = list(fresh)
