@@ -16,6 +16,8 @@ Measured in one run:
 
     .venv/bin/python bench/live.py               # ~60 s
     BENCH_LIVE_FPS=25 BENCH_LIVE_DELAY=0 .venv/bin/python bench/live.py
+    BENCH_LIVE_AV_SYNC_MS=130 .venv/bin/python bench/live.py   # the director's lip sync (AIOBS_PROGRAM_AV_SYNC_MS)
+    BENCH_LIVE_DATA=/tmp/run .venv/bin/python bench/live.py    # keep the director's data dir and livekit.log
 
 The cameras publish from this process, on the same CPU as the director: on a small machine that is a handicap the
 real deployment does not have (cameras are elsewhere), and the CPU share separates the two. Last line: JSON.
