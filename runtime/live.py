@@ -211,6 +211,7 @@ class LiveDirector:
         self.delay = float(settings.program_delay_s)
         # lip sync: the picture airs `av_sync` later than the sound (the sound `-av_sync` later when negative)
         self.av_sync = settings.program_av_sync_ms / 1000.0
+        self._picture_hold, self._sound_hold = max(0.0, self.av_sync), max(0.0, -self.av_sync)
         # the lookahead is the delay, less one tick for the decision itself: a placed cut has not aired yet
         self.policy = replace(policy or settings.policy, lookahead_s=max(0.0, self.delay - 1.0 / self.hz))
         self.program_size = program_size
@@ -288,7 +289,7 @@ class LiveDirector:
         self._started[(cam, feed)] = self.now()  # (the stall clock starts with the stream)
         task = asyncio.ensure_future(read(track, cam))
         self._readers[(cam, feed)] = (task, track, publication)
-        self._tasks.append(task)
+        self._tasks = [t for t in self._tasks if not t.done()] + [task]  # renewals must not pile up finished tasks
 
     async def _watch_streams(self, stop: asyncio.Event) -> None:
         """A subscribed track whose stream has yielded nothing for STREAM_STALL_S while not muted gets a new stream.
@@ -564,7 +565,7 @@ class LiveDirector:
                 self.report.aired_cuts.append((ct, cam))
             self._picture_i += 1
         if not self.compositor.program:  # before the first decision: the first camera with a picture, not black
-            ready = sorted(c for c, ring in self.video.items() if ring.at(pt - max(0.0, self.av_sync)) is not None)
+            ready = sorted(c for c, ring in self.video.items() if ring.at(pt - self._picture_hold) is not None)
             if ready:
                 self.compositor.cut_to(ready[0], pt)
                 self.report.aired_cuts.append((pt, ready[0]))
@@ -582,7 +583,7 @@ class LiveDirector:
             need = {comp.program}
             if comp.transition == "dissolve" and pt - comp.cut_t < comp.config.dissolve_s:
                 need.add(comp.previous)
-            ft = pt - max(0.0, self.av_sync)  # lip sync: the frames that show the moment the sound now carries
+            ft = pt - self._picture_hold  # lip sync: the frames that show the moment the sound now carries
             frames = {cam: self.video[cam].at(ft) for cam in need if cam in self.video}
             rgba = await loop.run_in_executor(self._program_pool, self._compose, pt, frames)
             source.capture_frame(rtc.VideoFrame(w, h, rtc.VideoBufferType.RGBA, rgba.tobytes()))
@@ -610,7 +611,7 @@ class LiveDirector:
             mix = sum(ring.read(s0, n) for ring in self.audio.values())
             return self._with_narration(np.clip(mix / np.sqrt(len(self.audio)), -1.0, 1.0).astype(np.float32), s0)
         # (sound held back for lip sync: its cut is placed that much earlier on its own clock, to air with the picture's)
-        lead = self.policy.audio_lead_s - min(0.0, self.av_sync)
+        lead = self.policy.audio_lead_s + self._sound_hold
         end_t = (s0 + n) / PROGRAM_AUDIO_RATE
         while self._sound_i < len(self._cuts) and self._cuts[self._sound_i][0] - lead <= end_t:
             ct, cam, _, _ = self._cuts[self._sound_i]
@@ -651,7 +652,7 @@ class LiveDirector:
         samples = samples or self._program_samples
         s_next: int | None = None
         while not stop.is_set():
-            s_end = int((self.now() - self.delay - max(0.0, -self.av_sync) - AUDIO_MARGIN_S) * PROGRAM_AUDIO_RATE)
+            s_end = int((self.now() - self.delay - self._sound_hold - AUDIO_MARGIN_S) * PROGRAM_AUDIO_RATE)
             s_next, dropped = audio_resume(s_next, s_end)
             if dropped and what == "program":
                 self.report.program_audio_dropped_s += dropped / PROGRAM_AUDIO_RATE
