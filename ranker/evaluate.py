@@ -135,6 +135,18 @@ def replay(scores: np.ndarray, data: RankingData, config: PolicyConfig | None = 
         per_session=per_session, disagreements=spans)
 
 
+def intent_scores(data: RankingData, intents: dict) -> np.ndarray:
+    """Scores of a scene oracle on simulated sessions: 1 for the camera the hidden director wants at the tick (its
+    intent before its reaction lag and minimum hold, `ranker.simulate.simulate(..., intents=...)`), 0 elsewhere.
+    Replayed, it is the ceiling of any ranker on those sessions: it knows the scene as the director judges it, only
+    not the director's pace. KeyError names a session without an intent."""
+    missing = sorted(set(data.sessions()) - set(intents))
+    if missing:
+        raise KeyError(f"no director intent for session(s) {missing[:3]}: only simulated sessions have one")
+    wanted = np.array([intents[s][int(k)] for s, k in zip(data.session, data.tick)], dtype=object)
+    return (data.camera == np.repeat(wanted, data.group_sizes)).astype(np.float64)
+
+
 def evaluate(ranker, data: RankingData, policy: PolicyConfig | None = None, tick_s: float = 0.2) -> dict:
     """Every metric for one ranker on held-out data, as a flat dict (MLflow- and Dagster-friendly). `policy` and
     `tick_s` should be what production runs (settings.policy, 1 / settings.tick_hz)."""

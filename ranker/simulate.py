@@ -25,6 +25,11 @@ quirks; ranker/drift.py checks that the simulated features cover what the real a
 
 `mixed` draws a family per session. Every session also draws its director's own minimum shot length (1.5-4 s) and
 reaction lag. The family is part of the session id (`<prefix>-<family>-<seed>-<n>`), so results can be split by it.
+
+The director's INTENT (per tick, the camera it wants before its reaction lag and minimum hold) is the simulation's
+ground truth, never written to the feature log: `simulate(..., intents={})` collects it per session, and
+bench/training.py scores a scene oracle with it (a ranker that knows what the director wants, but not its pace: the
+ceiling any ranker's replay can reach on these sessions).
 """
 
 from __future__ import annotations
@@ -339,13 +344,15 @@ def _session(rng: np.random.Generator, cfg: SimConfig, session_id: str, t0: floa
         "ts": ts[ks], "tick": ks, "t": t[ks], "operator": "sim-director", "action": "take",
         "camera_id": np.array(cams)[program[ks]], "timeout_s": np.nan,
     })
-    return {"camera_ticks": ticks, "decisions": decisions, "overrides": overrides}
+    return {"camera_ticks": ticks, "decisions": decisions, "overrides": overrides,
+            "intent": pd.DataFrame({"tick": np.arange(T), "camera_id": np.array(cams)[want]})}
 
 
 def session_frames(config: SimConfig | None = None, seed: int = 0, index: int = 0, prefix: str = "sim",
                    t0: float = 1_790_000_000.0) -> dict[str, pd.DataFrame]:
-    """One simulated session's tables (camera_ticks, decisions = the hidden director's program, overrides), not
-    written anywhere: the input of `operate`."""
+    """One simulated session's tables (camera_ticks, decisions = the hidden director's program, overrides) and its
+    director's `intent` (tick, camera_id: what it wanted before its lag and hold), not written anywhere: the input
+    of `operate`."""
     cfg = config or SimConfig()
     family = cfg.director.family
     if family == "mixed":
@@ -390,8 +397,9 @@ def operate(frames: dict[str, pd.DataFrame], core, patience_s: float = 1.5, oper
 
 
 def simulate(store, sessions: int, config: SimConfig | None = None, seed: int = 0, t0: float = 1_790_000_000.0,
-             prefix: str = "sim") -> dict[str, int]:
-    """Write `sessions` synthetic sessions into the store's tables; returns rows written per table."""
+             prefix: str = "sim", intents: dict | None = None) -> dict[str, int]:
+    """Write `sessions` synthetic sessions into the store's tables; returns rows written per table. `intents`, a dict,
+    receives each session's director intent (session id -> the wanted camera id per tick, a numpy array)."""
     cfg = config or SimConfig()
     rng = np.random.default_rng(seed)
     store.ensure_schema()
@@ -413,6 +421,9 @@ def simulate(store, sessions: int, config: SimConfig | None = None, seed: int = 
         start = t0 + s * (cfg.duration_s + 60)
         sensors = draw_sensors(np.random.default_rng([seed, 2, s])) if cfg.sensors == "varied" else Sensors()
         frames = _session(rng, cfg, name, start, family, sensors)
+        intent = frames.pop("intent")
+        if intents is not None:
+            intents[name] = intent["camera_id"].to_numpy()
         for table, df in frames.items():
             store.insert_frame(table, df)
             counts[table] += len(df)

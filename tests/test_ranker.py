@@ -162,6 +162,37 @@ def test_replay_says_which_sessions_and_moments_disagree_with_the_human(data_dir
     assert r.cuts_in_speech == sum(s["cuts_in_speech"] for s in r.per_session)
 
 
+def test_the_scene_oracle_knows_what_the_director_wants_but_not_its_pace(data_dir):
+    """simulate(intents=...) hands out the hidden director's intent (never logged): the human program follows it a
+    reaction lag later, so a ranker that scores the intent replays the human's program closer than the rule baseline,
+    yet not exactly (the pace is the director's own); a session without an intent is refused by name."""
+    from features.store import FeatureStore
+    from ranker.dataset import load_ranking_data
+    from ranker.evaluate import intent_scores, replay
+    from ranker.simulate import HiddenDirector, SimConfig, simulate
+    from runtime.settings import load_settings
+
+    settings = load_settings(env={}, data_dir=data_dir)
+    settings.ensure_dirs()
+    intents: dict = {}
+    with FeatureStore(settings.clickhouse_dsn) as store:
+        simulate(store, 2, SimConfig(duration_s=120, director=HiddenDirector(family="patient")), seed=3,
+                 intents=intents)
+        data = load_ranking_data(store)
+        tables = [r[0] for r in store.client.query("SHOW TABLES").result_rows]
+        assert "camera_ticks" in tables and "intent" not in tables  # ground truth, not a logged table
+    assert sorted(intents) == data.sessions() and all(len(v) == 600 for v in intents.values())
+    wanted = np.array([intents[s][k] for s, k in zip(data.session, data.tick)])
+    assert 0.6 < np.mean(wanted == data.human) < 0.99  # the human follows the intent, late
+    cut = data.cut_points
+    assert np.mean(wanted[cut] == data.human[cut]) > 0.9  # at a human cut the intent already shows the new camera
+    oracle = replay(intent_scores(data, intents), data, tick_s=0.2).frame_agreement
+    baseline = replay(WeightedBaselineRanker().score(data.X), data, tick_s=0.2).frame_agreement
+    assert baseline + 0.1 < oracle < 1.0
+    with pytest.raises(KeyError, match="no director intent"):
+        intent_scores(data, {data.sessions()[0]: intents[data.sessions()[0]]})
+
+
 def _ranking_data(sessions: dict[str, list[str]], cams=("a", "b"), tick_s: float = 0.2):
     """A RankingData of `sessions` (id -> the human's camera per tick), every camera a row per tick."""
     from ranker.dataset import STAGES, RankingData
