@@ -318,6 +318,40 @@ def test_a_live_tick_never_waits_on_a_slow_detection(bikes, wait):
         engine.close()
 
 
+@pytest.mark.parametrize("live", [True, False])
+def test_live_faces_run_on_the_vision_thread_and_files_in_the_tick(bikes, live):
+    """Live, the Haar face detector (about 45 ms a frame on a 2-core CPU) runs on the vision thread with the people,
+    never in the tick; its faces join the observations a tick later, as people do. Files keep it in the tick."""
+    import threading
+
+    class Recorded(HaarFaceDetector):
+        threads: list = []
+
+        def detect(self, frame):
+            self.threads.append(threading.current_thread().name)
+            super().detect(frame)  # the real work, on whichever thread runs it
+            return Detections(np.array([[0.4, 0.1, 0.6, 0.4]]), np.array([0.9]), np.array([-1]), np.array([0]))
+
+    faces = Recorded()
+    engine = AnalysisEngine(["c0", "c1"], detector=PersonDetector(resolve_yolo("yolo11n.pt"), device="cpu", imgsz=320),
+                            face_detector=faces, vision_wait=not live, face_every=1)
+    frames = [f for t, f in bikes if 4.4 <= t <= 6.0]
+    try:
+        seen = []
+        for k in range(8):
+            for cam in ("c0", "c1"):
+                engine.submit_frame(cam, 0.2 * k, frames[k])
+            seen.append(len(engine.tick(0.2 * k)["c0"].faces))
+            time.sleep(0.3)  # a live vision thread finishes its batch between ticks
+    finally:
+        engine.close()
+    assert faces.threads and seen[-1] == 1
+    if live:
+        assert all(name.startswith("vision") for name in faces.threads) and seen[0] == 0  # a tick later
+    else:
+        assert "MainThread" in faces.threads and not any(n.startswith("vision") for n in faces.threads)
+
+
 def test_yolo_face_backend_returns_the_models_boxes_normalised(bikes):
     from ultralytics import YOLO
 

@@ -181,8 +181,13 @@ class AnalysisEngine:
                  vision_every: int = 1, vision_budget_fps: float | None = None, vision_wait: bool = True):
         self.detector = detector
         self.face_detector = face_detector
-        # a batched (GPU) face model runs on the vision thread with people, over all of a tick's frames at once
+        # faces run on the vision thread with people: a batched (GPU) face model over all of a tick's frames at once,
+        # and live (vision_wait False) any face model, one frame after another, so the tick never spends its budget
+        # on them (Haar: about 45 ms a frame on a 2-core CPU); files on a CPU keep them in the tick (reproducible,
+        # and the vision thread is the bottleneck there)
         self._faces_batched = bool(getattr(face_detector, "batched", False)) and detector is not None
+        self._faces_on_vision = face_detector is not None and detector is not None and (
+            self._faces_batched or not vision_wait)
         self.vad = vad
         self.recognizer = recognizer
         self.vlm = vlm
@@ -342,7 +347,7 @@ class AnalysisEngine:
         vision = {cid: f for cid, f in delivered.items() if (self._ticks + order[cid]) % every == 0
                   or cameras[cid].last is None or cid in self._vision_owed}
 
-        # the cameras whose people (and, with a batched face model, faces) were updated at this tick
+        # the cameras whose people (and, when they run on the vision thread, faces) were updated at this tick
         people, faced = self._people(cameras, vision, out)
         face_every = 1 if every > 1 else self.face_every
         for cid, (ft, img) in delivered.items():
@@ -352,7 +357,7 @@ class AnalysisEngine:
                 self._carry_visuals(cam, obs, t, keep=_PEOPLE)
             if cid in faced:
                 pass  # detected on the vision thread with the people
-            elif cid not in vision or self._faces_batched:
+            elif cid not in vision or self._faces_on_vision:
                 self._carry_visuals(cam, obs, t, keep=("faces",))
             elif (self._ticks + order[cid]) % face_every == 0 or cam.last is None:
                 self._guard("faces", cid, out, lambda: self._faces(img, obs))
@@ -376,8 +381,8 @@ class AnalysisEngine:
         return out
 
     def _people(self, cameras: dict[str, _Camera], fresh, out) -> tuple[set[str], set[str]]:
-        """Hand this tick's `fresh` frames to the vision thread, then apply the people (and, with a batched face
-        model, the faces) detected in the frames the last tick handed it (waiting for them if need be):
+        """Hand this tick's `fresh` frames to the vision thread, then apply the people (and, when they run there, the
+        faces) detected in the frames the last tick handed it (waiting for them if need be):
         deterministic, one tick behind. With `vision_wait` off (live) it never waits: while the vision thread is
         busy nothing is handed over or applied. Returns (cameras whose people were updated, cameras whose faces
         were)."""
@@ -421,19 +426,20 @@ class AnalysisEngine:
         return updated, faced
 
     def _detect(self, images: list) -> tuple[list, list | Exception | None]:
-        """Vision thread: one batch of person detections, and of faces when the face model is batched (a failing
-        face model degrades faces only)."""
+        """Vision thread: one batch of person detections, and of faces when they run here (`_faces_on_vision`; a
+        failing face model degrades faces only)."""
         t0 = time.perf_counter()
         results = self.detector.detect(images)
         self._record("detect_track", (time.perf_counter() - t0) * 1000 / max(1, len(images)))
         faces = None
-        if self._faces_batched:
+        if self._faces_on_vision:
             t1 = time.perf_counter()
             try:
-                faces = self.face_detector.detect_many(images)
+                faces = self.face_detector.detect_many(images) if self._faces_batched else \
+                    [self.face_detector.detect(img) for img in images]
             except Exception as e:  # noqa: BLE001
                 faces = e
-            self._record("faces", (time.perf_counter() - t1) * 1000)
+            self._record("faces", (time.perf_counter() - t1) * 1000 / (1 if self._faces_batched else len(images)))
         return results, faces
 
     def _faces(self, img, obs) -> None:
