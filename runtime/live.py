@@ -82,6 +82,7 @@ class LiveReport:
     missed_ticks: int = 0  # ticks skipped because the one before ran late
     late_cuts: int = 0  # cuts decided after their placed time had already aired (aired at once instead)
     program_frames: int = 0
+    program_frames_late: int = 0  # program frames never made: the program loop ran late and went on from the present
     program_audio_s: float = 0.0
     program_audio_dropped_s: float = 0.0  # sound left out after a stall, so the sound stays with the picture
     narration_lines: list[dict] = field(default_factory=list)  # Utterance.as_row() of every line placed
@@ -102,6 +103,8 @@ class LiveReport:
         parts += [f"{k} {v['p50']:.0f}/{v['p95']:.0f}" for k, v in sorted(self.stage_ms.items()) if k != "tick"]
         return ", ".join(parts + [f"{self.vision_busy_ticks} ticks went on while people were still being detected",
                                   "frames in " + " ".join(f"{c}:{n}" for c, n in sorted(self.frames_in.items())),
+                                  f"program frames out {self.program_frames} ({self.program_frames_late} never made: "
+                                  f"the program loop ran late)",
                                   f"stalled streams renewed {self.stream_restarts or 0}"])
 
 
@@ -485,6 +488,7 @@ class LiveDirector:
                 "program_delay_s": self.delay,
                 "health": {"ticks": rep.ticks, "missed_ticks": rep.missed_ticks, "failed_ticks": rep.failed_ticks,
                            "late_cuts": rep.late_cuts, "program_frames": rep.program_frames,
+                           "program_frames_late": rep.program_frames_late,
                            "program_audio_dropped_s": round(rep.program_audio_dropped_s, 3),
                            "overrides": rep.overrides, "rejected_overrides": rep.rejected_overrides,
                            "unauthorised_overrides": rep.unauthorised_overrides}}
@@ -595,6 +599,7 @@ class LiveDirector:
             late = self.now() * self.program_fps - i
             if late > 2:  # never a burst of stale frames after a stall: go on from the present
                 i += int(late)
+                self.report.program_frames_late += int(late)
             await asyncio.sleep(max(0.0, i / self.program_fps - self.now()))
 
     def _compose(self, pt: float, frames: dict) -> np.ndarray:

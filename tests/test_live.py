@@ -173,6 +173,8 @@ def test_live_director_in_a_real_room(livekit_server, data_dir):
     assert status["link"] == "disconnected" and status["program"] == "wide"
     assert set(status["cameras"]) == {"wide", "host"} and "speech_prob" in status["cameras"]["host"]["features"]
     assert status["recent_cuts"][-1]["reason"] == "override_lock" and status["health"]["ticks"] == report.ticks
+    assert status["health"]["program_frames_late"] == report.program_frames_late < report.program_frames
+    assert f"program frames out {report.program_frames} ({report.program_frames_late} never made" in report.timing()
     from prometheus_client import REGISTRY
 
     def sample(name, **labels):
