@@ -17,7 +17,7 @@ Measured in one run:
     .venv/bin/python bench/live.py               # ~60 s
     BENCH_LIVE_FPS=25 BENCH_LIVE_DELAY=0 .venv/bin/python bench/live.py
     BENCH_LIVE_AV_SYNC_MS=130 .venv/bin/python bench/live.py   # the director's lip sync (AIOBS_PROGRAM_AV_SYNC_MS)
-    BENCH_LIVE_DATA=/tmp/run .venv/bin/python bench/live.py    # keep the director's data dir and livekit.log
+    BENCH_LIVE_DATA=/tmp/run .venv/bin/python bench/live.py    # keep the director's data dir, livekit.log, director.log
 
 The cameras publish from this process, on the same CPU as the director: on a small machine that is a handicap the
 real deployment does not have (cameras are elsewhere), and the CPU share separates the two. Last line: JSON.
@@ -261,6 +261,8 @@ def main() -> None:
             r = asyncio.run(asyncio.wait_for(scenario(server, data), RUN_S + 180))
     if r["rc"] != 0:
         print(r["stderr"][-3000:], file=sys.stderr)
+    if os.environ.get("BENCH_LIVE_DATA"):  # the director's own log, beside its data dir
+        (Path(os.environ["BENCH_LIVE_DATA"]) / "director.log").write_text(r["stderr"])
     if os.environ.get("BENCH_LIVE_DUMP"):  # the raw observations, to look into a surprising figure
         import pickle
 
