@@ -295,9 +295,11 @@ class LiveDirector:
         self._tasks = [t for t in self._tasks if not t.done()] + [task]  # renewals must not pile up finished tasks
 
     async def _watch_streams(self, stop: asyncio.Event) -> None:
-        """A subscribed track whose stream has yielded nothing for STREAM_STALL_S while not muted gets a new stream.
-        The SDK's stream sometimes yields nothing at all although WebRTC decodes the track (seen in bench/live.py:
-        one or two of five cameras, the whole session: that camera was stale, never analysed, never cut to).
+        """A subscribed track whose stream has yielded nothing for STREAM_STALL_S while not muted is subscribed to
+        again (a new track, a new stream; without its publication, only a new stream). The SDK's stream sometimes
+        yields nothing at all although WebRTC decodes the track (seen in bench/live.py: one to three of five cameras
+        from their first second: stale, never analysed, never cut to). A new stream on the same track never brought
+        frames back there, subscribing again always did, so that comes first (the camera is back after ~4 s, not 9).
         A track that stays silent (a camera that stopped sending without leaving) is retried less and less often."""
         while not stop.is_set():
             await asyncio.sleep(1.0)
@@ -315,11 +317,11 @@ class LiveDirector:
                 self._stalls[key] = in_a_row + 1
                 metrics.STREAM_RESTARTS.labels(self.room_name, feed).inc()
                 log.log(logging.WARNING if in_a_row == 0 else logging.INFO,
-                        "live: %s's %s stream yielded nothing for %.0f s: a new stream (renewal %d)", cam, feed,
-                        now - max(yielded, started), n)
-                if in_a_row == 0 or publication is None:
+                        "live: %s's %s stream yielded nothing for %.0f s: %s (renewal %d)", cam, feed,
+                        now - max(yielded, started), "a new stream" if publication is None else "subscribing again", n)
+                if publication is None:
                     self._start_reader(cam, feed, track, publication)
-                else:  # a new stream on the same track did not help: subscribe again (a new track comes back)
+                else:  # a new track comes back, read by a new stream
                     self._resubscribe(publication, cam, feed)
 
     def _resubscribe(self, publication, cam: str, feed: str) -> None:
