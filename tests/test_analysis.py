@@ -318,11 +318,19 @@ def test_a_live_tick_never_waits_on_a_slow_detection(bikes, wait):
         engine.close()
 
 
-@pytest.mark.parametrize("live", [True, False])
-def test_live_faces_run_on_the_vision_thread_and_files_in_the_tick(bikes, live):
+@pytest.mark.parametrize("live,face_every", [(True, 1), (False, 1), (True, 2)])
+def test_live_faces_run_on_the_vision_thread_and_files_in_the_tick(bikes, live, face_every):
     """Live, the Haar face detector (about 45 ms a frame on a 2-core CPU) runs on the vision thread with the people,
-    never in the tick; its faces join the observations a tick later, as people do. Files keep it in the tick."""
+    never in the tick; its faces join the observations a tick later, as people do. Files keep it in the tick. Either
+    way a camera's faces are looked for every `face_every` ticks only (faces change slowly)."""
     import threading
+
+    class Counted(PersonDetector):
+        images = 0
+
+        def detect(self, frames):
+            Counted.images += len(frames)
+            return super().detect(frames)
 
     class Recorded(HaarFaceDetector):
         threads: list = []
@@ -333,8 +341,9 @@ def test_live_faces_run_on_the_vision_thread_and_files_in_the_tick(bikes, live):
             return Detections(np.array([[0.4, 0.1, 0.6, 0.4]]), np.array([0.9]), np.array([-1]), np.array([0]))
 
     faces = Recorded()
-    engine = AnalysisEngine(["c0", "c1"], detector=PersonDetector(resolve_yolo("yolo11n.pt"), device="cpu", imgsz=320),
-                            face_detector=faces, vision_wait=not live, face_every=1)
+    Recorded.threads = []
+    engine = AnalysisEngine(["c0", "c1"], detector=Counted(resolve_yolo("yolo11n.pt"), device="cpu", imgsz=320),
+                            face_detector=faces, vision_wait=not live, face_every=face_every)
     frames = [f for t, f in bikes if 4.4 <= t <= 6.0]
     try:
         seen = []
@@ -346,6 +355,10 @@ def test_live_faces_run_on_the_vision_thread_and_files_in_the_tick(bikes, live):
     finally:
         engine.close()
     assert faces.threads and seen[-1] == 1
+    if face_every == 1:
+        assert len(faces.threads) == Counted.images  # every frame the people were detected in
+    else:  # every other tick per camera (and each camera's first frame)
+        assert 2 <= len(faces.threads) <= Counted.images // 2 + 2
     if live:
         assert all(name.startswith("vision") for name in faces.threads) and seen[0] == 0  # a tick later
     else:

@@ -347,9 +347,11 @@ class AnalysisEngine:
         vision = {cid: f for cid, f in delivered.items() if (self._ticks + order[cid]) % every == 0
                   or cameras[cid].last is None or cid in self._vision_owed}
 
-        # the cameras whose people (and, when they run on the vision thread, faces) were updated at this tick
-        people, faced = self._people(cameras, vision, out)
+        # faces change slowly: with vision at every tick, each camera's every `face_every` ticks (staggered)
         face_every = 1 if every > 1 else self.face_every
+        faces_due = {cid for cid in vision if (self._ticks + order[cid]) % face_every == 0 or cameras[cid].last is None}
+        # the cameras whose people (and, when they run on the vision thread, faces) were updated at this tick
+        people, faced = self._people(cameras, vision, out, faces_due)
         for cid, (ft, img) in delivered.items():
             cam, obs = cameras[cid], out[cid]
             cam.last_frame_t = ft
@@ -359,7 +361,7 @@ class AnalysisEngine:
                 pass  # detected on the vision thread with the people
             elif cid not in vision or self._faces_on_vision:
                 self._carry_visuals(cam, obs, t, keep=("faces",))
-            elif (self._ticks + order[cid]) % face_every == 0 or cam.last is None:
+            elif cid in faces_due:
                 self._guard("faces", cid, out, lambda: self._faces(img, obs))
             else:
                 self._carry_visuals(cam, obs, t, keep=("faces",))
@@ -380,12 +382,13 @@ class AnalysisEngine:
         self._record("tick", (time.perf_counter() - t_tick) * 1000)
         return out
 
-    def _people(self, cameras: dict[str, _Camera], fresh, out) -> tuple[set[str], set[str]]:
+    def _people(self, cameras: dict[str, _Camera], fresh, out, faces_due=()) -> tuple[set[str], set[str]]:
         """Hand this tick's `fresh` frames to the vision thread, then apply the people (and, when they run there, the
         faces) detected in the frames the last tick handed it (waiting for them if need be):
         deterministic, one tick behind. With `vision_wait` off (live) it never waits: while the vision thread is
-        busy nothing is handed over or applied. Returns (cameras whose people were updated, cameras whose faces
-        were)."""
+        busy nothing is handed over or applied. A face model that is not batched looks only at the frames of
+        `faces_due` (each camera every `face_every` ticks, as in the tick). Returns (cameras whose people were
+        updated, cameras whose faces were)."""
         if self.detector is None:
             return set(), set()
         if not self.vision_wait and self._pending_people is not None and not self._pending_people[0].done():
@@ -396,7 +399,8 @@ class AnalysisEngine:
         done, self._pending_people = self._pending_people, None
         if fresh:
             ids = list(fresh)
-            self._pending_people = (self._vision_pool.submit(self._detect, [fresh[c][1] for c in ids]), ids,
+            self._pending_people = (self._vision_pool.submit(self._detect, [fresh[c][1] for c in ids],
+                                                             [c in faces_due for c in ids]), ids,
                                     [fresh[c][0] for c in ids])
         if done is None:
             return set(), set()
@@ -420,14 +424,15 @@ class AnalysisEngine:
                 self._degrade("people", c, out, e)
             if isinstance(faces, Exception):
                 self._degrade("faces", c, out, faces)
-            elif faces is not None:
+            elif faces is not None and faces[k] is not None:
                 obs.faces = faces[k]
                 faced.add(c)
         return updated, faced
 
-    def _detect(self, images: list) -> tuple[list, list | Exception | None]:
+    def _detect(self, images: list, faces_due: list | None = None) -> tuple[list, list | Exception | None]:
         """Vision thread: one batch of person detections, and of faces when they run here (`_faces_on_vision`; a
-        failing face model degrades faces only)."""
+        model that is not batched only on the images `faces_due` marks, None for the others; a failing face model
+        degrades faces only)."""
         t0 = time.perf_counter()
         results = self.detector.detect(images)
         self._record("detect_track", (time.perf_counter() - t0) * 1000 / max(1, len(images)))
@@ -435,11 +440,14 @@ class AnalysisEngine:
         if self._faces_on_vision:
             t1 = time.perf_counter()
             try:
+                due = faces_due if faces_due is not None else [True] * len(images)
                 faces = self.face_detector.detect_many(images) if self._faces_batched else \
-                    [self.face_detector.detect(img) for img in images]
+                    [self.face_detector.detect(img) if d else None for img, d in zip(images, due)]
             except Exception as e:  # noqa: BLE001
                 faces = e
-            self._record("faces", (time.perf_counter() - t1) * 1000 / (1 if self._faces_batched else len(images)))
+            ran = 1 if self._faces_batched or isinstance(faces, Exception) else sum(f is not None for f in faces)
+            if ran:  # per batch for a batched model, per frame otherwise (as in the tick)
+                self._record("faces", (time.perf_counter() - t1) * 1000 / ran)
         return results, faces
 
     def _faces(self, img, obs) -> None:
