@@ -63,7 +63,7 @@ from ranker.evaluate import evaluate, evaluate_real, intent_scores, replay  # no
 from ranker.registry import register  # noqa: E402
 from ranker.simulate import FAMILIES, HiddenDirector, SimConfig, family_of, simulate  # noqa: E402
 from ranker.policy import PolicyConfig  # noqa: E402
-from ranker.train import POLICY_SPACE, best_params, best_policy, train_ranker, tune  # noqa: E402
+from ranker.train import best_params, best_policy, incumbent_timing, suggest_policy, train_ranker, tune  # noqa: E402
 from ranker.xgb import XGBoostRanker  # noqa: E402
 
 ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
@@ -85,14 +85,15 @@ def scene_only(data):
     return replace(data, X=x)
 
 
+def family_parts(data) -> dict:
+    """The groups of each director family present in `data`, family -> RankingData."""
+    fam = np.array([family_of(str(s)) for s in data.session])
+    return {f: data.select_groups(fam == f) for f in FAMILIES if (fam == f).any()}
+
+
 def per_family(held, rankers: dict, policies: dict) -> dict:
     out = {}
-    fam = [family_of(str(s)) for s in held.session]
-    for f in FAMILIES:
-        mask = [x == f for x in fam]
-        if not any(mask):
-            continue
-        part = held.select_groups(np.array(mask))
+    for f, part in family_parts(held).items():
         row = {"sessions": len(part.sessions()), "cut_points": int(part.cut_points.sum())}
         for name, (ranker, blank) in rankers.items():
             m = evaluate(ranker, scene_only(part) if blank else part, policies[name])
@@ -100,11 +101,6 @@ def per_family(held, rankers: dict, policies: dict) -> dict:
             row[f"{name}_replay_agreement"] = round(m["replay_frame_agreement"], 4)
         out[f] = row
     return out
-
-
-def family_parts(data) -> dict:
-    fam = np.array([family_of(str(s)) for s in data.session])
-    return {f: data.select_groups(fam == f) for f in FAMILIES if (fam == f).any()}
 
 
 def scene_oracle(held, intents: dict) -> dict:
@@ -118,12 +114,10 @@ def scene_oracle(held, intents: dict) -> dict:
         scores = intent_scores(part, intents)
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
 
-        def agreement(trial):
-            timing = {k: trial.suggest_categorical(k, list(v)) if isinstance(v[0], bool) else trial.suggest_float(k, *v)
-                      for k, v in POLICY_SPACE.items()}
-            return replay(scores, part, PolicyConfig().with_tuned(timing)).frame_agreement
+        def agreement(trial):  # the policy timing's search space, as the pipeline's study draws it
+            return replay(scores, part, PolicyConfig().with_tuned(suggest_policy(trial))).frame_agreement
 
-        study.enqueue_trial({k: getattr(PolicyConfig(), k) for k in POLICY_SPACE})  # production's timing first
+        study.enqueue_trial(incumbent_timing(PolicyConfig()))  # production's timing first
         study.optimize(agreement, n_trials=CEILING_TRIALS)
         out[f] = {"sessions": len(keep), "replay_agreement": round(study.best_value, 4)}
     return out
