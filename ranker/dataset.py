@@ -269,8 +269,11 @@ def _empty() -> RankingData:
 
 def split_by_session(data: RankingData, eval_percent: int = EVAL_PERCENT) -> tuple[RankingData, RankingData]:
     ev = np.array([is_eval_session(s, eval_percent) for s in data.session], bool)
-    if ev.all() or not ev.any():  # tiny data: keep at least one session on each side
-        sessions = data.sessions()
+    sessions = data.sessions()
+    trained = len(set(data.session[~ev].tolist()))
+    # tiny data: keep at least one session on each side, and two to train on when there are three or more (tuning
+    # validates on sessions it did not train on; the hash alone left one of three sessions to train on ~10% of runs)
+    if ev.all() or not ev.any() or (trained < 2 and len(sessions) >= 3):
         held = set(sessions[-max(1, len(sessions) * eval_percent // 100):])
         ev = np.isin(data.session, list(held))
     return data.select_groups(~ev), data.select_groups(ev)

@@ -246,3 +246,16 @@ def test_training_leads_its_labels_by_the_tuned_lead(monkeypatch):
     train_mod.train_ranker(d, {}, rounds=2)
     assert "".join(seen[-1].human[:10]) == "aaaaabbbbb"  # no lead: as logged
     assert "label_lead_s" in train_mod.SEARCH_SPACE
+
+
+def test_a_split_of_three_or_more_sessions_leaves_two_to_train_on():
+    """The session hash alone sent two of three sessions to evaluation about one run in ten, and tuning (which
+    validates on sessions it did not train on) failed; larger sets keep the hash split untouched."""
+    from ranker.dataset import is_eval_session, split_by_session
+
+    names = [f"s{i}" for i in range(200)]
+    held, kept = [n for n in names if is_eval_session(n)], [n for n in names if not is_eval_session(n)]
+    train, ev = split_by_session(_ranking_data({held[0]: ["a"] * 3, held[1]: ["b"] * 3, kept[0]: ["a"] * 3}))
+    assert len(train.sessions()) == 2 and len(ev.sessions()) == 1
+    train, ev = split_by_session(_ranking_data({n: ["a"] * 3 for n in held[:3] + kept[:7]}))
+    assert sorted(ev.sessions()) == sorted(held[:3])  # the hash split, as it was
