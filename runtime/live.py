@@ -46,6 +46,9 @@ ANALYSIS_SIZE = (640, 360)
 PROGRAM_AUDIO_RATE = 48_000
 AUDIO_CHUNK = PROGRAM_AUDIO_RATE // 100  # 10 ms frames, as WebRTC sends them
 AUDIO_MARGIN_S = 0.03  # the program sound is read this far behind the picture: the newest packets are still arriving
+LAYER_HOLD_S = 2.0  # the camera next in line keeps the best simulcast layer at least this long
+LAYER_NAMES = {0: "low", 1: "medium", 2: "high"}  # rtc.VideoQuality, as the status says it
+ANALYSIS_AUDIO_MS = 50  # the analysis feed's sound arrives in frames this long
 AUDIO_QUEUE_MS = 20  # the program AudioSource's queue: what it holds is how far its sound trails the picture
 AUDIO_BACKLOG = PROGRAM_AUDIO_RATE * AUDIO_QUEUE_MS // 1000  # what the queue takes at once
 # a loop this far behind drops the sound it cannot send in time (a busy loop's usual lateness, tens of ms, is sent:
@@ -92,6 +95,8 @@ class LiveReport:
     stage_ms: dict = field(default_factory=dict)  # analysis stages, {stage: {"p50", "p95", "mean", "n"}}, at the end
     vision_busy_ticks: int = 0  # ticks that went on without waiting for people still being detected
     frames_in: dict = field(default_factory=dict)  # camera -> video frames received
+    frame_sizes: dict = field(default_factory=dict)  # camera -> (width, height) of its latest frame received
+    layer_changes: int = 0  # simulcast layer requests (the program's next cameras up, the others down)
     stream_restarts: dict = field(default_factory=dict)  # "camera/feed" -> streams renewed after yielding nothing
 
     def timing(self) -> str:
@@ -144,6 +149,49 @@ def stream_stalled(now: float, yielded: float, started: float, renewed_in_a_row:
     return now - max(yielded, started) >= STREAM_STALL_S * min(8, 2 ** renewed_in_a_row)
 
 
+class ProgramClock:
+    """When program frames leave. A fresh frame of the camera on air leaves as soon as it is due, not on the next tick
+    of a fixed frame clock (which added half a frame period on average and a whole one at worst to what the program
+    adds). The clock still counts `fps` slots a second and every frame sent fills one; a slot that no fresh frame
+    filled (a camera slower than the program, a dissolve, the lower third) gets the picture on air again, so the
+    program never runs below `fps`. Fresh frames fill at most two slots ahead of the clock and leave at least
+    MIN_GAP periods apart (a 60 fps camera does not double the encoder's work); a repeat keeps that distance from any
+    frame unless the loop is catching up. A stall of more than two slots is not made up in a burst of stale frames:
+    those frames are counted as never made, and the clock goes on from the present."""
+
+    MIN_GAP = 0.75  # in program periods
+
+    def __init__(self, fps: float, start: float):
+        self.period = 1.0 / fps
+        self.k = int(start / self.period)  # the slot the next frame fills
+        self.last_fresh = -1e9
+        self.repeat_at = start
+
+    def sent(self, at: float, now: float, fresh: bool) -> int:
+        """A frame was composed from `at` and sent by `now`: returns how many frames the stall before it cost."""
+        p = self.period
+        if fresh:
+            self.last_fresh = at
+        self.k += 1
+        behind, missed = now / p - self.k, 0
+        if behind > 2:
+            missed = int(behind)
+            self.k += missed
+        self.k = min(self.k, int(now / p) + 2)
+        self.repeat_at = self.k * p if behind >= 1 else max(self.k * p, at + self.MIN_GAP * p)
+        return missed
+
+    def due(self, fresh_at: float | None, cut_at: float | None = None) -> float:
+        """When the next frame leaves, given when the on-air camera's next frame is due (None: none has come yet)
+        and when the next cut placed airs (None: none pending)."""
+        due = self.repeat_at
+        if fresh_at is not None:
+            due = min(due, max(fresh_at, self.last_fresh + self.MIN_GAP * self.period))
+        if cut_at is not None:
+            due = min(due, cut_at)
+        return due
+
+
 class FrameRing:
     """One camera's received frames over the last `keep_s` seconds of the session clock: the picture's delay line.
     Frames are kept as LiveKit delivered them (no conversion until one goes on air)."""
@@ -159,10 +207,24 @@ class FrameRing:
 
     def at(self, t: float):
         """The newest frame received at or before session time t; None before the first."""
+        v = self.stamped_at(t)
+        return None if v is None else v[1]
+
+    def stamped_at(self, t: float):
+        """(arrival time, frame) of the newest frame received at or before session time t; None before the first."""
         for ft, f in reversed(self.frames):
             if ft <= t + 1e-6:
-                return f
+                return ft, f
         return None
+
+    def arrival_after(self, t: float) -> float | None:
+        """When the first frame received after session time t arrived; None if none has yet."""
+        nxt = None
+        for ft, _ in reversed(self.frames):
+            if ft <= t + 1e-6:
+                break
+            nxt = ft
+        return nxt
 
 
 class AudioRing:
@@ -245,6 +307,11 @@ class LiveDirector:
         self._convert_pool = ThreadPoolExecutor(1, thread_name_prefix="convert")
         self._program_pool = ThreadPoolExecutor(1, thread_name_prefix="program")
         self._pending_overrides: list[Override] = []
+        self._picture_news = asyncio.Event()  # a frame of the camera on air arrived, or a cut was decided
+        self._simulcast: dict[str, object] = {}  # camera -> its simulcast video publication
+        self._layers: dict[str, int] = {}  # camera -> the simulcast layer asked for
+        self._next_cam: str | None = None  # the camera next in line for the program's best layer, and since when
+        self._next_since = 0.0
         self._t0 = 0.0
         self._tasks: list[asyncio.Task] = []
         self.tracks: dict[tuple[str, str], object] = {}  # (camera, "video"|"audio") -> subscribed remote track
@@ -346,7 +413,10 @@ class LiveDirector:
             async for ev in stream:
                 t = self.now()
                 self._last_in[(cam, "video")] = t
+                self.report.frame_sizes[cam] = (ev.frame.width, ev.frame.height)
                 ring.push(t, ev.frame)
+                if cam == self.compositor.program or cam == self.compositor.previous:
+                    self._picture_news.set()
                 self.report.frames_in[cam] = self.report.frames_in.get(cam, 0) + 1
                 # analysis needs a frame per tick, not every frame; it is converted and resized off the loop
                 if t >= self._next_analysis.get(cam, 0.0) and cam not in self._converting:
@@ -367,10 +437,11 @@ class LiveDirector:
             log.warning("live: a frame of %s could not be converted: %s", cam, fut.exception())
 
     async def _read_audio(self, track, cam: str) -> None:
-        """The analysis feed: 16 kHz mono, stamped on arrival."""
+        """The analysis feed: 16 kHz mono in 50 ms frames (a fifth of the events WebRTC's 10 ms frames bring onto the
+        event loop, which the program's frames share), stamped on arrival."""
         from livekit import rtc
 
-        stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1)
+        stream = rtc.AudioStream(track, sample_rate=SAMPLE_RATE, num_channels=1, frame_size_ms=ANALYSIS_AUDIO_MS)
         clock = ArrivalClock()
         try:
             async for ev in stream:
@@ -406,17 +477,57 @@ class LiveDirector:
         self.report.cameras.add(cam)
         self.tracks[(cam, "video" if track.kind == rtc.TrackKind.KIND_VIDEO else "audio")] = track
         if track.kind == rtc.TrackKind.KIND_VIDEO:
-            if getattr(publication, "simulcasted", False):  # the program airs this picture: its best layer
-                try:
-                    publication.set_video_quality(rtc.VideoQuality.VIDEO_QUALITY_HIGH)
-                except (ValueError, AttributeError) as e:
-                    log.info("live: %s: no simulcast layer choice (%s)", cam, e)
+            if getattr(publication, "simulcasted", False):
+                self._simulcast[cam] = publication
+                self._layers.pop(cam, None)  # a new subscription: ask again
+                self._choose_layers()
             self._start_reader(cam, "video", track, publication)
         else:
             self._start_reader(cam, "audio", track, publication)
             if self.audio_mode != "off":
                 self._start_reader(cam, "program_audio", track, publication)
         log.info("live: subscribed to %s (%s)", cam, "video" if track.kind == rtc.TrackKind.KIND_VIDEO else "audio")
+
+    def _choose_layers(self) -> None:
+        """Simulcast: the best layer for the cameras the program may show next (the one on air, the one it is
+        dissolving from, the best-scored other one: a cut to it airs sharp at once), the analysis layer for the rest
+        (`live_analysis_layer`), so the director decodes and converts a fraction of the pixels for cameras it only
+        analyses. Until the first tick, every camera sends its best."""
+        from livekit import rtc
+
+        comp, r = self.compositor, self.last
+        if r is None:  # nothing decided yet
+            best = set(self._simulcast)
+        else:
+            best = {comp.program} | {cam for _, cam, _, _ in self._cuts[self._picture_i:]}  # + cuts yet to air
+            if comp.transition == "dissolve" and self.now() - self.delay - comp.cut_t < comp.config.dissolve_s:
+                best.add(comp.previous)
+            others = [(s, c) for c, s in r.scores.items() if c not in best and np.isfinite(s)]
+            if others:  # next in line: the best-scored other camera, held LAYER_HOLD_S (near-equal scores would
+                top = max(others)[1]  # swap layers at every tick, and every swap costs a key frame)
+                held = self._next_cam in {c for _, c in others} and self.now() - self._next_since < LAYER_HOLD_S
+                if not held and top != self._next_cam:
+                    self._next_cam, self._next_since = top, self.now()
+                best.add(self._next_cam)
+        for cam, pub in self._simulcast.items():
+            want = rtc.VideoQuality.VIDEO_QUALITY_HIGH if cam in best else self._analysis_layer(pub)
+            if self._layers.get(cam) == want:
+                continue
+            self._layers[cam] = want
+            try:
+                pub.set_video_quality(want)
+                self.report.layer_changes += 1
+            except Exception as e:  # noqa: BLE001 - the publication went away, or has no layers: it sends what it sends
+                log.info("live: %s: no simulcast layer choice (%s)", cam, e)
+
+    def _analysis_layer(self, publication) -> int:
+        from livekit import rtc
+
+        q = rtc.VideoQuality
+        mode = self.settings.live_analysis_layer
+        if mode == "auto":
+            return q.VIDEO_QUALITY_MEDIUM if (publication.height or 0) >= 2 * ANALYSIS_SIZE[1] else q.VIDEO_QUALITY_HIGH
+        return {name: quality for quality, name in LAYER_NAMES.items()}[mode]
 
     def _on_data(self, packet) -> None:
         if getattr(packet, "topic", "") != OVERRIDE_TOPIC:
@@ -482,6 +593,10 @@ class LiveDirector:
         for cid, x in (r.features if r is not None else {}).items():
             cams.setdefault(cid, {})["features"] = {f: (None if np.isnan(v) else float(v))
                                                     for f, v in zip(RANKER_FEATURES, x.tolist())}
+        for cid, (w, h) in list(rep.frame_sizes.items()):
+            cams.setdefault(cid, {})["frame_size"] = [w, h]  # as received: a simulcast layer, or the network's choice
+        for cid, q in list(self._layers.items()):
+            cams.setdefault(cid, {})["layer"] = LAYER_NAMES.get(q, str(q))
         return {"session_id": rep.session_id, "room": self.room_name, "link": self.link,
                 "t": None if r is None else r.t, "program": self.compositor.program,
                 "decision": None if r is None else {"reason": r.decision.reason, "detail": r.decision.detail},
@@ -545,8 +660,10 @@ class LiveDirector:
                 if d.cut:  # the program follows when its clock (the delay behind) reaches the cut
                     self._cuts.append((d.cut_time, d.to_camera, d.transition or "cut", d.reason))
                     self.report.cuts.append((r.t, d.to_camera, d.reason))
+                    self._picture_news.set()
                 self.report.overrides += len(r.overrides)
                 self.report.ticks += 1
+                self._choose_layers()
             k += 1
             behind = int(self.now() * self.hz) - k
             if behind > 0:  # a slow tick never makes up for lost time in a burst: skip to the present
@@ -569,6 +686,7 @@ class LiveDirector:
             if cam != self.compositor.program:
                 self.compositor.cut_to(cam, ct, "cut" if first else transition)
                 self.report.aired_cuts.append((ct, cam))
+                self._choose_layers()
             self._picture_i += 1
         if not self.compositor.program:  # before the first decision: the first camera with a picture, not black
             ready = sorted(c for c, ring in self.video.items() if ring.at(pt - self._picture_hold) is not None)
@@ -577,32 +695,49 @@ class LiveDirector:
                 self.report.aired_cuts.append((pt, ready[0]))
 
     async def _program_video(self, source, stop: asyncio.Event) -> None:
+        """Program frames, each sent when the ProgramClock says: the on-air camera's new frame as soon as it is due
+        (its arrival, plus the broadcast delay and the lip-sync hold), the picture on air again where no fresh frame
+        came in time."""
         from livekit import rtc
 
         loop = asyncio.get_running_loop()
         w, h = self.program_size
-        i = 0
+        lag = self.delay + self._picture_hold  # a frame that arrived at t airs at t + lag
+        clock = ProgramClock(self.program_fps, self.now())
+        aired_t = -1.0  # arrival time of the on-air camera's frame last sent
         while not stop.is_set():
-            pt = self.now() - self.delay  # the program clock (cuts, transitions); the sound's clock too
+            sent = self.now()
+            pt = sent - self.delay  # the program clock (cuts, transitions); the sound's clock too
             self._take_picture_cuts(pt)
             comp = self.compositor
             need = {comp.program}
             if comp.transition == "dissolve" and pt - comp.cut_t < comp.config.dissolve_s:
                 need.add(comp.previous)
             ft = pt - self._picture_hold  # lip sync: the frames that show the moment the sound now carries
-            frames = {cam: self.video[cam].at(ft) for cam in need if cam in self.video}
+            stamped = {cam: self.video[cam].stamped_at(ft) for cam in need if cam in self.video}
+            frames = {cam: None if v is None else v[1] for cam, v in stamped.items()}
+            on_air = stamped.get(comp.program)
+            fresh = on_air is not None and on_air[0] != aired_t
+            aired_t = on_air[0] if on_air is not None else aired_t
             rgba = await loop.run_in_executor(self._program_pool, self._compose, pt, frames)
             source.capture_frame(rtc.VideoFrame(w, h, rtc.VideoBufferType.RGBA, rgba.tobytes()))
             self.report.program_frames += 1
             metrics.PROGRAM_FRAMES.labels(self.room_name).inc()
-            if self.report.first_program_frame_s is None and frames.get(comp.program) is not None:
+            if self.report.first_program_frame_s is None and on_air is not None:
                 self.report.first_program_frame_s = self.now()
-            i += 1
-            late = self.now() * self.program_fps - i
-            if late > 2:  # never a burst of stale frames after a stall: go on from the present
-                i += int(late)
-                self.report.program_frames_late += int(late)
-            await asyncio.sleep(max(0.0, i / self.program_fps - self.now()))
+            self.report.program_frames_late += clock.sent(sent, self.now(), fresh)
+            while not stop.is_set():  # until the next frame is due; a frame on air or a cut decided wakes us
+                self._picture_news.clear()
+                ring = self.video.get(self.compositor.program)
+                nxt = ring.arrival_after(aired_t) if ring is not None else None
+                cut = self._cuts[self._picture_i][0] + self.delay if self._picture_i < len(self._cuts) else None
+                wait = clock.due(None if nxt is None else nxt + lag, cut) - self.now()
+                if wait <= 0:
+                    break
+                try:
+                    await asyncio.wait_for(self._picture_news.wait(), wait)
+                except asyncio.TimeoutError:
+                    break
 
     def _compose(self, pt: float, frames: dict) -> np.ndarray:
         """Program thread: convert the frames on air and composite one program frame (RGBA)."""

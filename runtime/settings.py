@@ -55,6 +55,11 @@ class Settings(BaseModel):
                                     "sync offset. WebRTC's audio path (Opus packets, the jitter buffer) brings a "
                                     "camera's sound later than its picture, at every hop: bench/live.py measures "
                                     "the offset of the sources and of the program; 0 = the least latency")
+    live_analysis_layer: Literal["auto", "low", "medium", "high"] = Field(
+        "auto", description="live: the simulcast layer subscribed for cameras that are neither on air nor next in line "
+                            "(only analysed, at 640x360): auto = medium (640x360 of a 1280x720 camera) for cameras "
+                            "that publish 720p or more, their best layer otherwise. The camera on air and the "
+                            "best-scored other one always get the best layer; cameras without simulcast send one")
     live_asr: bool = Field(False, description="live mode runs Whisper on every mic (keywords, word times); off by "
                                               "default: on a CPU it cannot keep up with 5 mics beside the 5 Hz tick")
     program_audio: Literal["follow", "mix", "off"] = Field("follow", description="live program sound: the program "
