@@ -53,7 +53,6 @@ FPS = int(os.environ.get("BENCH_LIVE_FPS", "15"))  # the cameras' frame rate
 PROGRAM_FPS = 25
 DELAY = float(os.environ.get("BENCH_LIVE_DELAY", "0"))
 AV_SYNC_MS = os.environ.get("BENCH_LIVE_AV_SYNC_MS")  # the director's lip-sync setting (default: the settings')
-SYNC_STREAMS = os.environ.get("BENCH_LIVE_SYNC_STREAMS", "0") == "1"  # the server's room.sync_streams
 RUN_S = 40.0
 TALK_AT = 12.0  # camera 3's first word, this long after the director joined (camera 1 talks before)
 LOCK_AT = 24.0  # the operator locks the program to camera 0 (latency and A/V phase) this long after the join
@@ -256,8 +255,7 @@ def measure(r: dict) -> dict:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         lk = Path(os.environ["BENCH_LIVE_DATA"]) / "livekit" if os.environ.get("BENCH_LIVE_DATA") else Path(tmp) / "livekit"
-        with rig.livekit_server(ROOT / ".bin" / "livekit-server", lk,
-                                extra="room:\n  sync_streams: true\n" if SYNC_STREAMS else "") as server:
+        with rig.livekit_server(ROOT / ".bin" / "livekit-server", lk) as server:
             # BENCH_LIVE_DATA keeps the director's data dir (its feature log) to look into a surprising run
             data = Path(os.environ.get("BENCH_LIVE_DATA") or Path(tmp) / "data")
             r = asyncio.run(asyncio.wait_for(scenario(server, data), RUN_S + 180))

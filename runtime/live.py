@@ -45,7 +45,7 @@ OVERRIDE_TOPIC = "aiobs.override"
 ANALYSIS_SIZE = (640, 360)
 PROGRAM_AUDIO_RATE = 48_000
 AUDIO_CHUNK = PROGRAM_AUDIO_RATE // 100  # 10 ms frames, as WebRTC sends them
-AUDIO_MARGIN_S = 0.03  # the program sound is read this far behind the picture: the newest packets are still arriving
+AUDIO_MARGIN_S = 0.03  # the program sound waits at most this long for a mic's newest packets
 LAYER_HOLD_S = 2.0  # the camera next in line keeps the best simulcast layer at least this long
 LAYER_NAMES = {0: "low", 1: "medium", 2: "high"}  # rtc.VideoQuality, as the status says it
 ANALYSIS_AUDIO_MS = 50  # the analysis feed's sound arrives in frames this long
@@ -143,6 +143,17 @@ def audio_resume(s_next: int | None, s_end: int) -> tuple[int, int]:
     return s_next, 0
 
 
+def sound_ready(target: int, arrived: list[int | None]) -> int:
+    """How far (absolute sample, exclusive) a live program's sound can be sent: as far as all the mics it is made of
+    have arrived (`arrived`: the end of each one's newest frame), so the sound leaves as it comes in rather than a
+    fixed margin behind the clock, which kept it that much later than the picture; never past `target` (the program
+    clock), and never more than AUDIO_MARGIN_S behind it (a mic that stalls, or none at all, does not hold the
+    program's sound back: what never came plays as silence)."""
+    floor = target - int(AUDIO_MARGIN_S * PROGRAM_AUDIO_RATE)
+    got = [a for a in arrived if a is not None]
+    return floor if not got else max(floor, min(target, min(got)))
+
+
 def stream_stalled(now: float, yielded: float, started: float, renewed_in_a_row: int) -> bool:
     """Whether a subscribed, unmuted track's stream has yielded nothing for too long: STREAM_STALL_S since it last
     yielded or was (re)started, doubling with every renewal in a row that brought nothing (at most 8x)."""
@@ -190,6 +201,14 @@ class ProgramClock:
         if cut_at is not None:
             due = min(due, cut_at)
         return due
+
+
+def program_bitrate(size: tuple[int, int], fps: int, kbps: int = 0) -> int:
+    """The program's video bitrate in bit/s: `kbps` when set, else about what LiveKit's presets give a camera of the
+    program's size (0.07 bit a pixel a frame: 1.6 Mbit/s for 720p at 25 fps), within 0.3-8 Mbit/s."""
+    if kbps:
+        return int(kbps) * 1000
+    return int(min(8e6, max(3e5, size[0] * size[1] * fps * 0.07)))
 
 
 class FrameRing:
@@ -308,6 +327,7 @@ class LiveDirector:
         self._program_pool = ThreadPoolExecutor(1, thread_name_prefix="program")
         self._pending_overrides: list[Override] = []
         self._picture_news = asyncio.Event()  # a frame of the camera on air arrived, or a cut was decided
+        self._sound_news = asyncio.Event()  # sound of a mic the program's sound is made of arrived
         self._simulcast: dict[str, object] = {}  # camera -> its simulcast video publication
         self._layers: dict[str, int] = {}  # camera -> the simulcast layer asked for
         self._next_cam: str | None = None  # the camera next in line for the program's best layer, and since when
@@ -464,6 +484,8 @@ class LiveDirector:
                 self._last_in[(cam, "program_audio")] = self.now()
                 pcm = np.frombuffer(ev.frame.data, np.int16).astype(np.float32) / 32768.0
                 ring.push(clock.start_of(self.now(), pcm.size / PROGRAM_AUDIO_RATE), pcm)
+                if self.audio_mode == "mix" or cam == self._sound_cam or cam == self._sound_prev:
+                    self._sound_news.set()
         finally:
             await stream.aclose()
 
@@ -791,10 +813,12 @@ class LiveDirector:
         """Sound on the program clock, 10 ms at a time: the program's (or, for the narration track, `samples`)."""
         from livekit import rtc
 
+        own = samples is None  # the program's sound, made of the mics (not the narration, made here)
         samples = samples or self._program_samples
         s_next: int | None = None
         while not stop.is_set():
-            s_end = int((self.now() - self.delay - self._sound_hold - AUDIO_MARGIN_S) * PROGRAM_AUDIO_RATE)
+            target = int((self.now() - self.delay - self._sound_hold) * PROGRAM_AUDIO_RATE)
+            s_end = self._sound_ready(target) if own else target - int(AUDIO_MARGIN_S * PROGRAM_AUDIO_RATE)
             s_next, dropped = audio_resume(s_next, s_end)
             if dropped and what == "program":
                 self.report.program_audio_dropped_s += dropped / PROGRAM_AUDIO_RATE
@@ -806,7 +830,24 @@ class LiveDirector:
                     self.report.program_audio_s += AUDIO_CHUNK / PROGRAM_AUDIO_RATE
                 else:
                     self.report.narration_audio_s += AUDIO_CHUNK / PROGRAM_AUDIO_RATE
-            await asyncio.sleep(AUDIO_CHUNK / PROGRAM_AUDIO_RATE)
+            if own:  # until the mic on air brings more (or one chunk's time passes)
+                self._sound_news.clear()
+                try:
+                    await asyncio.wait_for(self._sound_news.wait(), AUDIO_CHUNK / PROGRAM_AUDIO_RATE)
+                except asyncio.TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(AUDIO_CHUNK / PROGRAM_AUDIO_RATE)
+
+    def _sound_ready(self, target: int) -> int:
+        """How far (absolute sample, exclusive) the program's sound can be sent now (sound_ready), given the mics it
+        is made of: every mic (mix), or the one on air and, while crossfading, the one before."""
+        if self.audio_mode == "mix":
+            cams = list(self.audio)
+        else:
+            fading = self._sound_prev if target < self._sound_cut_s + AUDIO_FADE else None  # crossfading from it
+            cams = [c for c in (self._sound_cam or self.compositor.program, fading) if c]
+        return sound_ready(target, [self.audio[c].next for c in cams if c in self.audio])
 
     def _narration_samples(self, s0: int, n: int) -> np.ndarray:
         from .narration.mix import narration_samples
@@ -838,8 +879,13 @@ class LiveDirector:
         try:
             source = rtc.VideoSource(*self.program_size)
             track = rtc.LocalVideoTrack.create_video_track("program", source)
-            await room.local_participant.publish_track(
-                track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA))
+            await room.local_participant.publish_track(track, rtc.TrackPublishOptions(
+                source=rtc.TrackSource.SOURCE_CAMERA, video_encoding=rtc.VideoEncoding(
+                    max_bitrate=program_bitrate(self.program_size, self.program_fps,
+                                                self.settings.program_bitrate_kbps),
+                    # fresh frames leave as they arrive, up to 1/MIN_GAP periods apart: an encoder capped at the
+                    # program rate drops those that come early (the program lost frames and the latency it had won)
+                    max_framerate=float(self.program_fps) / ProgramClock.MIN_GAP + 1.0)))
             sound = None
             if self.audio_mode != "off":
                 # a short queue: sound queued while nobody consumes it yet would stay behind the picture for good

@@ -63,11 +63,10 @@ def free_port() -> int:
 
 @contextmanager
 def livekit_server(exe: Path, workdir: Path, timeout_s: float = 30.0, ports: tuple[int, int, int] | None = None,
-                   rtc_extra: str = "", extra: str = ""):
+                   rtc_extra: str = ""):
     """A real livekit-server on 127.0.0.1 with dev keys: yields {"url", "api_key", "api_secret", "ports"}. `ports`
     (http, rtc tcp, rtc udp) lets a test restart a server where the last one was; `rtc_extra`: more lines of its
-    `rtc:` config, indented two spaces; `extra`: more top-level config. RuntimeError (with the server's output)
-    when it does not come up."""
+    `rtc:` config, indented two spaces. RuntimeError (with the server's output) when it does not come up."""
     if not Path(exe).is_file():
         raise RuntimeError(f"livekit-server is not installed at {exe}: run ./dev.sh setup")
     if ports is None:  # three different ports (the OS may hand the same free port out twice in a row)
@@ -84,7 +83,7 @@ def livekit_server(exe: Path, workdir: Path, timeout_s: float = 30.0, ports: tup
         f"port: {port}\nbind_addresses: [127.0.0.1]\n"
         f"rtc:\n  tcp_port: {tcp}\n  udp_port: {udp}\n  use_external_ip: false\n  node_ip: 127.0.0.1\n{rtc_extra}"
         f"keys:\n  {DEV_KEY}: {DEV_SECRET}\n"
-        f"logging:\n  level: warn\n{extra}"
+        f"logging:\n  level: warn\n"
     )
     with open(log_path, "ab") as log:  # a file, not a pipe nobody reads: the server never blocks on its output
         proc = subprocess.Popen([str(exe), "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT)

@@ -60,6 +60,8 @@ class Settings(BaseModel):
                             "(only analysed, at 640x360): auto = medium (640x360 of a 1280x720 camera) for cameras "
                             "that publish 720p or more, their best layer otherwise. The camera on air and the "
                             "best-scored other one always get the best layer; cameras without simulcast send one")
+    program_bitrate_kbps: int = Field(0, ge=0, le=50_000, description="live: the program picture's bitrate in kbit/s; "
+                                      "0 = from its size and rate (about 1600 for 720p at 25 fps)")
     live_asr: bool = Field(False, description="live mode runs Whisper on every mic (keywords, word times); off by "
                                               "default: on a CPU it cannot keep up with 5 mics beside the 5 Hz tick")
     program_audio: Literal["follow", "mix", "off"] = Field("follow", description="live program sound: the program "

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 from runtime import rig
-from runtime.live import (AUDIO_BACKLOG, AUDIO_CHUNK, AUDIO_MAX_BEHIND, OVERRIDE_TOPIC, PROGRAM_AUDIO_RATE,
-                          STREAM_STALL_S, ArrivalClock, AudioRing, FrameRing, LiveDirector, LiveError, ProgramClock,
-                          audio_resume,
-                          stream_stalled)
+from runtime.live import (AUDIO_BACKLOG, AUDIO_CHUNK, AUDIO_MARGIN_S, AUDIO_MAX_BEHIND, OVERRIDE_TOPIC,
+                          PROGRAM_AUDIO_RATE, STREAM_STALL_S, ArrivalClock, AudioRing, FrameRing, LiveDirector,
+                          LiveError, ProgramClock, audio_resume, sound_ready, stream_stalled)
 from runtime.media import SAMPLE_RATE, iter_frames
 from runtime.models import sample_video
 from runtime.settings import PROJECT_ROOT, load_settings
@@ -77,6 +76,17 @@ def test_program_frames_leave_when_the_on_air_camera_delivers_and_never_below_th
     assert len(after) <= 4  # then on from the present: no burst of stale frames
     assert 24.0 <= len(stalled) / 10.0 <= 26.0 - 12 / 10.0 + 0.3
 
+
+def test_the_program_sound_leaves_as_its_mics_arrive_and_never_waits_for_a_stalled_one():
+    """It was read a fixed 30 ms behind the program clock, so it left 30 ms (plus a 10 ms poll) later than it had
+    come in, on top of what WebRTC's sound path adds at every hop."""
+    target = 48_000 * 10
+    margin = int(AUDIO_MARGIN_S * PROGRAM_AUDIO_RATE)
+    assert sound_ready(target, [target - 5]) == target - 5  # all that came, at once
+    assert sound_ready(target, [target + 480]) == target  # never ahead of the clock (with a broadcast delay)
+    assert sound_ready(target, [target - 5, target - 200]) == target - 200  # crossfading: both mics must be in
+    assert sound_ready(target, [target - 10 * margin]) == target - margin  # a stalled mic: silence, on time
+    assert sound_ready(target, []) == sound_ready(target, [None]) == target - margin  # no mic on air yet
 
 def test_a_stream_that_yields_nothing_is_renewed_after_a_stall_and_then_less_often():
     s = STREAM_STALL_S
