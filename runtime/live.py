@@ -883,8 +883,8 @@ class LiveDirector:
                 source=rtc.TrackSource.SOURCE_CAMERA, video_encoding=rtc.VideoEncoding(
                     max_bitrate=program_bitrate(self.program_size, self.program_fps,
                                                 self.settings.program_bitrate_kbps),
-                    # fresh frames leave as they arrive, up to 1/MIN_GAP periods apart: an encoder capped at the
-                    # program rate drops those that come early (the program lost frames and the latency it had won)
+                    # fresh frames leave as they arrive, up to 1/MIN_GAP a period (a 30 fps camera's every frame):
+                    # an encoder capped at the program rate would drop some of them
                     max_framerate=float(self.program_fps) / ProgramClock.MIN_GAP + 1.0)))
             sound = None
             if self.audio_mode != "off":
