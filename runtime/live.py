@@ -92,6 +92,8 @@ class LiveReport:
     narration_audio_s: float = 0.0
     first_program_frame_s: float | None = None  # from joining to the first program frame showing a camera
     tick_s: deque = field(default_factory=lambda: deque(maxlen=3000))  # the latest ticks' durations, start to end
+    # for the latest fresh program frames: from its camera frame's arrival (+ delay and lip-sync hold) to sent
+    frame_out_s: deque = field(default_factory=lambda: deque(maxlen=3000))
     stage_ms: dict = field(default_factory=dict)  # analysis stages, {stage: {"p50", "p95", "mean", "n"}}, at the end
     vision_busy_ticks: int = 0  # ticks that went on without waiting for people still being detected
     frames_in: dict = field(default_factory=dict)  # camera -> video frames received
@@ -106,6 +108,10 @@ class LiveReport:
             a = np.asarray(self.tick_s) * 1000
             parts.append(f"tick {np.percentile(a, 50):.0f}/{np.percentile(a, 95):.0f} ms (p50/p95)")
         parts += [f"{k} {v['p50']:.0f}/{v['p95']:.0f}" for k, v in sorted(self.stage_ms.items()) if k != "tick"]
+        if self.frame_out_s:
+            a = np.asarray(self.frame_out_s) * 1000
+            parts.append(f"program frame out {np.percentile(a, 50):.0f}/{np.percentile(a, 95):.0f} ms after its "
+                         f"camera frame came")
         return ", ".join(parts + [f"{self.vision_busy_ticks} ticks went on while people were still being detected",
                                   "frames in " + " ".join(f"{c}:{n}" for c, n in sorted(self.frames_in.items())),
                                   f"program frames out {self.program_frames} ({self.program_frames_late} never made: "
@@ -628,6 +634,9 @@ class LiveDirector:
                 "health": {"ticks": rep.ticks, "missed_ticks": rep.missed_ticks, "failed_ticks": rep.failed_ticks,
                            "late_cuts": rep.late_cuts, "program_frames": rep.program_frames,
                            "program_frames_late": rep.program_frames_late,
+                           "program_frame_out_ms_p50_p95": (None if not rep.frame_out_s else [
+                               round(float(np.percentile(np.asarray(rep.frame_out_s) * 1000, q)), 1) for q in (50, 95)]),
+                           "simulcast_layer_changes": rep.layer_changes,
                            "program_audio_dropped_s": round(rep.program_audio_dropped_s, 3),
                            "overrides": rep.overrides, "rejected_overrides": rep.rejected_overrides,
                            "unauthorised_overrides": rep.unauthorised_overrides}}
@@ -743,6 +752,9 @@ class LiveDirector:
             aired_t = on_air[0] if on_air is not None else aired_t
             rgba = await loop.run_in_executor(self._program_pool, self._compose, pt, frames)
             source.capture_frame(rtc.VideoFrame(w, h, rtc.VideoBufferType.RGBA, rgba.tobytes()))
+            if fresh:
+                self.report.frame_out_s.append(self.now() - (aired_t + lag))
+                metrics.PROGRAM_FRAME_OUT_SECONDS.labels(self.room_name).observe(self.report.frame_out_s[-1])
             self.report.program_frames += 1
             metrics.PROGRAM_FRAMES.labels(self.room_name).inc()
             if self.report.first_program_frame_s is None and on_air is not None:

@@ -28,3 +28,7 @@ CONNECTED = Gauge("aiobs_live_connected", "1 while the room's LiveKit link is up
                   multiprocess_mode="livemax")  # `bentoml serve`: the live worker's value, no stale pid series
 TICK_SECONDS = Histogram("aiobs_live_tick_seconds", "Wall time of one live tick (analysis + director core)", ["room"],
                          buckets=(0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0))
+PROGRAM_FRAME_OUT_SECONDS = Histogram(
+    "aiobs_live_program_frame_out_seconds",
+    "From a camera frame's arrival (plus broadcast delay and lip-sync hold) to the program frame showing it being sent",
+    ["room"], buckets=(0.002, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32))

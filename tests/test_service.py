@@ -492,6 +492,7 @@ def test_the_service_directs_a_live_room(live_service, livekit_server):
                        r'reason="start"[^}]*room="svc-live"|aiobs_director_cuts_total\{[^}]*room="svc-live"[^}]*'
                        r'reason="start"', r'aiobs_live_connected\{room="svc-live"\} 1\.0',
                        r'aiobs_live_tick_seconds_count\{[^}]*room="svc-live"', r'aiobs_live_program_frames_total\{',
+                       r'aiobs_live_program_frame_out_seconds_count\{[^}]*room="svc-live"',
                        r'aiobs_analysis_stage_seconds_count\{', r'aiobs_director_model_info\{[^}]*room="svc-live"'):
             assert re.search(series, metrics), (series, [ln for ln in metrics.splitlines() if "aiobs" in ln][:40])
         code, r = post(base + "/live_stop", {"room": LIVE_ROOM})
