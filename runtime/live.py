@@ -47,6 +47,7 @@ PROGRAM_AUDIO_RATE = 48_000
 AUDIO_CHUNK = PROGRAM_AUDIO_RATE // 100  # 10 ms frames, as WebRTC sends them
 AUDIO_MARGIN_S = 0.03  # the program sound waits at most this long for a mic's newest packets
 LAYER_HOLD_S = 2.0  # the camera next in line keeps the best simulcast layer at least this long
+LAYER_MARGIN = 0.05  # and after that until another camera scores this much more
 LAYER_NAMES = {0: "low", 1: "medium", 2: "high"}  # rtc.VideoQuality, as the status says it
 ANALYSIS_AUDIO_MS = 50  # the analysis feed's sound arrives in frames this long
 AUDIO_QUEUE_MS = 20  # the program AudioSource's queue: what it holds is how far its sound trails the picture
@@ -116,7 +117,8 @@ class LiveReport:
                                   "frames in " + " ".join(f"{c}:{n}" for c, n in sorted(self.frames_in.items())),
                                   f"program frames out {self.program_frames} ({self.program_frames_late} never made: "
                                   f"the program loop ran late)",
-                                  f"stalled streams renewed {self.stream_restarts or 0}"])
+                                  f"stalled streams renewed {self.stream_restarts or 0}"]
+                            + ([f"simulcast layers asked {self.layer_changes} times"] if self.layer_changes else []))
 
 
 class ArrivalClock:
@@ -207,6 +209,21 @@ class ProgramClock:
         if cut_at is not None:
             due = min(due, cut_at)
         return due
+
+
+def next_in_line(scores: dict[str, float], taken: set[str], current: str | None, since: float,
+                 now: float) -> tuple[str | None, float]:
+    """The camera next in line for the program's best simulcast layer, and since when: the best-scored camera not
+    `taken` (on air, about to air), among `scores` (cameras still sending: a camera that left is stale and out).
+    The one in line keeps its place LAYER_HOLD_S at least, and after that until another scores LAYER_MARGIN more:
+    near-equal scores would otherwise swap layers back and forth, and every swap costs a key frame."""
+    others = {c: s for c, s in scores.items() if c not in taken and np.isfinite(s)}
+    if not others:
+        return None, now
+    top = max(sorted(others), key=others.get)
+    if current in others and (now - since < LAYER_HOLD_S or others[top] <= others[current] + LAYER_MARGIN):
+        return current, since
+    return top, now if top != current else since
 
 
 def program_bitrate(size: tuple[int, int], fps: int, kbps: int = 0) -> int:
@@ -516,6 +533,13 @@ class LiveDirector:
                 self._start_reader(cam, "program_audio", track, publication)
         log.info("live: subscribed to %s (%s)", cam, "video" if track.kind == rtc.TrackKind.KIND_VIDEO else "audio")
 
+    def _on_track_gone(self, track, publication, participant) -> None:
+        """A camera's video left (it unpublished, or its camera left the room): no more layers asked of it."""
+        cam = getattr(publication, "name", "") or getattr(participant, "identity", "")
+        if self._simulcast.get(cam) is publication:
+            del self._simulcast[cam]
+            self._layers.pop(cam, None)
+
     def _choose_layers(self) -> None:
         """Simulcast: the best layer for the cameras the program may show next (the one on air, the one it is
         dissolving from, the best-scored other one: a cut to it airs sharp at once), the analysis layer for the rest
@@ -530,12 +554,9 @@ class LiveDirector:
             best = {comp.program} | {cam for _, cam, _, _ in self._cuts[self._picture_i:]}  # + cuts yet to air
             if comp.transition == "dissolve" and self.now() - self.delay - comp.cut_t < comp.config.dissolve_s:
                 best.add(comp.previous)
-            others = [(s, c) for c, s in r.scores.items() if c not in best and np.isfinite(s)]
-            if others:  # next in line: the best-scored other camera, held LAYER_HOLD_S (near-equal scores would
-                top = max(others)[1]  # swap layers at every tick, and every swap costs a key frame)
-                held = self._next_cam in {c for _, c in others} and self.now() - self._next_since < LAYER_HOLD_S
-                if not held and top != self._next_cam:
-                    self._next_cam, self._next_since = top, self.now()
+            live = {c: s for c, s in r.scores.items() if not (r.contexts.get(c) and r.contexts[c].stale)}
+            self._next_cam, self._next_since = next_in_line(live, best, self._next_cam, self._next_since, self.now())
+            if self._next_cam is not None:
                 best.add(self._next_cam)
         for cam, pub in self._simulcast.items():
             want = rtc.VideoQuality.VIDEO_QUALITY_HIGH if cam in best else self._analysis_layer(pub)
@@ -873,6 +894,7 @@ class LiveDirector:
         stop = stop or asyncio.Event()
         room = rtc.Room()
         room.on("track_subscribed", self._on_track)
+        room.on("track_unsubscribed", self._on_track_gone)
         room.on("data_received", self._on_data)
         room.on("reconnecting", lambda: self._link("reconnecting"))
         room.on("reconnected", lambda: self._link("connected", reconnected=True))
