@@ -243,9 +243,9 @@ def check_live_budget(s: Settings) -> tuple[str, str]:
     budget = "" if gpu or s.vision_hz else f", {CPU_VISION_BUDGET_FPS:g} frames/s across cameras"
     detail = (f"{s.tick_hz:g} Hz ticks, vision {vision:g} Hz per camera{budget} ({'GPU' if gpu else 'CPU'}), ASR "
               f"{'on' if s.live_asr else 'off'}, program delay {s.program_delay_s:g} s, program sound "
-              f"{s.program_audio}, simulcast layer for cameras only analysed: {s.live_analysis_layer}, lip sync: " + (f"sound held {-s.program_av_sync_ms} ms behind the picture"
-                                               if s.program_av_sync_ms < 0 else
-                                               f"picture held {s.program_av_sync_ms} ms behind the sound"))
+              f"{s.program_audio}, simulcast layer for cameras only analysed: {s.live_analysis_layer}, lip sync: "
+              + (f"sound held {-s.program_av_sync_ms} ms behind the picture" if s.program_av_sync_ms < 0 else
+                 f"picture held {s.program_av_sync_ms} ms behind the sound"))
     if gpu:
         return OK, detail
     heavy = [why for bad, why in ((s.live_asr, "ASR on every mic (AIOBS_LIVE_ASR)"),

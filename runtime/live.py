@@ -223,7 +223,7 @@ def next_in_line(scores: dict[str, float], taken: set[str], current: str | None,
     top = max(sorted(others), key=others.get)
     if current in others and (now - since < LAYER_HOLD_S or others[top] <= others[current] + LAYER_MARGIN):
         return current, since
-    return top, now if top != current else since
+    return top, now
 
 
 def program_bitrate(size: tuple[int, int], fps: int, kbps: int = 0) -> int:
@@ -458,7 +458,7 @@ class LiveDirector:
                 self._last_in[(cam, "video")] = t
                 self.report.frame_sizes[cam] = (ev.frame.width, ev.frame.height)
                 ring.push(t, ev.frame)
-                if cam == self.compositor.program or cam == self.compositor.previous:
+                if cam == self.compositor.program:  # (a dissolve's other camera airs on the clock's slots)
                     self._picture_news.set()
                 self.report.frames_in[cam] = self.report.frames_in.get(cam, 0) + 1
                 # analysis needs a frame per tick, not every frame; it is converted and resized off the loop
@@ -507,7 +507,7 @@ class LiveDirector:
                 self._last_in[(cam, "program_audio")] = self.now()
                 pcm = np.frombuffer(ev.frame.data, np.int16).astype(np.float32) / 32768.0
                 ring.push(clock.start_of(self.now(), pcm.size / PROGRAM_AUDIO_RATE), pcm)
-                if self.audio_mode == "mix" or cam == self._sound_cam or cam == self._sound_prev:
+                if self.audio_mode == "mix" or cam == self._sound_cam:  # (a 10 ms crossfade waits one poll)
                     self._sound_news.set()
         finally:
             await stream.aclose()
@@ -655,8 +655,8 @@ class LiveDirector:
                 "health": {"ticks": rep.ticks, "missed_ticks": rep.missed_ticks, "failed_ticks": rep.failed_ticks,
                            "late_cuts": rep.late_cuts, "program_frames": rep.program_frames,
                            "program_frames_late": rep.program_frames_late,
-                           "program_frame_out_ms_p50_p95": (None if not rep.frame_out_s else [
-                               round(float(np.percentile(np.asarray(rep.frame_out_s) * 1000, q)), 1) for q in (50, 95)]),
+                           "program_frame_out_ms_p50_p95": None if not rep.frame_out_s else [
+                               round(float(v), 1) for v in np.percentile(np.asarray(rep.frame_out_s) * 1000, [50, 95])],
                            "simulcast_layer_changes": rep.layer_changes,
                            "program_audio_dropped_s": round(rep.program_audio_dropped_s, 3),
                            "overrides": rep.overrides, "rejected_overrides": rep.rejected_overrides,
@@ -738,7 +738,6 @@ class LiveDirector:
             if cam != self.compositor.program:
                 self.compositor.cut_to(cam, ct, "cut" if first else transition)
                 self.report.aired_cuts.append((ct, cam))
-                self._choose_layers()
             self._picture_i += 1
         if not self.compositor.program:  # before the first decision: the first camera with a picture, not black
             ready = sorted(c for c, ring in self.video.items() if ring.at(pt - self._picture_hold) is not None)
