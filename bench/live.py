@@ -46,6 +46,7 @@ for k, v in {"YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(ROOT / ".cache" / "ultr
 import numpy as np  # noqa: E402
 
 from runtime import rig  # noqa: E402
+from runtime.live import video_counts  # noqa: E402
 from runtime.media import SAMPLE_RATE, iter_frames  # noqa: E402
 from runtime.models import sample_video  # noqa: E402
 
@@ -128,7 +129,14 @@ async def operator(server, obs: dict, t0: float, stop: asyncio.Event, snd: dict,
     await asyncio.sleep(max(0.0, t0 + obs["lock_at"] - time.monotonic()))
     await room.local_participant.publish_data(json.dumps({"action": "lock", "camera": "cam0", "timeout_s": 600}),
                                               topic="aiobs.override")
-    await stop.wait()
+    while not stop.is_set():  # what WebRTC itself counted on the program track (received, decoded, dropped), beside
+        got = await video_counts(want["program", "video"].result())  # what this viewer read; the last count before
+        if got:  # the director left
+            obs["program_rtc"] = {**got, "at": time.monotonic()}
+        try:
+            await asyncio.wait_for(stop.wait(), 1.0)
+        except asyncio.TimeoutError:
+            pass
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -238,6 +246,9 @@ def measure(r: dict) -> dict:
         "program_fps_received": round((len(prog) - 1) / span, 2) if span == span and span > 0 else None,
         "program_added_latency_ms_p50": pct(lat, 50), "program_added_latency_ms_p95": pct(lat, 95),
         "latency_samples": len(lat),
+        # the program frames this viewer read vs what its WebRTC stack received and decoded over the whole run
+        "program_frames_read": len(prog), "program_rtc_viewer": obs.get("program_rtc"),
+        "program_frames_read_by_then": sum(1 for t, _, _ in prog if t <= obs.get("program_rtc", {}).get("at", 0)),
         "first_program_frame_s": None if first is None else round(first, 2),
         "av_offset_ms_p50": pct(av, 50), "av_offset_ms_p95_abs": pct([abs(x) for x in av], 95), "av_samples": len(av),
         "source_av_offset_ms_p50": pct(av_source, 50), "source_av_samples": len(av_source),

@@ -49,6 +49,7 @@ AUDIO_MARGIN_S = 0.03  # the program sound waits at most this long for a mic's n
 LAYER_HOLD_S = 2.0  # the camera next in line keeps the best simulcast layer at least this long
 LAYER_MARGIN = 0.05  # and after that until another camera scores this much more
 LAYER_NAMES = {0: "low", 1: "medium", 2: "high"}  # rtc.VideoQuality, as the status says it
+LIMITATION_NAMES = {0: "none", 1: "cpu", 2: "bandwidth", 3: "other"}  # WebRTC's QualityLimitationReason
 ANALYSIS_AUDIO_MS = 50  # the analysis feed's sound arrives in frames this long
 AUDIO_QUEUE_MS = 20  # the program AudioSource's queue: what it holds is how far its sound trails the picture
 AUDIO_BACKLOG = PROGRAM_AUDIO_RATE * AUDIO_QUEUE_MS // 1000  # what the queue takes at once
@@ -99,8 +100,16 @@ class LiveReport:
     vision_busy_ticks: int = 0  # ticks that went on without waiting for people still being detected
     frames_in: dict = field(default_factory=dict)  # camera -> video frames received
     frame_sizes: dict = field(default_factory=dict)  # camera -> (width, height) of its latest frame received
+    program_encoder: dict = field(default_factory=dict)  # video_counts() of the program track, at the end
     layer_changes: int = 0  # simulcast layer requests (the program's next cameras up, the others down)
     stream_restarts: dict = field(default_factory=dict)  # "camera/feed" -> streams renewed after yielding nothing
+
+    def _encoded(self) -> str:
+        e = self.program_encoder
+        if "encoded" not in e:
+            return ""
+        return (f", {e.get('captured', '?')} captured by the source, {e['encoded']} encoded, {e['sent']} sent"
+                f" (encoder limited by: {e['limited_by']})")
 
     def timing(self) -> str:
         """'tick 41/120 ms (p50/p95), detect_track 35/80, ...': where a live session's time went."""
@@ -116,7 +125,7 @@ class LiveReport:
         return ", ".join(parts + [f"{self.vision_busy_ticks} ticks went on while people were still being detected",
                                   "frames in " + " ".join(f"{c}:{n}" for c, n in sorted(self.frames_in.items())),
                                   f"program frames out {self.program_frames} ({self.program_frames_late} never made: "
-                                  f"the program loop ran late)",
+                                  f"the program loop ran late)" + self._encoded(),
                                   f"stalled streams renewed {self.stream_restarts or 0}"]
                             + ([f"simulcast layers asked {self.layer_changes} times"] if self.layer_changes else []))
 
@@ -232,6 +241,32 @@ def program_bitrate(size: tuple[int, int], fps: int, kbps: int = 0) -> int:
     if kbps:
         return int(kbps) * 1000
     return int(min(8e6, max(3e5, size[0] * size[1] * fps * 0.07)))
+
+
+async def video_counts(track, timeout_s: float = 2.0) -> dict:
+    """What WebRTC counted of a video track so far. A published track: `captured` (frames into its source),
+    `encoded`, `sent` (its top layer) and `limited_by` (what last held the encoder back: none, cpu, bandwidth,
+    other). A received one: `received`, `decoded`, `dropped` (by the decoder or the renderer's queue) and
+    `freezes`. {} when the stats cannot be read (the track is gone, the room left)."""
+    try:
+        stats = await asyncio.wait_for(track.get_stats(), timeout_s)
+    except Exception:  # noqa: BLE001 - diagnostics only: a track that cannot say has nothing to add
+        return {}
+    out: dict = {}
+    for s in stats:
+        kind = s.WhichOneof("stats")
+        if kind == "media_source" and s.media_source.HasField("video"):
+            out["captured"] = max(out.get("captured", 0), int(s.media_source.video.frames))
+        elif kind == "outbound_rtp":
+            o = s.outbound_rtp.outbound
+            if o.frames_encoded >= out.get("encoded", -1):
+                out.update(encoded=int(o.frames_encoded), sent=int(o.frames_sent),
+                           limited_by=LIMITATION_NAMES.get(int(o.quality_limitation_reason), "other"))
+        elif kind == "inbound_rtp" and s.inbound_rtp.inbound.frames_received:
+            i = s.inbound_rtp.inbound
+            out.update(received=int(i.frames_received), decoded=int(i.frames_decoded), dropped=int(i.frames_dropped),
+                       freezes=int(i.freeze_count))
+    return out
 
 
 class FrameRing:
@@ -909,6 +944,7 @@ class LiveDirector:
                 from e
         self._t0 = time.monotonic()
         self._link("connected")
+        track = None
         try:
             source = rtc.VideoSource(*self.program_size)
             track = rtc.LocalVideoTrack.create_video_track("program", source)
@@ -958,6 +994,8 @@ class LiveDirector:
                         task.cancel()
                     await asyncio.gather(*workers, *self._tasks, return_exceptions=True)
         finally:  # whatever failed after joining: leave the room and free the models and threads
+            if track is not None:  # what became of the frames sent: the encoder may drop some (cpu, frame rate)
+                self.report.program_encoder = await video_counts(track)
             await room.disconnect()
             self._link("disconnected")
             self.close()
