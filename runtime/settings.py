@@ -13,10 +13,10 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from ranker.policy import PolicyConfig
 
@@ -61,7 +61,8 @@ class Settings(BaseModel):
                             "that publish 720p or more, their best layer otherwise. The camera on air and the "
                             "best-scored other one always get the best layer; cameras without simulcast send one")
     program_bitrate_kbps: int = Field(0, ge=0, le=50_000, description="live: the program picture's bitrate in kbit/s; "
-                                      "0 = from its size and rate (about 1600 for 720p at 25 fps)")
+                                      "0 = from its size and rate (about 1600 for 720p at 25 fps); else at least "
+                                      "100 (less shows no picture worth the name)")
     live_asr: bool = Field(False, description="live mode runs Whisper on every mic (keywords, word times); off by "
                                               "default: on a CPU it cannot keep up with 5 mics beside the 5 Hz tick")
     program_audio: Literal["follow", "mix", "off"] = Field("follow", description="live program sound: the program "
@@ -164,6 +165,13 @@ class Settings(BaseModel):
                                                          "or wss://, as browsers reach the server); empty = "
                                                          "livekit_url")
 
+    @field_validator("program_bitrate_kbps")
+    @classmethod
+    def _check_bitrate(cls, v: int) -> int:
+        if 0 < v < 100:
+            raise ValueError(f"{v} kbit/s is too low: 0 (from the program's size) or at least 100")
+        return v
+
     @model_validator(mode="after")
     def _check_narration(self) -> "Settings":
         from runtime.narration.writer import check_templates
@@ -235,9 +243,22 @@ def _env_values(env: dict[str, str]) -> dict[str, Any]:
                 out[name] = json.loads(raw)
             except ValueError as e:
                 raise SettingsError(f"{key} must be JSON (event type -> list of templates): {e}") from None
+        elif get_origin(fields[name].annotation) is Literal:  # a choice: AIOBS_PROGRAM_AUDIO=Mix is mix
+            out[name] = raw.strip().lower()
         else:
             out[name] = raw
     return out
+
+
+def _where(loc: tuple, env_values: dict, path) -> str:
+    """Where a setting that failed validation was set, as its user wrote it: the environment variable
+    (AIOBS_PROGRAM_AUDIO, AIOBS_POLICY_MIN_HOLD_S), else the field in the config file, else the field."""
+    name = ".".join(map(str, loc))
+    if loc and loc[0] == "policy" and len(loc) > 1 and loc[1] in (env_values.get("policy") or {}):
+        return ENV_PREFIX + POLICY_PREFIX.upper() + str(loc[1]).upper()
+    if loc and loc[0] in env_values and loc[0] != "policy":
+        return ENV_PREFIX + str(loc[0]).upper()
+    return f"{name} (in {path})" if path and loc else name or "settings"
 
 
 def load_settings(config: str | os.PathLike | None = None, env: dict[str, str] | None = None,
@@ -271,5 +292,7 @@ def load_settings(config: str | os.PathLike | None = None, env: dict[str, str] |
     try:
         return Settings(**values)
     except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors())
-        raise SettingsError(f"invalid settings ({path or 'environment'}): {problems}") from None
+        problems = "; ".join(f"{_where(tuple(err['loc']), env_values, path)}"
+                             + (f"={err['input']!r}" if isinstance(err.get("input"), (str, int, float)) else "")
+                             + f": {err['msg']}" for err in e.errors())
+        raise SettingsError(f"invalid settings: {problems}") from None
