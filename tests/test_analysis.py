@@ -517,3 +517,20 @@ def test_engine_inbox_keeps_the_newest_audio_when_ticks_stall():
     assert cam.audio_dropped == 25 * chunk and cam.audio_samples == (n - 25) * chunk
     assert cam.audio_end_t == pytest.approx(n / 10)
     assert obs.audio_dbfs == pytest.approx(dbfs(np.full(chunk, 0.5, np.float32)), abs=0.01)  # the newest audio
+
+
+def test_ultralytics_logs_on_stderr_never_on_the_cli_output(tmp_path):
+    """From a user's trial: on a fresh data dir Ultralytics printed its settings banner on `aiobs live`'s stdout,
+    which carries the CLI's report (and what bench/live.py reads)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("from runtime.analysis.people import CameraTracker, bytetrack_args; bytetrack_args(); CameraTracker(); "
+            "print('report')")
+    env = {**os.environ, "YOLO_CONFIG_DIR": str(tmp_path / "ultralytics"), "YOLO_OFFLINE": "1"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "report\n" and "Ultralytics" in r.stderr  # the banner came, on stderr

@@ -46,9 +46,10 @@ class YoloFaceDetector:
 
     def __init__(self, model_path: str, device: str = "cpu", conf: float = 0.35, imgsz: int = 0,
                  backend: str = "auto"):
-        from ultralytics import YOLO
+        from .people import import_ultralytics, resolve_device
 
-        from .people import resolve_device
+        import_ultralytics()
+        from ultralytics import YOLO
 
         self.model = YOLO(model_path)
         self.device = resolve_device(device)

@@ -41,9 +41,22 @@ def cpu_share_threads() -> int:
     return max(1, usable_cores() // 2)
 
 
+def import_ultralytics() -> None:
+    """Import Ultralytics with its log on stderr. It logs to the stdout it finds when it is first imported (a
+    settings banner on a fresh data dir, among others), and stdout is the CLI's own output (`aiobs live` prints its
+    report there, `bench/live.py` reads it)."""
+    import contextlib
+    import sys
+
+    if "ultralytics" not in sys.modules:
+        with contextlib.redirect_stdout(sys.stderr):
+            import ultralytics  # noqa: F401
+
+
 class PersonDetector:
     def __init__(self, model: ResolvedModel, device: str = "auto", imgsz: int = 0, conf: float = 0.25,
                  backend: str = "auto"):
+        import_ultralytics()
         from ultralytics import YOLO
 
         self.resolved = model
@@ -106,6 +119,7 @@ class PersonDetector:
 
 
 def bytetrack_args():
+    import_ultralytics()
     from ultralytics.utils import IterableSimpleNamespace, YAML
     from ultralytics.utils.checks import check_yaml
 
@@ -116,6 +130,7 @@ class CameraTracker:
     """ByteTrack state for one camera, plus the track bookkeeping the features need."""
 
     def __init__(self):
+        import_ultralytics()
         from ultralytics.trackers.byte_tracker import BYTETracker
 
         args = bytetrack_args()
