@@ -36,6 +36,8 @@ from ranker.policy import Override, PolicyConfig
 from .analysis.engine import AnalysisEngine
 from .compositor import Compositor, CompositorConfig
 from . import metrics
+from .program import (AUDIO_CHUNK, AUDIO_FADE, AUDIO_MARGIN_S, AUDIO_QUEUE_MS, PROGRAM_AUDIO_RATE, ArrivalClock,
+                      AudioRing, FrameRing, ProgramClock, audio_resume, program_bitrate, sound_ready)
 from .media import SAMPLE_RATE
 from .tokens import role_of
 
@@ -43,21 +45,13 @@ log = logging.getLogger(__name__)
 
 OVERRIDE_TOPIC = "aiobs.override"
 ANALYSIS_SIZE = (640, 360)
-PROGRAM_AUDIO_RATE = 48_000
-AUDIO_CHUNK = PROGRAM_AUDIO_RATE // 100  # 10 ms frames, as WebRTC sends them
-AUDIO_MARGIN_S = 0.03  # the program sound waits at most this long for a mic's newest packets
 LAYER_HOLD_S = 2.0  # the camera next in line keeps the best simulcast layer at least this long
 LAYER_MARGIN = 0.05  # and after that until another camera scores this much more
 LAYER_NAMES = {0: "low", 1: "medium", 2: "high"}  # rtc.VideoQuality, as the status says it
 LIMITATION_NAMES = {0: "none", 1: "cpu", 2: "bandwidth", 3: "other"}  # WebRTC's QualityLimitationReason
+MIN_PICTURE_PX = 16  # a received frame smaller than this on a side is no camera's picture
 ANALYSIS_AUDIO_MS = 50  # the analysis feed's sound arrives in frames this long
-AUDIO_QUEUE_MS = 20  # the program AudioSource's queue: what it holds is how far its sound trails the picture
-AUDIO_BACKLOG = PROGRAM_AUDIO_RATE * AUDIO_QUEUE_MS // 1000  # what the queue takes at once
-# a loop this far behind drops the sound it cannot send in time (a busy loop's usual lateness, tens of ms, is sent:
-# the queue absorbs it; a stall past this would otherwise keep the sound late by it for good)
-AUDIO_MAX_BEHIND = PROGRAM_AUDIO_RATE * 60 // 1000
 STREAM_STALL_S = 3.0  # a subscribed, unmuted track whose stream yields nothing this long gets a new stream
-AUDIO_FADE = PROGRAM_AUDIO_RATE // 100  # 10 ms crossfade where the program sound changes mic
 
 
 class LiveError(RuntimeError):
@@ -130,94 +124,10 @@ class LiveReport:
                             + ([f"simulcast layers asked {self.layer_changes} times"] if self.layer_changes else []))
 
 
-class ArrivalClock:
-    """Session times of a continuous stream (one track's audio) from the times its frames reach us. A busy event
-    loop only ever delivers late, so the earliest-arriving explanation wins: a frame starts where the one before
-    ended unless it arrived earlier than that (the clock was late: it moves back) or more than `gap_s` later (the
-    stream paused: it re-anchors)."""
-
-    def __init__(self, gap_s: float = 0.25):
-        self.gap_s = gap_s
-        self.next: float | None = None
-
-    def start_of(self, arrived: float, duration: float) -> float:
-        est = arrived - duration
-        t = est if self.next is None or est < self.next or est > self.next + self.gap_s else self.next
-        self.next = t + duration
-        return t
-
-
-def audio_resume(s_next: int | None, s_end: int) -> tuple[int, int]:
-    """Where a live sound track goes on, given the next sample it would send and the newest it may send (s_end):
-    (the sample to send next, how many samples are left out). After a stall, sound the source's short queue cannot
-    take at once would be sent at the pace WebRTC drains it and stay behind the picture by the stall for good (it
-    kept the program's sound 100-200 ms late). Once more than AUDIO_MAX_BEHIND is due, what the queue cannot take is
-    left out (the stall already left a gap in what the room hears), and the sound goes on from the present."""
-    if s_next is None:
-        return s_end - AUDIO_CHUNK, 0
-    if s_end - s_next > AUDIO_MAX_BEHIND:
-        return s_end - AUDIO_BACKLOG, s_end - AUDIO_BACKLOG - s_next
-    return s_next, 0
-
-
-def sound_ready(target: int, arrived: list[int | None]) -> int:
-    """How far (absolute sample, exclusive) a live program's sound can be sent: as far as all the mics it is made of
-    have arrived (`arrived`: the end of each one's newest frame), so the sound leaves as it comes in rather than a
-    fixed margin behind the clock, which kept it that much later than the picture; never past `target` (the program
-    clock), and never more than AUDIO_MARGIN_S behind it (a mic that stalls, or none at all, does not hold the
-    program's sound back: what never came plays as silence)."""
-    floor = target - int(AUDIO_MARGIN_S * PROGRAM_AUDIO_RATE)
-    got = [a for a in arrived if a is not None]
-    return floor if not got else max(floor, min(target, min(got)))
-
-
 def stream_stalled(now: float, yielded: float, started: float, renewed_in_a_row: int) -> bool:
     """Whether a subscribed, unmuted track's stream has yielded nothing for too long: STREAM_STALL_S since it last
     yielded or was (re)started, doubling with every renewal in a row that brought nothing (at most 8x)."""
     return now - max(yielded, started) >= STREAM_STALL_S * min(8, 2 ** renewed_in_a_row)
-
-
-class ProgramClock:
-    """When program frames leave. A fresh frame of the camera on air leaves as soon as it is due, not on the next tick
-    of a fixed frame clock (which added half a frame period on average and a whole one at worst to what the program
-    adds). The clock still counts `fps` slots a second and every frame sent fills one; a slot that no fresh frame
-    filled (a camera slower than the program, a dissolve, the lower third) gets the picture on air again, so the
-    program never runs below `fps`. Fresh frames fill at most two slots ahead of the clock and leave at least
-    MIN_GAP periods apart (a 60 fps camera does not double the encoder's work); a repeat keeps that distance from any
-    frame unless the loop is catching up. A stall of more than two slots is not made up in a burst of stale frames:
-    those frames are counted as never made, and the clock goes on from the present."""
-
-    MIN_GAP = 0.75  # in program periods
-
-    def __init__(self, fps: float, start: float):
-        self.period = 1.0 / fps
-        self.k = int(start / self.period)  # the slot the next frame fills
-        self.last_fresh = -1e9
-        self.repeat_at = start
-
-    def sent(self, at: float, now: float, fresh: bool) -> int:
-        """A frame was composed from `at` and sent by `now`: returns how many frames the stall before it cost."""
-        p = self.period
-        if fresh:
-            self.last_fresh = at
-        self.k += 1
-        behind, missed = now / p - self.k, 0
-        if behind > 2:
-            missed = int(behind)
-            self.k += missed
-        self.k = min(self.k, int(now / p) + 2)
-        self.repeat_at = self.k * p if behind >= 1 else max(self.k * p, at + self.MIN_GAP * p)
-        return missed
-
-    def due(self, fresh_at: float | None, cut_at: float | None = None) -> float:
-        """When the next frame leaves, given when the on-air camera's next frame is due (None: none has come yet)
-        and when the next cut placed airs (None: none pending)."""
-        due = self.repeat_at
-        if fresh_at is not None:
-            due = min(due, max(fresh_at, self.last_fresh + self.MIN_GAP * self.period))
-        if cut_at is not None:
-            due = min(due, cut_at)
-        return due
 
 
 def next_in_line(scores: dict[str, float], taken: set[str], current: str | None, since: float,
@@ -233,14 +143,6 @@ def next_in_line(scores: dict[str, float], taken: set[str], current: str | None,
     if current in others and (now - since < LAYER_HOLD_S or others[top] <= others[current] + LAYER_MARGIN):
         return current, since
     return top, now
-
-
-def program_bitrate(size: tuple[int, int], fps: int, kbps: int = 0) -> int:
-    """The program's video bitrate in bit/s: `kbps` when set, else about what LiveKit's presets give a camera of the
-    program's size (0.07 bit a pixel a frame: 1.6 Mbit/s for 720p at 25 fps), within 0.3-8 Mbit/s."""
-    if kbps:
-        return int(kbps) * 1000
-    return int(min(8e6, max(3e5, size[0] * size[1] * fps * 0.07)))
 
 
 async def video_counts(track, timeout_s: float = 2.0) -> dict:
@@ -267,75 +169,6 @@ async def video_counts(track, timeout_s: float = 2.0) -> dict:
             out.update(received=int(i.frames_received), decoded=int(i.frames_decoded), dropped=int(i.frames_dropped),
                        freezes=int(i.freeze_count))
     return out
-
-
-class FrameRing:
-    """One camera's received frames over the last `keep_s` seconds of the session clock: the picture's delay line.
-    Frames are kept as LiveKit delivered them (no conversion until one goes on air)."""
-
-    def __init__(self, keep_s: float):
-        self.keep_s = keep_s
-        self.frames: deque = deque()  # (t, frame), oldest first
-
-    def push(self, t: float, frame) -> None:
-        self.frames.append((t, frame))
-        while len(self.frames) > 1 and self.frames[1][0] <= t - self.keep_s:
-            self.frames.popleft()
-
-    def at(self, t: float):
-        """The newest frame received at or before session time t; None before the first."""
-        v = self.stamped_at(t)
-        return None if v is None else v[1]
-
-    def stamped_at(self, t: float):
-        """(arrival time, frame) of the newest frame received at or before session time t; None before the first."""
-        for ft, f in reversed(self.frames):
-            if ft <= t + 1e-6:
-                return ft, f
-        return None
-
-    def arrival_after(self, t: float) -> float | None:
-        """When the first frame received after session time t arrived; None if none has yet."""
-        nxt = None
-        for ft, _ in reversed(self.frames):
-            if ft <= t + 1e-6:
-                break
-            nxt = ft
-        return nxt
-
-
-class AudioRing:
-    """One camera's received sound over the last `keep_s` seconds, addressed by absolute sample number on the
-    session clock: the sound's delay line. Consecutive frames are laid end to end (arrival jitter does not move
-    them); a gap or drift beyond 100 ms re-anchors on the clock. Samples never received read as silence."""
-
-    def __init__(self, keep_s: float, rate: int = PROGRAM_AUDIO_RATE):
-        n = max(int(keep_s * rate), rate // 10)
-        self.rate = rate
-        self.buf = np.zeros(n, np.float32)
-        self.idx = np.full(n, -1, np.int64)  # which absolute sample each slot holds
-        self.next: int | None = None
-
-    def push(self, t_start: float, samples: np.ndarray) -> None:
-        s0 = int(round(t_start * self.rate))
-        # a frame stamped a little after the last one's end continues it (arrival jitter leaves no hole); one stamped
-        # earlier is taken as stamped: the arrival clock moved back because its first frames reached us late, and a
-        # ring that kept the late anchor would put the sound behind the picture for the rest of the session
-        if self.next is not None and 0 < s0 - self.next < self.rate // 10:
-            s0 = self.next
-        n = samples.size
-        if n > self.buf.size:
-            samples, s0, n = samples[-self.buf.size:], s0 + n - self.buf.size, self.buf.size
-        want = s0 + np.arange(n)
-        pos = want % self.buf.size
-        self.buf[pos] = samples
-        self.idx[pos] = want
-        self.next = s0 + n
-
-    def read(self, s0: int, n: int) -> np.ndarray:
-        want = s0 + np.arange(n)
-        pos = want % self.buf.size
-        return np.where(self.idx[pos] == want, self.buf[pos], 0.0).astype(np.float32)
 
 
 class LiveDirector:
@@ -387,6 +220,7 @@ class LiveDirector:
         self._picture_news = asyncio.Event()  # a frame of the camera on air arrived, or a cut was decided
         self._sound_news = asyncio.Event()  # sound of a mic the program's sound is made of arrived
         self._simulcast: dict[str, object] = {}  # camera -> its simulcast video publication
+        self._gone: set[str] = set()  # cameras whose picture left (unpublished, camera gone) and has not come back
         self._layers: dict[str, int] = {}  # camera -> the simulcast layer asked for
         self._next_cam: str | None = None  # the camera next in line for the program's best layer, and since when
         self._next_since = 0.0
@@ -490,6 +324,8 @@ class LiveDirector:
         try:
             async for ev in stream:
                 t = self.now()
+                if min(ev.frame.width, ev.frame.height) < MIN_PICTURE_PX:  # not a camera's picture: what a closing
+                    continue  # track leaves behind (8x8)
                 self._last_in[(cam, "video")] = t
                 self.report.frame_sizes[cam] = (ev.frame.width, ev.frame.height)
                 ring.push(t, ev.frame)
@@ -506,8 +342,10 @@ class LiveDirector:
             await stream.aclose()
 
     def _submit_analysis_frame(self, cam: str, t: float, frame) -> None:
-        """Convert thread: a received frame -> the engine's analysis image."""
-        self.engine.submit_frame(cam, t, _rgb(frame, ANALYSIS_SIZE))
+        """Convert thread: a received frame -> the engine's analysis image (not once the camera's picture left)."""
+        img = _rgb(frame, ANALYSIS_SIZE)
+        if cam not in self._gone:
+            self.engine.submit_frame(cam, t, img)
 
     def _converted(self, cam: str, fut) -> None:
         self._converting.discard(cam)
@@ -557,6 +395,7 @@ class LiveDirector:
         self.report.cameras.add(cam)
         self.tracks[(cam, "video" if track.kind == rtc.TrackKind.KIND_VIDEO else "audio")] = track
         if track.kind == rtc.TrackKind.KIND_VIDEO:
+            self._gone.discard(cam)
             if getattr(publication, "simulcasted", False):
                 self._simulcast[cam] = publication
                 self._layers.pop(cam, None)  # a new subscription: ask again
@@ -569,8 +408,23 @@ class LiveDirector:
         log.info("live: subscribed to %s (%s)", cam, "video" if track.kind == rtc.TrackKind.KIND_VIDEO else "audio")
 
     def _on_track_gone(self, track, publication, participant) -> None:
-        """A camera's video left (it unpublished, or its camera left the room): no more layers asked of it."""
+        """A camera's track left (it unpublished, its camera left the room, or the watchdog subscribes again): its
+        readers stop (a stream that cannot come back is not renewed as a stalled one), no more layers are asked of
+        it, and a picture that left makes the camera stale at once: the program cuts away from it at the next tick,
+        not after `stale_after_s` of frames that never come (or of the tiny frames a closing track leaves)."""
+        from livekit import rtc
+
         cam = getattr(publication, "name", "") or getattr(participant, "identity", "")
+        if not cam or cam == "program":
+            return
+        for key, (task, tr, _) in list(self._readers.items()):
+            if key[0] == cam and (tr is track or getattr(tr, "sid", None) == getattr(track, "sid", "")):
+                task.cancel()
+                del self._readers[key]
+        if track.kind == rtc.TrackKind.KIND_VIDEO:
+            self._gone.add(cam)
+            self.engine.camera_gone(cam)
+            log.info("live: %s's picture left", cam)
         if self._simulcast.get(cam) is publication:
             del self._simulcast[cam]
             self._layers.pop(cam, None)
@@ -784,10 +638,7 @@ class LiveDirector:
         """Program frames, each sent when the ProgramClock says: the on-air camera's new frame as soon as it is due
         (its arrival, plus the broadcast delay and the lip-sync hold), the picture on air again where no fresh frame
         came in time."""
-        from livekit import rtc
-
         loop = asyncio.get_running_loop()
-        w, h = self.program_size
         lag = self.delay + self._picture_hold  # a frame that arrived at t airs at t + lag
         clock = ProgramClock(self.program_fps, self.now())
         aired_t = -1.0  # arrival time of the on-air camera's frame last sent
@@ -805,16 +656,15 @@ class LiveDirector:
             on_air = stamped.get(comp.program)
             fresh = on_air is not None and on_air[0] != aired_t
             aired_t = on_air[0] if on_air is not None else aired_t
-            rgba = await loop.run_in_executor(self._program_pool, self._compose, pt, frames)
-            source.capture_frame(rtc.VideoFrame(w, h, rtc.VideoBufferType.RGBA, rgba.tobytes()))
+            handed = await loop.run_in_executor(self._program_pool, self._compose_and_send, pt, frames, source, clock)
             if fresh:
-                self.report.frame_out_s.append(self.now() - (aired_t + lag))
+                self.report.frame_out_s.append(handed - (aired_t + lag))
                 metrics.PROGRAM_FRAME_OUT_SECONDS.labels(self.room_name).observe(self.report.frame_out_s[-1])
             self.report.program_frames += 1
             metrics.PROGRAM_FRAMES.labels(self.room_name).inc()
             if self.report.first_program_frame_s is None and on_air is not None:
                 self.report.first_program_frame_s = self.now()
-            self.report.program_frames_late += clock.sent(sent, self.now(), fresh)
+            self.report.program_frames_late += clock.sent(sent, handed, aired_t + lag if fresh else None)
             while not stop.is_set():  # until the next frame is due; a frame on air or a cut decided wakes us
                 self._picture_news.clear()
                 ring = self.video.get(self.compositor.program)
@@ -828,10 +678,20 @@ class LiveDirector:
                 except asyncio.TimeoutError:
                     break
 
-    def _compose(self, pt: float, frames: dict) -> np.ndarray:
-        """Program thread: convert the frames on air and composite one program frame (RGBA)."""
+    def _compose_and_send(self, pt: float, frames: dict, source, clock: ProgramClock) -> float:
+        """Program thread: convert the frames on air, composite one program frame, hold it as long as the clock says
+        (WebRTC would drop a frame handed over sooner: a thread's sleep keeps that to the millisecond, which a busy
+        event loop's did not), and hand it to the source. Returns when it was handed over (session clock)."""
+        from livekit import rtc
+
         rgb = {cam: None if f is None else _rgb(f, self.program_size) for cam, f in frames.items()}
-        return cv2.cvtColor(self.compositor.compose(pt, rgb), cv2.COLOR_RGB2RGBA)
+        rgba = cv2.cvtColor(self.compositor.compose(pt, rgb), cv2.COLOR_RGB2RGBA)
+        hold = clock.hold(self.now())
+        if hold > 0:
+            time.sleep(hold)
+        w, h = self.program_size
+        source.capture_frame(rtc.VideoFrame(w, h, rtc.VideoBufferType.RGBA, rgba.tobytes()))
+        return self.now()
 
     def _program_samples(self, s0: int, n: int) -> np.ndarray:
         """The program sound for samples [s0, s0 + n) of the session clock: the mic of the camera on program (the
@@ -887,7 +747,7 @@ class LiveDirector:
             target = int((self.now() - self.delay - self._sound_hold) * PROGRAM_AUDIO_RATE)
             s_end = self._sound_ready(target) if own else target - int(AUDIO_MARGIN_S * PROGRAM_AUDIO_RATE)
             s_next, dropped = audio_resume(s_next, s_end)
-            if dropped and what == "program":
+            if dropped and what == "program" and self.audio:  # (with no mic in the room, only silence was left out)
                 self.report.program_audio_dropped_s += dropped / PROGRAM_AUDIO_RATE
             while s_next + AUDIO_CHUNK <= s_end:
                 pcm = (np.clip(samples(s_next, AUDIO_CHUNK), -1, 1) * 32767).astype(np.int16)
@@ -952,9 +812,9 @@ class LiveDirector:
                 source=rtc.TrackSource.SOURCE_CAMERA, video_encoding=rtc.VideoEncoding(
                     max_bitrate=program_bitrate(self.program_size, self.program_fps,
                                                 self.settings.program_bitrate_kbps),
-                    # fresh frames leave as they arrive, up to 1/MIN_GAP a period (a 30 fps camera's every frame):
-                    # an encoder capped at the program rate would drop some of them
-                    max_framerate=float(self.program_fps) / ProgramClock.MIN_GAP + 1.0)))
+                    # frames leave as they come, MIN_SPACING apart at the closest: a source capped at the program
+                    # rate would drop every frame that came sooner than 1/max_framerate after the one before
+                    max_framerate=ProgramClock.encoder_max_fps(self.program_fps))))
             sound = None
             if self.audio_mode != "off":
                 # a short queue: sound queued while nobody consumes it yet would stay behind the picture for good

@@ -61,6 +61,7 @@ class _Camera:
     # -- inbox (under the engine's lock) --
     frame: tuple[float, np.ndarray] | None = None  # latest-frame slot
     frames_dropped: int = 0  # frames overwritten in the slot before a tick took them
+    left: bool = False  # its picture left (camera_gone); a tick takes it
     inbox_audio: deque = field(default_factory=deque)  # (t, samples) submitted since the last tick
     inbox_samples: int = 0
     audio_dropped: int = 0  # samples dropped from the inbox because no tick took them within INBOX_AUDIO_S
@@ -287,11 +288,20 @@ class AnalysisEngine:
         with self._lock:
             self.cameras.setdefault(camera_id, cam)  # two racing adds: the first one wins, the other is discarded
 
+    def camera_gone(self, camera_id: str) -> None:
+        """The camera's picture left (its track was unpublished, its camera left the room): it is stale from the next
+        tick on, until a frame comes again, rather than after `stale_after_s` without frames. Any thread."""
+        with self._lock:
+            cam = self.cameras.get(camera_id)
+            if cam is not None:
+                cam.frame, cam.left = None, True
+
     def submit_frame(self, camera_id: str, t: float, image: np.ndarray) -> None:
         """Put `image` in the camera's latest-frame slot (an unanalysed older frame is dropped). Any thread."""
         with self._lock:
             cam = self.cameras[camera_id]
             dropped = cam.frame is not None  # latest-frame slot: the older frame is dropped, never queued
+            cam.left = False
             if dropped:
                 cam.frames_dropped += 1
             cam.frame = (t, image)
@@ -332,6 +342,8 @@ class AnalysisEngine:
             delivered = {}
             audio_in = {}
             for cid, c in cameras.items():
+                if c.left:  # (no frame can be in its slot)
+                    c.left, c.last_frame_t = False, None
                 if c.frame is not None:
                     delivered[cid], c.frame = c.frame, None
                 if c.inbox_audio:
@@ -471,7 +483,7 @@ class AnalysisEngine:
         """Reuse the last read of `keep` (with its degradation); with no frame at all, mark the camera stale."""
         if keep is self._VISUALS and (cam.last_frame_t is None or t - cam.last_frame_t > self.stale_after_s):
             obs.stale = True
-            since = "ever" if cam.last_frame_t is None else f"{t - cam.last_frame_t:.1f} s"
+            since = "ever, or since its picture left" if cam.last_frame_t is None else f"{t - cam.last_frame_t:.1f} s"
             obs.degraded["video"] = f"no frames for {since}"
             return
         if cam.last is not None:
