@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -82,6 +83,7 @@ class LiveReport:
     late_cuts: int = 0  # cuts decided after their placed time had already aired (aired at once instead)
     program_frames: int = 0
     program_frames_late: int = 0  # program frames never made: the program loop ran late and went on from the present
+    program_frame_errors: int = 0  # program frames that could not be made (logged; the program went on)
     program_audio_s: float = 0.0
     program_audio_dropped_s: float = 0.0  # sound left out after a stall, so the sound stays with the picture
     narration_lines: list[dict] = field(default_factory=list)  # Utterance.as_row() of every line placed
@@ -119,7 +121,9 @@ class LiveReport:
         return ", ".join(parts + [f"{self.vision_busy_ticks} ticks went on while people were still being detected",
                                   "frames in " + " ".join(f"{c}:{n}" for c, n in sorted(self.frames_in.items())),
                                   f"program frames out {self.program_frames} ({self.program_frames_late} never made: "
-                                  f"the program loop ran late)" + self._encoded(),
+                                  f"the program loop ran late"
+                                  + (f"; {self.program_frame_errors} could not be made" if self.program_frame_errors
+                                     else "") + ")" + self._encoded(),
                                   f"stalled streams renewed {self.stream_restarts or 0}"]
                             + ([f"simulcast layers asked {self.layer_changes} times"] if self.layer_changes else []))
 
@@ -193,10 +197,11 @@ class LiveDirector:
         self.program_fps = program_fps
         self.audio_mode = settings.program_audio
         self.report = LiveReport(session_id or f"live-{time.strftime('%Y%m%d-%H%M%S')}")
-        # Threads: the event loop owns the delay lines, the compositor, the cut lists, the pending overrides and the
-        # report; the executor thread owns the director core and the feature log (one tick at a time); the
-        # `convert` thread turns frames into analysis images and the `program` thread composes program frames from
-        # frames the loop hands it. The analysis engine is the hand-over point: submit_* and tick() are thread-safe.
+        # Threads: the event loop owns the readers (it pushes into the delay lines), the cut list (it appends), the
+        # pending overrides and the sound; the executor thread owns the director core and the feature log (one tick
+        # at a time); the `convert` thread turns frames into analysis images; the `aiobs-program` thread owns the
+        # compositor and the picture's place in the cut list, and reads the delay lines (FrameRing: locked). The
+        # analysis engine is the hand-over point for analysis: submit_* and tick() are thread-safe.
         # the tick never waits on the vision thread: a slow detection leaves the people as they were a moment longer
         self.engine = AnalysisEngine.from_settings([], settings, asr=settings.live_asr, vision_wait=False)
         log.info("live: models warmed up in %.1f s", self.engine.warm_up(ANALYSIS_SIZE))  # before joining the room
@@ -215,9 +220,8 @@ class LiveDirector:
         self._converting: set[str] = set()
         self._next_analysis: dict[str, float] = {}
         self._convert_pool = ThreadPoolExecutor(1, thread_name_prefix="convert")
-        self._program_pool = ThreadPoolExecutor(1, thread_name_prefix="program")
         self._pending_overrides: list[Override] = []
-        self._picture_news = asyncio.Event()  # a frame of the camera on air arrived, or a cut was decided
+        self._picture_news = threading.Event()  # a frame of the camera on air arrived, or a cut was decided
         self._sound_news = asyncio.Event()  # sound of a mic the program's sound is made of arrived
         self._simulcast: dict[str, object] = {}  # camera -> its simulcast video publication
         self._gone: set[str] = set()  # cameras whose picture left (unpublished, camera gone) and has not come back
@@ -544,6 +548,7 @@ class LiveDirector:
                 "health": {"ticks": rep.ticks, "missed_ticks": rep.missed_ticks, "failed_ticks": rep.failed_ticks,
                            "late_cuts": rep.late_cuts, "program_frames": rep.program_frames,
                            "program_frames_late": rep.program_frames_late,
+                           "program_frame_errors": rep.program_frame_errors,
                            "program_frame_out_ms_p50_p95": None if not rep.frame_out_s else [
                                round(float(v), 1) for v in np.percentile(np.asarray(rep.frame_out_s) * 1000, [50, 95])],
                            "simulcast_layer_changes": rep.layer_changes,
@@ -629,34 +634,56 @@ class LiveDirector:
                 self.report.aired_cuts.append((ct, cam))
             self._picture_i += 1
         if not self.compositor.program:  # before the first decision: the first camera with a picture, not black
-            ready = sorted(c for c, ring in self.video.items() if ring.at(pt - self._picture_hold) is not None)
+            ready = sorted(c for c, ring in list(self.video.items()) if ring.at(pt - self._picture_hold) is not None)
             if ready:
                 self.compositor.cut_to(ready[0], pt)
                 self.report.aired_cuts.append((pt, ready[0]))
 
     async def _program_video(self, source, stop: asyncio.Event) -> None:
-        """Program frames, each sent when the ProgramClock says: the on-air camera's new frame as soon as it is due
-        (its arrival, plus the broadcast delay and the lip-sync hold), the picture on air again where no fresh frame
-        came in time."""
-        loop = asyncio.get_running_loop()
+        """The program picture runs on its own thread (`_program_frames`): on the event loop, which every camera's
+        frames and sound keep busy, it was woken late and its frames left late or not at all (a frame composed on
+        the program thread still came back through the loop before it left). This task only starts and stops it."""
+        done = threading.Event()
+        thread = threading.Thread(target=self._program_frames, args=(source, done), name="aiobs-program", daemon=True)
+        thread.start()
+        try:
+            await stop.wait()
+        finally:
+            done.set()
+            self._picture_news.set()
+            await asyncio.to_thread(thread.join, 5.0)
+
+    def _program_frames(self, source, done: threading.Event) -> None:
+        """Program thread: frames, each sent when the ProgramClock says: the on-air camera's new frame as soon as it
+        is due (its arrival, plus the broadcast delay and the lip-sync hold), the picture on air again where no fresh
+        frame came in time. A frame that cannot be made (a broken picture, a compositor error) is logged and counted
+        (`program_frame_errors`), and the program goes on with the next one."""
         lag = self.delay + self._picture_hold  # a frame that arrived at t airs at t + lag
         clock = ProgramClock(self.program_fps, self.now())
         aired_t = -1.0  # arrival time of the on-air camera's frame last sent
-        while not stop.is_set():
+        while not done.is_set():
             sent = self.now()
-            pt = sent - self.delay  # the program clock (cuts, transitions); the sound's clock too
-            self._take_picture_cuts(pt)
-            comp = self.compositor
-            need = {comp.program}
-            if comp.transition == "dissolve" and pt - comp.cut_t < comp.config.dissolve_s:
-                need.add(comp.previous)
-            ft = pt - self._picture_hold  # lip sync: the frames that show the moment the sound now carries
-            stamped = {cam: self.video[cam].stamped_at(ft) for cam in need if cam in self.video}
-            frames = {cam: None if v is None else v[1] for cam, v in stamped.items()}
-            on_air = stamped.get(comp.program)
-            fresh = on_air is not None and on_air[0] != aired_t
-            aired_t = on_air[0] if on_air is not None else aired_t
-            handed = await loop.run_in_executor(self._program_pool, self._compose_and_send, pt, frames, source, clock)
+            try:
+                pt = sent - self.delay  # the program clock (cuts, transitions); the sound's clock too
+                self._take_picture_cuts(pt)
+                comp = self.compositor
+                need = {comp.program}
+                if comp.transition == "dissolve" and pt - comp.cut_t < comp.config.dissolve_s:
+                    need.add(comp.previous)
+                ft = pt - self._picture_hold  # lip sync: the frames that show the moment the sound now carries
+                stamped = {cam: self.video[cam].stamped_at(ft) for cam in need if cam in self.video}
+                frames = {cam: None if v is None else v[1] for cam, v in stamped.items()}
+                on_air = stamped.get(comp.program)
+                fresh = on_air is not None and on_air[0] != aired_t
+                aired_t = on_air[0] if on_air is not None else aired_t
+                handed = self._compose_and_send(pt, frames, source, clock)
+            except Exception as e:  # noqa: BLE001 - one bad frame must not end the program
+                self.report.program_frame_errors += 1
+                if self.report.program_frame_errors in (1, 10, 100) or self.report.program_frame_errors % 1000 == 0:
+                    log.exception("live: a program frame could not be made (%d so far): %s",
+                                  self.report.program_frame_errors, e)
+                done.wait(clock.period)
+                continue
             if fresh:
                 self.report.frame_out_s.append(handed - (aired_t + lag))
                 metrics.PROGRAM_FRAME_OUT_SECONDS.labels(self.room_name).observe(self.report.frame_out_s[-1])
@@ -665,23 +692,20 @@ class LiveDirector:
             if self.report.first_program_frame_s is None and on_air is not None:
                 self.report.first_program_frame_s = self.now()
             self.report.program_frames_late += clock.sent(sent, handed, aired_t + lag if fresh else None)
-            while not stop.is_set():  # until the next frame is due; a frame on air or a cut decided wakes us
+            while not done.is_set():  # until the next frame is due; a frame on air or a cut decided wakes us
                 self._picture_news.clear()
                 ring = self.video.get(self.compositor.program)
                 nxt = ring.arrival_after(aired_t) if ring is not None else None
-                cut = self._cuts[self._picture_i][0] + self.delay if self._picture_i < len(self._cuts) else None
+                i = self._picture_i
+                cut = self._cuts[i][0] + self.delay if i < len(self._cuts) else None
                 wait = clock.due(None if nxt is None else nxt + lag, cut) - self.now()
-                if wait <= 0:
-                    break
-                try:
-                    await asyncio.wait_for(self._picture_news.wait(), wait)
-                except asyncio.TimeoutError:
+                if wait <= 0 or not self._picture_news.wait(wait):
                     break
 
     def _compose_and_send(self, pt: float, frames: dict, source, clock: ProgramClock) -> float:
         """Program thread: convert the frames on air, composite one program frame, hold it as long as the clock says
-        (WebRTC would drop a frame handed over sooner: a thread's sleep keeps that to the millisecond, which a busy
-        event loop's did not), and hand it to the source. Returns when it was handed over (session clock)."""
+        (WebRTC would drop a frame handed over sooner), and hand it to the source. Returns when it was handed over
+        (session clock)."""
         from livekit import rtc
 
         rgb = {cam: None if f is None else _rgb(f, self.program_size) for cam, f in frames.items()}
@@ -870,7 +894,6 @@ class LiveDirector:
         if self.narrator is not None:
             self.narrator.close()
         self._convert_pool.shutdown(wait=False, cancel_futures=True)
-        self._program_pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _rgb(frame, size: tuple[int, int]) -> np.ndarray:

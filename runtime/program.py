@@ -7,6 +7,7 @@ them to the room.
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 
 import numpy as np
@@ -132,8 +133,8 @@ class ProgramClock:
         p = self.period
         due = self.repeat_at
         nxt = self.expected()
-        if nxt is not None and due > nxt - (self.MIN_SPACING + self.JITTER) * p:
-            due = max(due, nxt + self.LATE * p)  # no room for a repeat before the camera's next frame: it fills the slot
+        if nxt is not None and due > nxt - (self.MIN_SPACING + self.JITTER) * p:  # no room for a repeat before the
+            due = max(due, nxt + self.LATE * p)  # camera's next frame: that frame fills the slot
         if fresh_at is not None:
             due = min(due, max(fresh_at, self.last_fresh + self.FRESH_GAP * p - self.compose_s))
         if cut_at is not None:
@@ -156,16 +157,19 @@ def program_bitrate(size: tuple[int, int], fps: int, kbps: int = 0) -> int:
 
 class FrameRing:
     """One camera's received frames over the last `keep_s` seconds of the session clock: the picture's delay line.
-    Frames are kept as LiveKit delivered them (no conversion until one goes on air)."""
+    Frames are kept as LiveKit delivered them (no conversion until one goes on air). The event loop pushes, the
+    program thread reads: each call holds the ring's lock."""
 
     def __init__(self, keep_s: float):
         self.keep_s = keep_s
         self.frames: deque = deque()  # (t, frame), oldest first
+        self._lock = threading.Lock()
 
     def push(self, t: float, frame) -> None:
-        self.frames.append((t, frame))
-        while len(self.frames) > 1 and self.frames[1][0] <= t - self.keep_s:
-            self.frames.popleft()
+        with self._lock:
+            self.frames.append((t, frame))
+            while len(self.frames) > 1 and self.frames[1][0] <= t - self.keep_s:
+                self.frames.popleft()
 
     def at(self, t: float):
         """The newest frame received at or before session time t; None before the first."""
@@ -174,18 +178,20 @@ class FrameRing:
 
     def stamped_at(self, t: float):
         """(arrival time, frame) of the newest frame received at or before session time t; None before the first."""
-        for ft, f in reversed(self.frames):
-            if ft <= t + 1e-6:
-                return ft, f
+        with self._lock:
+            for ft, f in reversed(self.frames):
+                if ft <= t + 1e-6:
+                    return ft, f
         return None
 
     def arrival_after(self, t: float) -> float | None:
         """When the first frame received after session time t arrived; None if none has yet."""
         nxt = None
-        for ft, _ in reversed(self.frames):
-            if ft <= t + 1e-6:
-                break
-            nxt = ft
+        with self._lock:
+            for ft, _ in reversed(self.frames):
+                if ft <= t + 1e-6:
+                    break
+                nxt = ft
         return nxt
 
 
