@@ -605,6 +605,9 @@ class LiveDirector:
                 d = r.decision
                 if d.cut:  # the program follows when its clock (the delay behind) reaches the cut
                     self._cuts.append((d.cut_time, d.to_camera, d.transition or "cut", d.reason))
+                    # what an operator reads in the log: a lock that gave way to a camera that left says so here
+                    log.info("live: cut %s -> %s at %.1f s (%s: %s)", d.from_camera or "-", d.to_camera, d.cut_time,
+                             d.reason, d.detail)
                     self.report.cuts.append((r.t, d.to_camera, d.reason))
                     self._picture_news.set()
                 self.report.overrides += len(r.overrides)
