@@ -647,7 +647,14 @@ class LiveDirector:
         frames and sound keep busy, it was woken late and its frames left late or not at all (a frame composed on
         the program thread still came back through the loop before it left). This task only starts and stops it."""
         done = threading.Event()
-        thread = threading.Thread(target=self._program_frames, args=(source, done), name="aiobs-program", daemon=True)
+
+        def program():
+            try:
+                self._program_frames(source, done)
+            except Exception:  # noqa: BLE001 - never a silent stop: the log says the picture stopped, and why
+                log.exception("live: the program picture stopped")
+
+        thread = threading.Thread(target=program, name="aiobs-program", daemon=True)
         thread.start()
         try:
             await stop.wait()
