@@ -358,6 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .models_cli import add_parser as add_model_parser
 
     add_model_parser(sub).set_defaults(fn=cmd_model)
+    # the global options also after the command (`aiobs doctor --config x.yaml`): where they are not given there,
+    # they leave what was given before it alone
+    for cmd in sub.choices.values():
+        cmd.add_argument("--config", default=argparse.SUPPRESS, help="YAML settings file (as before the command)")
+        cmd.add_argument("--data-dir", default=argparse.SUPPRESS, help="root of local stores (as before the command)")
+        cmd.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
     return p
 
 

@@ -213,6 +213,10 @@ def test_cli_reports_errors_without_a_traceback(tmp_path, data_dir):
     assert frame_size("1281X721") == (1280, 720)  # even sides, any case
     args = build_parser().parse_args(["live", "--program-audio", "Mix", "--size", "640x360"])
     assert args.program_audio == "mix" and args.size == (640, 360)  # a choice in any case, as in the environment
+    # the global options before or after the command (the trial's `aiobs doctor --config x.yaml` was refused)
+    assert build_parser().parse_args(["doctor", "--config", "b.yaml", "--data-dir", "/d"]).config == "b.yaml"
+    assert build_parser().parse_args(["--config", "a.yaml", "doctor"]).config == "a.yaml"
+    assert build_parser().parse_args(["--data-dir", "/d", "doctor", "-v"]).data_dir == "/d"
 
 
 def test_compositor_cut_dissolve_and_overlays():
