@@ -224,7 +224,6 @@ class LiveDirector:
         self._picture_news = threading.Event()  # a frame of the camera on air arrived, or a cut was decided
         self._sound_news = asyncio.Event()  # sound of a mic the program's sound is made of arrived
         self._simulcast: dict[str, object] = {}  # camera -> its simulcast video publication
-        self._gone: set[str] = set()  # cameras whose picture left (unpublished, camera gone) and has not come back
         self._layers: dict[str, int] = {}  # camera -> the simulcast layer asked for
         self._next_cam: str | None = None  # the camera next in line for the program's best layer, and since when
         self._next_since = 0.0
@@ -346,10 +345,8 @@ class LiveDirector:
             await stream.aclose()
 
     def _submit_analysis_frame(self, cam: str, t: float, frame) -> None:
-        """Convert thread: a received frame -> the engine's analysis image (not once the camera's picture left)."""
-        img = _rgb(frame, ANALYSIS_SIZE)
-        if cam not in self._gone:
-            self.engine.submit_frame(cam, t, img)
+        """Convert thread: a received frame -> the engine's analysis image."""
+        self.engine.submit_frame(cam, t, _rgb(frame, ANALYSIS_SIZE))
 
     def _converted(self, cam: str, fut) -> None:
         self._converting.discard(cam)
@@ -399,7 +396,6 @@ class LiveDirector:
         self.report.cameras.add(cam)
         self.tracks[(cam, "video" if track.kind == rtc.TrackKind.KIND_VIDEO else "audio")] = track
         if track.kind == rtc.TrackKind.KIND_VIDEO:
-            self._gone.discard(cam)
             if getattr(publication, "simulcasted", False):
                 self._simulcast[cam] = publication
                 self._layers.pop(cam, None)  # a new subscription: ask again
@@ -426,8 +422,7 @@ class LiveDirector:
                 task.cancel()
                 del self._readers[key]
         if track.kind == rtc.TrackKind.KIND_VIDEO:
-            self._gone.add(cam)
-            self.engine.camera_gone(cam)
+            self.engine.camera_gone(cam, self.now())
             log.info("live: %s's picture left", cam)
         if self._simulcast.get(cam) is publication:
             del self._simulcast[cam]

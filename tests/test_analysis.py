@@ -269,6 +269,23 @@ def test_latest_frame_semantics_and_prometheus_metrics(bikes, data_dir):
     assert 'aiobs_frames_dropped_total{camera="cam0"}' in text
 
 
+def test_a_camera_whose_picture_left_is_stale_at_the_next_tick_until_a_newer_frame(bikes):
+    """Live: a camera whose track left is stale at once (not after stale_after_s), a frame received before it left
+    but converted after (in flight) does not bring it back, and a frame received later does."""
+    engine = AnalysisEngine(["cam0"], detector=None)
+    try:
+        engine.submit_frame("cam0", 0.0, bikes[100][1])
+        assert not engine.tick(0.2)["cam0"].stale
+        engine.camera_gone("cam0", 0.3)
+        engine.submit_frame("cam0", 0.25, bikes[101][1])  # in flight when it left
+        obs = engine.tick(0.4)["cam0"]
+        assert obs.stale and "left" in obs.degraded["video"]
+        engine.submit_frame("cam0", 0.5, bikes[102][1])  # back
+        assert not engine.tick(0.6)["cam0"].stale
+    finally:
+        engine.close()
+
+
 @pytest.mark.parametrize("wait", [False, True])
 def test_a_live_tick_never_waits_on_a_slow_detection(bikes, wait):
     """Live (vision_wait=False): while the vision thread is still on an earlier batch, a tick goes on at once with the

@@ -62,6 +62,7 @@ class _Camera:
     frame: tuple[float, np.ndarray] | None = None  # latest-frame slot
     frames_dropped: int = 0  # frames overwritten in the slot before a tick took them
     left: bool = False  # its picture left (camera_gone); a tick takes it
+    left_t: float = float("-inf")  # when: a frame from before then (converted late) is not taken
     inbox_audio: deque = field(default_factory=deque)  # (t, samples) submitted since the last tick
     inbox_samples: int = 0
     audio_dropped: int = 0  # samples dropped from the inbox because no tick took them within INBOX_AUDIO_S
@@ -288,18 +289,21 @@ class AnalysisEngine:
         with self._lock:
             self.cameras.setdefault(camera_id, cam)  # two racing adds: the first one wins, the other is discarded
 
-    def camera_gone(self, camera_id: str) -> None:
-        """The camera's picture left (its track was unpublished, its camera left the room): it is stale from the next
-        tick on, until a frame comes again, rather than after `stale_after_s` without frames. Any thread."""
+    def camera_gone(self, camera_id: str, t: float) -> None:
+        """The camera's picture left at `t` (its track was unpublished, its camera left the room): it is stale from
+        the next tick on, until a frame received after `t` comes, rather than after `stale_after_s` without frames.
+        Any thread."""
         with self._lock:
             cam = self.cameras.get(camera_id)
             if cam is not None:
-                cam.frame, cam.left = None, True
+                cam.frame, cam.left, cam.left_t = None, True, t
 
     def submit_frame(self, camera_id: str, t: float, image: np.ndarray) -> None:
         """Put `image` in the camera's latest-frame slot (an unanalysed older frame is dropped). Any thread."""
         with self._lock:
             cam = self.cameras[camera_id]
+            if t <= cam.left_t:  # received before its picture left, submitted after (a conversion in flight)
+                return
             dropped = cam.frame is not None  # latest-frame slot: the older frame is dropped, never queued
             cam.left = False
             if dropped:
