@@ -6,10 +6,15 @@ Measured in one run:
 - ticks run / expected (the director's own count over its run time),
 - program fps as received,
 - program-added latency: arrival of a program frame showing camera 0's frame n minus the arrival of frame n on the
-  direct subscription to camera 0 (the program is locked to camera 0 for that phase), p50/p95,
+  direct subscription to camera 0 (the program is locked to camera 0 for that phase), p50/p95; the same by WebRTC's
+  render times on this viewer (`..._by_render_...`: without this busy viewer's own reading), and where it goes
+  (`added_latency_parts_ms`: the camera's hop into the director, the director's own share, the program's encode and
+  pacer, the viewer's jitter buffers, from WebRTC's own counters and the director's timing line),
 - first program frame after the director joined the room,
 - audio/video offset on the program: camera 0 clicks once a second on the frames whose number is a multiple of the
-  frame rate; the click's arrival on the program sound minus that frame's arrival on the program picture,
+  frame rate; the click's arrival on the program sound minus that frame's arrival on the program picture; and as
+  WebRTC plays them out (`av_playout_*`: the picture at its render time, the sound de-jittered); the same on camera
+  0's own tracks (`source_*`: what a hop of WebRTC brings without the director),
 - switch reaction: a scripted speaker change (camera 3 starts talking); the time from its first word (on the
   cameras' clock) until the program shows camera 3, on the cameras' clock (stamped frames) and by arrival,
 - the director process's CPU share (of the whole machine) over its run.
@@ -17,6 +22,8 @@ Measured in one run:
     .venv/bin/python bench/live.py               # ~60 s
     BENCH_LIVE_FPS=25 BENCH_LIVE_DELAY=0 .venv/bin/python bench/live.py
     BENCH_LIVE_AV_SYNC_MS=130 .venv/bin/python bench/live.py   # the director's lip sync (AIOBS_PROGRAM_AV_SYNC_MS)
+    BENCH_LIVE_SYNC_STREAMS=1 .venv/bin/python bench/live.py   # the server's room.sync_streams (camera+mic synced)
+    BENCH_LIVE_PLAYOUT_DELAY=0,0 .venv/bin/python bench/live.py  # the server's room.playout_delay (min,max ms)
     BENCH_LIVE_DATA=/tmp/run .venv/bin/python bench/live.py    # keep the director's data dir, livekit.log, director.log
 
 The cameras publish from this process, on the same CPU as the director: on a small machine that is a handicap the
@@ -46,17 +53,21 @@ for k, v in {"YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(ROOT / ".cache" / "ultr
 import numpy as np  # noqa: E402
 
 from runtime import rig  # noqa: E402
-from runtime.live import video_counts  # noqa: E402
+from runtime.live import track_counts  # noqa: E402
 from runtime.media import SAMPLE_RATE, iter_frames  # noqa: E402
+from runtime.program import ArrivalClock  # noqa: E402
 from runtime.models import sample_video  # noqa: E402
 
 FPS = int(os.environ.get("BENCH_LIVE_FPS", "15"))  # the cameras' frame rate
 PROGRAM_FPS = 25
 DELAY = float(os.environ.get("BENCH_LIVE_DELAY", "0"))
+SYNC_STREAMS = os.environ.get("BENCH_LIVE_SYNC_STREAMS", "0") == "1"  # the server's room.sync_streams
+PLAYOUT_DELAY = os.environ.get("BENCH_LIVE_PLAYOUT_DELAY", "")  # "min,max" ms: the server's room.playout_delay
 AV_SYNC_MS = os.environ.get("BENCH_LIVE_AV_SYNC_MS")  # the director's lip-sync setting (default: the settings')
 RUN_S = 40.0
 TALK_AT = 12.0  # camera 3's first word, this long after the director joined (camera 1 talks before)
-LOCK_AT = 24.0  # the operator locks the program to camera 0 (latency and A/V phase) this long after the join
+LOCK_AT = 18.0  # the operator locks the program to camera 0 (latency and A/V phase) this long after the join
+# (6 s after the speaker change: the reaction is 1-3 s; the rest of the run, ~20 clicks, measures latency and A/V)
 ROOM = "bench"
 TAGS = {f"cam{i}": tag for i, tag in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0),
                                                  (0, 255, 255)])}
@@ -114,9 +125,9 @@ async def operator(server, obs: dict, t0: float, stop: asyncio.Event, snd: dict,
     for p in room.remote_participants.values():
         joined(p)
     tasks = [asyncio.ensure_future(rig.read_stamps(await asyncio.wait_for(want["cam0", "video"], 60),
-                                                   obs["direct"], stop))]
+                                                   obs["direct"], stop, obs["direct_render"]))]
     tasks.append(asyncio.ensure_future(rig.read_stamps(await asyncio.wait_for(want["program", "video"], 120),
-                                                       obs["program"], stop)))
+                                                       obs["program"], stop, obs["program_render"])))
     tasks.append(asyncio.ensure_future(rig.read_levels(await asyncio.wait_for(want["program", "audio"], 60),
                                                        obs["sound"], stop)))
     tasks.append(asyncio.ensure_future(rig.read_levels(await asyncio.wait_for(want["cam0", "audio"], 60),
@@ -129,10 +140,15 @@ async def operator(server, obs: dict, t0: float, stop: asyncio.Event, snd: dict,
     await asyncio.sleep(max(0.0, t0 + obs["lock_at"] - time.monotonic()))
     await room.local_participant.publish_data(json.dumps({"action": "lock", "camera": "cam0", "timeout_s": 600}),
                                               topic="aiobs.override")
-    while not stop.is_set():  # what WebRTC itself counted on the program track (received, decoded, dropped), beside
-        got = await video_counts(want["program", "video"].result())  # what this viewer read; the last count before
-        if got:  # the director left
-            obs["program_rtc"] = {**got, "at": time.monotonic()}
+    keys = sorted(want)
+    while not stop.is_set():  # what WebRTC itself counted on the tracks this viewer receives (received, decoded,
+        # dropped, jitter buffer, decode), beside what it read; the last count before the director left
+        got = await asyncio.gather(*(track_counts(want[k].result()) for k in keys))
+        for (who, feed), c in zip(keys, got):
+            if c:
+                obs.setdefault("rtc", {})[f"{who}/{feed}"] = c
+        if got[keys.index(("program", "video"))]:
+            obs["program_rtc"] = {**got[keys.index(("program", "video"))], "at": time.monotonic()}
         try:
             await asyncio.wait_for(stop.wait(), 1.0)
         except asyncio.TimeoutError:
@@ -160,7 +176,8 @@ async def scenario(server, data_dir: Path) -> dict:
     t0 = time.monotonic() + 2.0  # the cameras' clock
     cams = [asyncio.ensure_future(rig.ScriptedCamera(cam, frames, tag, snd[cam], fps=FPS).run(server, ROOM, t0, stop))
             for cam, tag in TAGS.items()]
-    obs: dict = {"direct": [], "program": [], "sound": [], "direct_sound": []}
+    obs: dict = {"direct": [], "program": [], "sound": [], "direct_sound": [], "direct_render": {},
+                 "program_render": {}}
     watcher = asyncio.ensure_future(operator(server, obs, t0, stop, snd, speech))
     await asyncio.sleep(max(0.0, t0 + 1.0 - time.monotonic()))  # the cameras are up when the director arrives
     env = {**os.environ, "AIOBS_DATA_DIR": str(data_dir), "AIOBS_LIVEKIT_URL": server["url"],
@@ -203,8 +220,49 @@ def av_offsets(sound: list, pic: dict, t0: float, after: float) -> list[float]:
         if c < after:
             continue
         s = round(c - t0 - 0.06)  # the second this click belongs to (it arrives a little late)
-        if s * FPS in pic:
-            out.append(c - pic[s * FPS])
+        # frame s * FPS, or (a busy viewer's native queue drops a frame now and then) the nearest one read within
+        # three frames, moved by its distance at the camera's pace
+        near = [m for m in range(s * FPS - 3, s * FPS + 4) if m in pic]
+        if near:
+            m = min(near, key=lambda m: abs(m - s * FPS))
+            out.append(c - (pic[m] - (m - s * FPS) / FPS))
+    return out
+
+
+def latency_parts(stdout: str, rtc: dict, measured_p50: float | None) -> dict:
+    """Where the program's added latency goes, from WebRTC's own means per frame: the program path pays, beyond the
+    direct one, the camera's hop into the director (jitter buffer, decode), the director's own share (camera frame
+    in to program frame out, p50), the program's encode and pacer, and on this viewer the program's jitter buffer
+    and decode minus the direct track's. The rest (`unexplained`) is the SFU's forwarding, the director's event
+    loop before its clock, and the means' bias against a p50."""
+    num = (lambda m, i=1: float(m.group(i)) if m and m.group(i) not in (None, "?", "None") else None)
+    cams = re.search(r"picture jitter buffer (\S+) ms \+ decode (\S+) ms, sound jitter buffer (\S+) ms", stdout)
+    out = re.search(r"program frame out (\d+)/(\d+) ms", stdout)
+    enc = re.search(r"encode (\S+) ms, pacer (\S+) ms", stdout)
+    pv, dv = rtc.get("program/video", {}), rtc.get("cam0/video", {})
+    diff = (lambda k: round(pv[k] - dv[k], 1) if pv.get(k) is not None and dv.get(k) is not None else None)
+    parts = {"director_in_jitter_buffer": num(cams, 1), "director_in_decode": num(cams, 2),
+             "director_frame_out_p50": num(out, 1), "program_encode": num(enc, 1), "program_pacer": num(enc, 2),
+             "viewer_jitter_buffer_program_minus_direct": diff("jitter_buffer_ms"),
+             "viewer_decode_program_minus_direct": diff("decode_ms")}
+    known = [v for v in parts.values() if v is not None]
+    parts["sum"] = round(sum(known), 1) if known else None
+    parts["measured_p50"] = measured_p50
+    parts["unexplained"] = round(measured_p50 - parts["sum"], 1) if known and measured_p50 is not None else None
+    # the sound's own wait beside the picture's, per hop: what lip sync has to make up
+    pa, da = rtc.get("program/audio", {}), rtc.get("cam0/audio", {})
+    parts["sound_jitter_buffer"] = {"director_in": num(cams, 3), "viewer_program": pa.get("jitter_buffer_ms"),
+                                    "viewer_direct": da.get("jitter_buffer_ms")}
+    return parts
+
+
+def played(sound: list, frame_s: float = 0.01) -> list:
+    """The sound frames as WebRTC played them out, not as this busy viewer read them: a received track's 10 ms
+    frames leave its jitter buffer back to back, so each one's time is the earliest its arrivals explain
+    (runtime.program.ArrivalClock, as the director places its own mics' sound)."""
+    clock, out = ArrivalClock(), []
+    for t, peak in sound:
+        out.append((clock.start_of(t, frame_s) + frame_s, peak))
     return out
 
 
@@ -222,6 +280,13 @@ def measure(r: dict) -> dict:
         direct.setdefault(n, t)
     lock_at, talk_at = obs.get("lock_at", 1e9), obs.get("talk_at", 1e9)
     lat = [t - direct[n] for t, n, cam in prog if cam == "cam0" and n in direct and t > t0 + lock_at + 1.0]
+    # the same by WebRTC's render times on this viewer (frames decoded, out of the jitter buffer): the pipelines'
+    # delay without this viewer's own reading (a busy process: the cameras publish from it too)
+    pr, dr = obs.get("program_render", {}), obs.get("direct_render", {})
+    locked = {n for t, n, cam in prog if cam == "cam0" and t > t0 + lock_at + 1.0}
+    lat_render = [pr[n] - dr[n] for n in sorted(locked) if n in pr and n in dr]
+    read_lag = {"program": [t - pr[n] for t, n, cam in prog if cam == "cam0" and n in locked and n in pr],
+                "direct": [t - dr[n] for n, t in direct.items() if n in locked and n in dr]}
     # A/V: the click of second s (cam0's sound) vs frame s*FPS (cam0's picture), both on the program, while locked
     pic = {}
     for t, n, cam in prog:
@@ -235,10 +300,17 @@ def measure(r: dict) -> dict:
     for t, n, _ in obs["direct"]:
         direct_pic.setdefault(n, t)
     av_source = av_offsets(obs.get("direct_sound", []), direct_pic, t0, t0 + lock_at + 1.0)
+    # the same as WebRTC plays them out: the picture at its render time, the sound de-jittered (what a player shows
+    # and plays; the reads above add this viewer's own lateness, which a busy process makes large)
+    prog_render = {n: r_t for n, r_t in obs.get("program_render", {}).items() if n in pic}
+    av_play = av_offsets(played(obs["sound"]), prog_render, t0, t0 + lock_at + 1.0)
+    av_play_source = av_offsets(played(obs.get("direct_sound", [])), obs.get("direct_render", {}), t0,
+                                t0 + lock_at + 1.0)
     # switch reaction to camera 3's first word, on the cameras' clock and by arrival
     to3 = next(((t, n) for t, n, cam in prog if cam == "cam3" and n / FPS > talk_at - 3.0), None)
     word_arrival = next((t for t, n, _ in obs["direct"] if n >= talk_at * FPS), None)
     pct = (lambda xs, q: round(float(np.percentile(xs, q)) * 1000, 1) if xs else None)
+    lat_p50 = pct(lat, 50)
     expected = int(r["wall_s"] * 5.0)
     return {
         "ticks_run": ticks, "ticks_skipped": skipped, "ticks_failed": failed,
@@ -246,27 +318,46 @@ def measure(r: dict) -> dict:
         "program_fps_received": round((len(prog) - 1) / span, 2) if span == span and span > 0 else None,
         "program_added_latency_ms_p50": pct(lat, 50), "program_added_latency_ms_p95": pct(lat, 95),
         "latency_samples": len(lat),
+        "program_added_latency_by_render_ms_p50_p95": [pct(lat_render, 50), pct(lat_render, 95)],
+        "viewer_read_after_render_ms_p50_p95": {k: [pct(v, 50), pct(v, 95)] for k, v in read_lag.items()},
+        "added_latency_parts_ms": latency_parts(r["stdout"], obs.get("rtc", {}), lat_p50),
         # the program frames this viewer read vs what its WebRTC stack received and decoded over the whole run
-        "program_frames_read": len(prog), "program_rtc_viewer": obs.get("program_rtc"),
+        "program_frames_read": len(prog), "program_rtc_viewer": obs.get("program_rtc"), "viewer_rtc": obs.get("rtc"),
         "program_frames_read_by_then": sum(1 for t, _, _ in prog if t <= obs.get("program_rtc", {}).get("at", 0)),
         "first_program_frame_s": None if first is None else round(first, 2),
         "av_offset_ms_p50": pct(av, 50), "av_offset_ms_p95_abs": pct([abs(x) for x in av], 95), "av_samples": len(av),
         "source_av_offset_ms_p50": pct(av_source, 50), "source_av_samples": len(av_source),
         "director_added_av_ms_p50": round(pct(av, 50) - pct(av_source, 50), 1) if av and av_source else None,
+        "av_playout_ms_p50": pct(av_play, 50), "av_playout_ms_p95_abs": pct([abs(x) for x in av_play], 95),
+        "av_playout_samples": len(av_play), "source_av_playout_ms_p50": pct(av_play_source, 50),
+        "source_av_playout_ms_p95_abs": pct([abs(x) for x in av_play_source], 95),
         "switch_reaction_s_camera_clock": None if to3 is None else round(to3[1] / FPS - talk_at, 2),
         "switch_reaction_s_arrival": None if to3 is None or word_arrival is None else round(to3[0] - word_arrival, 2),
         "director_cpu_share": round(r["cpu_s"] / r["wall_s"] / os.cpu_count(), 3),
         "director_cores_used": round(r["cpu_s"] / r["wall_s"], 2), "cpus": os.cpu_count(),
         "director_timing": timing.group(1) if timing else None,
         "expected_ticks_wall": expected, "camera_fps": FPS, "program_delay_s": DELAY,
-        "program_av_sync_ms": None if AV_SYNC_MS is None else int(AV_SYNC_MS), "director_rc": r["rc"],
+        "program_av_sync_ms": None if AV_SYNC_MS is None else int(AV_SYNC_MS), "sync_streams": SYNC_STREAMS,
+        "playout_delay_ms": PLAYOUT_DELAY or None,
+        "director_rc": r["rc"],
     }
+
+
+def server_room_config() -> str:
+    """The livekit-server `room:` lines the bench was asked for: lip sync of a participant's camera and mic
+    (`sync_streams`), the playout delay the server asks its subscribers for (min and max ms; 0,0: none)."""
+    lines = "  sync_streams: true\n" if SYNC_STREAMS else ""
+    if PLAYOUT_DELAY:
+        lo, hi = (int(v) for v in PLAYOUT_DELAY.split(","))
+        lines += f"  playout_delay:\n    enabled: true\n    min: {lo}\n    max: {hi}\n"
+    return lines
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         lk = Path(os.environ["BENCH_LIVE_DATA"]) / "livekit" if os.environ.get("BENCH_LIVE_DATA") else Path(tmp) / "livekit"
-        with rig.livekit_server(ROOT / ".bin" / "livekit-server", lk) as server:
+        with rig.livekit_server(ROOT / ".bin" / "livekit-server", lk,
+                                room_extra=server_room_config()) as server:
             # BENCH_LIVE_DATA keeps the director's data dir (its feature log) to look into a surprising run
             data = Path(os.environ.get("BENCH_LIVE_DATA") or Path(tmp) / "data")
             r = asyncio.run(asyncio.wait_for(scenario(server, data), RUN_S + 180))
@@ -287,6 +378,7 @@ def main() -> None:
         and res["program_added_latency_ms_p95"] <= 40 and DELAY == 0,
         "first_frame_lt_2s": res["first_program_frame_s"] is not None and res["first_program_frame_s"] < 2,
         "av_offset_lt_40ms": res["av_offset_ms_p95_abs"] is not None and res["av_offset_ms_p95_abs"] < 40,
+        "av_playout_lt_40ms": res["av_playout_ms_p95_abs"] is not None and res["av_playout_ms_p95_abs"] < 40,
     }
     print(json.dumps(res))
 

@@ -92,11 +92,15 @@ class LiveReport:
     tick_s: deque = field(default_factory=lambda: deque(maxlen=3000))  # the latest ticks' durations, start to end
     # for the latest fresh program frames: from its camera frame's arrival (+ delay and lip-sync hold) to sent
     frame_out_s: deque = field(default_factory=lambda: deque(maxlen=3000))
+    # for the latest camera frames: from WebRTC's render time for it (decoded, out of the jitter buffer) to the
+    # director's reader having it (the native queue and the event loop between them)
+    frame_in_s: deque = field(default_factory=lambda: deque(maxlen=3000))
     stage_ms: dict = field(default_factory=dict)  # analysis stages, {stage: {"p50", "p95", "mean", "n"}}, at the end
     vision_busy_ticks: int = 0  # ticks that went on without waiting for people still being detected
     frames_in: dict = field(default_factory=dict)  # camera -> video frames received
     frame_sizes: dict = field(default_factory=dict)  # camera -> (width, height) of its latest frame received
-    program_encoder: dict = field(default_factory=dict)  # video_counts() of the program track, at the end
+    program_encoder: dict = field(default_factory=dict)  # track_counts() of the program track, at the end
+    inbound: dict = field(default_factory=dict)  # "camera/feed" -> track_counts() of its track as received, at the end
     layer_changes: int = 0  # simulcast layer requests (the program's next cameras up, the others down)
     stream_restarts: dict = field(default_factory=dict)  # "camera/feed" -> streams renewed after yielding nothing
 
@@ -105,7 +109,20 @@ class LiveReport:
         if "encoded" not in e:
             return ""
         return (f", {e.get('captured', '?')} captured by the source, {e['encoded']} encoded, {e['sent']} sent"
-                f" (encoder limited by: {e['limited_by']})")
+                f" (encoder limited by: {e['limited_by']}; encode {e.get('encode_ms')} ms, pacer"
+                f" {e.get('send_delay_ms')} ms a frame)")
+
+    def _received(self) -> list[str]:
+        """The cameras' own WebRTC hop into the director, mean per frame over the cameras: jitter buffer and
+        decode of the pictures, jitter buffer of the sound (its delay beside the picture's is the lip-sync gap the
+        cameras bring)."""
+        def mean(feed: str, key: str) -> str:
+            xs = [c[key] for k, c in self.inbound.items() if k.endswith("/" + feed) and c.get(key) is not None]
+            return f"{np.mean(xs):.0f}" if xs else "?"
+        if not self.inbound:
+            return []
+        return [f"cameras in: picture jitter buffer {mean('video', 'jitter_buffer_ms')} ms + decode "
+                f"{mean('video', 'decode_ms')} ms, sound jitter buffer {mean('audio', 'jitter_buffer_ms')} ms"]
 
     def timing(self) -> str:
         """'tick 41/120 ms (p50/p95), detect_track 35/80, ...': where a live session's time went."""
@@ -118,13 +135,17 @@ class LiveReport:
             a = np.asarray(self.frame_out_s) * 1000
             parts.append(f"program frame out {np.percentile(a, 50):.0f}/{np.percentile(a, 95):.0f} ms after its "
                          f"camera frame came")
+        if self.frame_in_s:
+            a = np.asarray(self.frame_in_s) * 1000
+            parts.append(f"camera frames came {np.percentile(a, 50):.0f}/{np.percentile(a, 95):.0f} ms after their "
+                         f"render time")
         return ", ".join(parts + [f"{self.vision_busy_ticks} ticks went on while people were still being detected",
                                   "frames in " + " ".join(f"{c}:{n}" for c, n in sorted(self.frames_in.items())),
                                   f"program frames out {self.program_frames} ({self.program_frames_late} never made: "
                                   f"the program loop ran late"
                                   + (f"; {self.program_frame_errors} could not be made" if self.program_frame_errors
                                      else "") + ")" + self._encoded(),
-                                  f"stalled streams renewed {self.stream_restarts or 0}"]
+                                  f"stalled streams renewed {self.stream_restarts or 0}"] + self._received()
                             + ([f"simulcast layers asked {self.layer_changes} times"] if self.layer_changes else []))
 
 
@@ -149,11 +170,19 @@ def next_in_line(scores: dict[str, float], taken: set[str], current: str | None,
     return top, now
 
 
-async def video_counts(track, timeout_s: float = 2.0) -> dict:
-    """What WebRTC counted of a video track so far. A published track: `captured` (frames into its source),
-    `encoded`, `sent` (its top layer) and `limited_by` (what last held the encoder back: none, cpu, bandwidth,
-    other). A received one: `received`, `decoded`, `dropped` (by the decoder or the renderer's queue) and
-    `freezes`. {} when the stats cannot be read (the track is gone, the room left)."""
+def _per(total: float, n: int) -> float | None:
+    """A WebRTC running total per frame (or packet), in ms; None before the first one."""
+    return round(1000.0 * total / n, 1) if n else None
+
+
+async def track_counts(track, timeout_s: float = 2.0) -> dict:
+    """What WebRTC counted of a track so far, and where its time went (means per frame, ms, since it began).
+    A published video track: `captured` (frames into its source), `encoded`, `sent` (its top layer), `limited_by`
+    (what last held the encoder back: none, cpu, bandwidth, other), `encode_ms` and `send_delay_ms` (a packet's
+    wait in the pacer). A received one: `received`, `decoded`, `dropped` (by the decoder or the renderer's queue),
+    `freezes`, `jitter_buffer_ms` (a frame's wait in the jitter buffer), `decode_ms` and `processing_ms` (its first
+    packet in to decoded). A received audio track: `jitter_buffer_ms` (a sample's wait, the sound's own delay).
+    {} when the stats cannot be read (the track is gone, the room left)."""
     try:
         stats = await asyncio.wait_for(track.get_stats(), timeout_s)
     except Exception:  # noqa: BLE001 - diagnostics only: a track that cannot say has nothing to add
@@ -167,11 +196,18 @@ async def video_counts(track, timeout_s: float = 2.0) -> dict:
             o = s.outbound_rtp.outbound
             if o.frames_encoded >= out.get("encoded", -1):
                 out.update(encoded=int(o.frames_encoded), sent=int(o.frames_sent),
-                           limited_by=LIMITATION_NAMES.get(int(o.quality_limitation_reason), "other"))
-        elif kind == "inbound_rtp" and s.inbound_rtp.inbound.frames_received:
+                           limited_by=LIMITATION_NAMES.get(int(o.quality_limitation_reason), "other"),
+                           encode_ms=_per(o.total_encode_time, int(o.frames_encoded)),
+                           send_delay_ms=_per(o.total_packet_send_delay, int(s.outbound_rtp.sent.packets_sent)))
+        elif kind == "inbound_rtp":
             i = s.inbound_rtp.inbound
-            out.update(received=int(i.frames_received), decoded=int(i.frames_decoded), dropped=int(i.frames_dropped),
-                       freezes=int(i.freeze_count))
+            if i.frames_received:
+                out.update(received=int(i.frames_received), decoded=int(i.frames_decoded),
+                           dropped=int(i.frames_dropped), freezes=int(i.freeze_count),
+                           decode_ms=_per(i.total_decode_time, int(i.frames_decoded)),
+                           processing_ms=_per(i.total_processing_delay, int(i.frames_decoded)))
+            if i.jitter_buffer_emitted_count:
+                out["jitter_buffer_ms"] = _per(i.jitter_buffer_delay, int(i.jitter_buffer_emitted_count))
     return out
 
 
@@ -327,6 +363,8 @@ class LiveDirector:
         try:
             async for ev in stream:
                 t = self.now()
+                if ev.timestamp_us > 0:  # WebRTC's render time, on the same monotonic clock
+                    self.report.frame_in_s.append(time.monotonic() - ev.timestamp_us / 1e6)
                 if min(ev.frame.width, ev.frame.height) < MIN_PICTURE_PX:  # not a camera's picture: what a closing
                     continue  # track leaves behind (8x8)
                 self._last_in[(cam, "video")] = t
@@ -884,7 +922,10 @@ class LiveDirector:
                     await asyncio.gather(*workers, *self._tasks, return_exceptions=True)
         finally:  # whatever failed after joining: leave the room and free the models and threads
             if track is not None:  # what became of the frames sent: the encoder may drop some (cpu, frame rate)
-                self.report.program_encoder = await video_counts(track)
+                self.report.program_encoder = await track_counts(track)
+            keys = sorted(self._readers)  # where the cameras' time went on the way in
+            got = await asyncio.gather(*(track_counts(self._readers[k][1]) for k in keys))
+            self.report.inbound = {f"{cam}/{feed}": c for (cam, feed), c in zip(keys, got) if c}
             await room.disconnect()
             self._link("disconnected")
             self.close()

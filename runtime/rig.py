@@ -63,10 +63,11 @@ def free_port() -> int:
 
 @contextmanager
 def livekit_server(exe: Path, workdir: Path, timeout_s: float = 30.0, ports: tuple[int, int, int] | None = None,
-                   rtc_extra: str = ""):
+                   rtc_extra: str = "", room_extra: str = ""):
     """A real livekit-server on 127.0.0.1 with dev keys: yields {"url", "api_key", "api_secret", "ports"}. `ports`
     (http, rtc tcp, rtc udp) lets a test restart a server where the last one was; `rtc_extra`: more lines of its
-    `rtc:` config, indented two spaces. RuntimeError (with the server's output) when it does not come up."""
+    `rtc:` config, indented two spaces; `room_extra`: lines of its `room:` config (e.g. "  sync_streams: true\n").
+    RuntimeError (with the server's output) when it does not come up."""
     if not Path(exe).is_file():
         raise RuntimeError(f"livekit-server is not installed at {exe}: run ./dev.sh setup")
     if ports is None:  # three different ports (the OS may hand the same free port out twice in a row)
@@ -82,6 +83,7 @@ def livekit_server(exe: Path, workdir: Path, timeout_s: float = 30.0, ports: tup
     cfg.write_text(
         f"port: {port}\nbind_addresses: [127.0.0.1]\n"
         f"rtc:\n  tcp_port: {tcp}\n  udp_port: {udp}\n  use_external_ip: false\n  node_ip: 127.0.0.1\n{rtc_extra}"
+        + (f"room:\n{room_extra}" if room_extra else "") +
         f"keys:\n  {DEV_KEY}: {DEV_SECRET}\n"
         f"logging:\n  level: warn\n"
     )
@@ -197,8 +199,10 @@ async def subscribe(room, wanted: dict[tuple[str, str], asyncio.Future]) -> None
             fut.set_result(track)
 
 
-async def read_stamps(track, out: list, stop: asyncio.Event) -> None:
-    """Append (arrival monotonic time, frame number, colour tag) for every frame of a received video track."""
+async def read_stamps(track, out: list, stop: asyncio.Event, render: dict | None = None) -> None:
+    """Append (arrival monotonic time, frame number, colour tag) for every frame of a received video track; `render`
+    gets {frame number: WebRTC's render time for it} (decoded and out of the jitter buffer, the same monotonic
+    clock), which tells the pipeline's delay from this reader's own."""
     from livekit import rtc
 
     stream = rtc.VideoStream(track)
@@ -209,6 +213,8 @@ async def read_stamps(track, out: list, stop: asyncio.Event) -> None:
             got = read_stamp(np.frombuffer(f.data, np.uint8).reshape(f.height, f.width, 3))
             if got is not None:
                 out.append((t, *got))
+                if render is not None and ev.timestamp_us > 0:
+                    render.setdefault(got[0], ev.timestamp_us / 1e6)
             if stop.is_set():
                 break
     finally:

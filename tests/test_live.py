@@ -271,6 +271,11 @@ def test_live_director_in_a_real_room(livekit_server, data_dir):
     assert status["recent_cuts"][-1]["reason"] == "override_lock" and status["health"]["ticks"] == report.ticks
     assert status["health"]["program_frames_late"] == report.program_frames_late < report.program_frames
     assert f"program frames out {report.program_frames} ({report.program_frames_late} never made" in report.timing()
+    # where the time went, as WebRTC counted it: the program's encode, each camera's hop in (read before leaving)
+    assert report.program_encoder["encoded"] > 0 and report.program_encoder["encode_ms"] > 0
+    assert report.inbound["host/video"]["decoded"] > 0 and report.inbound["host/video"]["jitter_buffer_ms"] >= 0
+    assert report.inbound["host/audio"]["jitter_buffer_ms"] > 0  # the sound's own wait, beside the picture's
+    assert "cameras in: picture jitter buffer" in report.timing() and len(report.frame_in_s) > 50
     from prometheus_client import REGISTRY
 
     def sample(name, **labels):
