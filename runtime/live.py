@@ -95,6 +95,8 @@ class LiveReport:
     # for the latest camera frames: from WebRTC's render time for it (decoded, out of the jitter buffer) to the
     # director's reader having it (the native queue and the event loop between them)
     frame_in_s: deque = field(default_factory=lambda: deque(maxlen=3000))
+    frame_hold_s: deque = field(default_factory=lambda: deque(maxlen=3000))  # of frame_out_s: held for the spacing
+    frame_wake_s: deque = field(default_factory=lambda: deque(maxlen=3000))  # of it: before the program thread began
     stage_ms: dict = field(default_factory=dict)  # analysis stages, {stage: {"p50", "p95", "mean", "n"}}, at the end
     vision_busy_ticks: int = 0  # ticks that went on without waiting for people still being detected
     frames_in: dict = field(default_factory=dict)  # camera -> video frames received
@@ -126,19 +128,17 @@ class LiveReport:
 
     def timing(self) -> str:
         """'tick 41/120 ms (p50/p95), detect_track 35/80, ...': where a live session's time went."""
-        parts = []
-        if self.tick_s:
-            a = np.asarray(self.tick_s) * 1000
-            parts.append(f"tick {np.percentile(a, 50):.0f}/{np.percentile(a, 95):.0f} ms (p50/p95)")
+        def ms(xs) -> str:
+            a = np.asarray(xs) * 1000
+            return f"{np.percentile(a, 50):.0f}/{np.percentile(a, 95):.0f}"
+
+        parts = [f"tick {ms(self.tick_s)} ms (p50/p95)"] if self.tick_s else []
         parts += [f"{k} {v['p50']:.0f}/{v['p95']:.0f}" for k, v in sorted(self.stage_ms.items()) if k != "tick"]
         if self.frame_out_s:
-            a = np.asarray(self.frame_out_s) * 1000
-            parts.append(f"program frame out {np.percentile(a, 50):.0f}/{np.percentile(a, 95):.0f} ms after its "
-                         f"camera frame came")
+            parts.append(f"program frame out {ms(self.frame_out_s)} ms after its camera frame came (of it: the program "
+                         f"thread began after {ms(self.frame_wake_s)}, held for spacing {ms(self.frame_hold_s)})")
         if self.frame_in_s:
-            a = np.asarray(self.frame_in_s) * 1000
-            parts.append(f"camera frames came {np.percentile(a, 50):.0f}/{np.percentile(a, 95):.0f} ms after their "
-                         f"render time")
+            parts.append(f"camera frames came {ms(self.frame_in_s)} ms after their render time")
         return ", ".join(parts + [f"{self.vision_busy_ticks} ticks went on while people were still being detected",
                                   "frames in " + " ".join(f"{c}:{n}" for c, n in sorted(self.frames_in.items())),
                                   f"program frames out {self.program_frames} ({self.program_frames_late} never made: "
@@ -719,7 +719,7 @@ class LiveDirector:
                 on_air = stamped.get(comp.program)
                 fresh = on_air is not None and on_air[0] != aired_t
                 aired_t = on_air[0] if on_air is not None else aired_t
-                handed = self._compose_and_send(pt, frames, source, clock)
+                handed, held = self._compose_and_send(pt, frames, source, clock)
             except Exception as e:  # noqa: BLE001 - one bad frame must not end the program
                 self.report.program_frame_errors += 1
                 if self.report.program_frame_errors in (1, 10, 100) or self.report.program_frame_errors % 1000 == 0:
@@ -729,6 +729,8 @@ class LiveDirector:
                 continue
             if fresh:
                 self.report.frame_out_s.append(handed - (aired_t + lag))
+                self.report.frame_hold_s.append(held)
+                self.report.frame_wake_s.append(sent - (aired_t + lag))
                 metrics.PROGRAM_FRAME_OUT_SECONDS.labels(self.room_name).observe(self.report.frame_out_s[-1])
             self.report.program_frames += 1
             metrics.PROGRAM_FRAMES.labels(self.room_name).inc()
@@ -745,20 +747,20 @@ class LiveDirector:
                 if wait <= 0 or not self._picture_news.wait(wait):
                     break
 
-    def _compose_and_send(self, pt: float, frames: dict, source, clock: ProgramClock) -> float:
+    def _compose_and_send(self, pt: float, frames: dict, source, clock: ProgramClock) -> tuple[float, float]:
         """Program thread: convert the frames on air, composite one program frame, hold it as long as the clock says
         (WebRTC would drop a frame handed over sooner), and hand it to the source. Returns when it was handed over
-        (session clock)."""
+        (session clock) and how long it was held."""
         from livekit import rtc
 
         rgb = {cam: None if f is None else _rgb(f, self.program_size) for cam, f in frames.items()}
         rgba = cv2.cvtColor(self.compositor.compose(pt, rgb), cv2.COLOR_RGB2RGBA)
-        hold = clock.hold(self.now())
+        hold = max(0.0, clock.hold(self.now()))
         if hold > 0:
             time.sleep(hold)
         w, h = self.program_size
         source.capture_frame(rtc.VideoFrame(w, h, rtc.VideoBufferType.RGBA, rgba.tobytes()))
-        return self.now()
+        return self.now(), hold
 
     def _program_samples(self, s0: int, n: int) -> np.ndarray:
         """The program sound for samples [s0, s0 + n) of the session clock: the mic of the camera on program (the

@@ -102,7 +102,7 @@ def livekit_server(exe: Path, workdir: Path, timeout_s: float = 30.0, ports: tup
                 raise RuntimeError(f"livekit-server did not start: {log_path.read_text(errors='replace')[-2000:]}")
             time.sleep(0.2)
         yield {"url": f"ws://127.0.0.1:{port}", "api_key": DEV_KEY, "api_secret": DEV_SECRET,
-               "ports": (port, tcp, udp)}
+               "ports": (port, tcp, udp), "pid": proc.pid}
     finally:
         proc.terminate()
         try:
