@@ -262,7 +262,8 @@ def latency_parts(stdout: str, rtc: dict, by_render_p50: float | None, read_late
     enc = re.search(r"encode (\S+) ms, pacer (\S+) ms", stdout)
     pv, dv = rtc.get("program/video", {}), rtc.get("cam0/video", {})
     diff = (lambda k: round(pv[k] - dv[k], 1) if pv.get(k) is not None and dv.get(k) is not None else None)
-    parts = {"director_in_jitter_buffer": num(cams, 1), "director_in_decode": num(cams, 2),
+    parts = {"director_hold_ms": round(DELAY * 1000 + max(0, int(AV_SYNC_MS or 0))),  # broadcast delay, lip sync
+             "director_in_jitter_buffer": num(cams, 1), "director_in_decode": num(cams, 2),
              "director_reads_after_render_p50": num(came, 1),
              "director_frame_out_p50": num(out, 1), "program_encode": num(enc, 1), "program_pacer": num(enc, 2),
              "viewer_jitter_buffer_program_minus_direct": diff("jitter_buffer_ms"),
