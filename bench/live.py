@@ -19,7 +19,7 @@ Measured in one run:
   cameras' clock) until the program shows camera 3, on the cameras' clock (stamped frames) and by arrival,
 - the director process's CPU share (of the whole machine) over its run.
 
-    .venv/bin/python bench/live.py               # ~60 s
+    .venv/bin/python bench/live.py               # ~80 s
     BENCH_LIVE_FPS=25 BENCH_LIVE_DELAY=0 .venv/bin/python bench/live.py
     BENCH_LIVE_AV_SYNC_MS=130 .venv/bin/python bench/live.py   # the director's lip sync (AIOBS_PROGRAM_AV_SYNC_MS)
     BENCH_LIVE_SYNC_STREAMS=1 .venv/bin/python bench/live.py   # the server's room.sync_streams (camera+mic synced)
@@ -54,7 +54,7 @@ for k, v in {"YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(ROOT / ".cache" / "ultr
 import numpy as np  # noqa: E402
 
 from runtime import rig  # noqa: E402
-from runtime.live import track_counts  # noqa: E402
+from runtime.live import counts_since, track_counts  # noqa: E402
 from runtime.media import SAMPLE_RATE, iter_frames  # noqa: E402
 from runtime.program import ArrivalClock  # noqa: E402
 from runtime.models import sample_video  # noqa: E402
@@ -68,10 +68,11 @@ PLAYOUT_DELAY = os.environ.get("BENCH_LIVE_PLAYOUT_DELAY", "")  # "min,max" ms: 
 # machines; here they share its 2 cores, and the director's own share of the latency is mostly waiting for a core
 DIRECTOR_FIRST = os.environ.get("BENCH_LIVE_DIRECTOR_FIRST", "0") == "1"
 AV_SYNC_MS = os.environ.get("BENCH_LIVE_AV_SYNC_MS")  # the director's lip-sync setting (default: the settings')
-RUN_S = 40.0
+RUN_S = 50.0
 TALK_AT = 12.0  # camera 3's first word, this long after the director joined (camera 1 talks before)
-LOCK_AT = 18.0  # the operator locks the program to camera 0 (latency and A/V phase) this long after the join
-# (6 s after the speaker change: the reaction is 1-3 s; the rest of the run, ~20 clicks, measures latency and A/V)
+LOCK_AT = 24.0  # the operator locks the program to camera 0 (latency and A/V phase) this long after the join
+# (12 s after the speaker change, which the director has taken after 1-6 s; the rest of the run measures latency and
+# A/V: ~20 clicks, one a second)
 ROOM = "bench"
 TAGS = {f"cam{i}": tag for i, tag in enumerate([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0),
                                                  (0, 255, 255)])}
@@ -145,12 +146,14 @@ async def operator(server, obs: dict, t0: float, stop: asyncio.Event, snd: dict,
     await room.local_participant.publish_data(json.dumps({"action": "lock", "camera": "cam0", "timeout_s": 600}),
                                               topic="aiobs.override")
     keys = sorted(want)
+    at_lock = await asyncio.gather(*(track_counts(want[k].result()) for k in keys))  # the locked phase's means are
+    obs["rtc_at_lock"] = {f"{who}/{feed}": c for (who, feed), c in zip(keys, at_lock) if c}  # taken from here on
     while not stop.is_set():  # what WebRTC itself counted on the tracks this viewer receives (received, decoded,
         # dropped, jitter buffer, decode), beside what it read; the last count before the director left
         got = await asyncio.gather(*(track_counts(want[k].result()) for k in keys))
         for (who, feed), c in zip(keys, got):
             if c:
-                obs.setdefault("rtc", {})[f"{who}/{feed}"] = c
+                obs.setdefault("rtc", {})[f"{who}/{feed}"] = counts_since(obs["rtc_at_lock"].get(f"{who}/{feed}"), c)
         if got[keys.index(("program", "video"))]:
             obs["program_rtc"] = {**got[keys.index(("program", "video"))], "at": time.monotonic()}
         try:
@@ -247,7 +250,8 @@ def av_offsets(sound: list, pic: dict, t0: float, after: float) -> list[float]:
 
 
 def latency_parts(stdout: str, rtc: dict, by_render_p50: float | None, read_later_p50: float | None) -> dict:
-    """Where the program's added latency goes, from WebRTC's own means per frame and the director's timing line:
+    """Where the program's added latency goes, from WebRTC's own means per frame (this viewer's over the locked
+    phase, the director's over its last 20-30 s) and the director's timing line:
     the program path pays, beyond the direct one, the camera's hop into the director (jitter buffer, decode, and
     its reader's wait after the render time), the director's own share (camera frame in to program frame out, p50),
     the program's encode and pacer, and on this viewer the program's jitter buffer and decode minus the direct
@@ -259,10 +263,11 @@ def latency_parts(stdout: str, rtc: dict, by_render_p50: float | None, read_late
     cams = re.search(r"picture jitter buffer (\S+) ms \+ decode (\S+) ms, sound jitter buffer (\S+) ms", stdout)
     came = re.search(r"camera frames came (-?\d+)/(-?\d+) ms after their render time", stdout)
     out = re.search(r"program frame out (\d+)/(\d+) ms", stdout)
-    enc = re.search(r"encode (\S+) ms, pacer (\S+) ms", stdout)
+    enc = re.search(r"encode (\S+) ms a frame, pacer (\S+) ms", stdout)
     pv, dv = rtc.get("program/video", {}), rtc.get("cam0/video", {})
     diff = (lambda k: round(pv[k] - dv[k], 1) if pv.get(k) is not None and dv.get(k) is not None else None)
-    parts = {"director_hold_ms": round(DELAY * 1000 + max(0, int(AV_SYNC_MS or 0))),  # broadcast delay, lip sync
+    hold = int(AV_SYNC_MS if AV_SYNC_MS is not None else os.environ.get("AIOBS_PROGRAM_AV_SYNC_MS", "0"))
+    parts = {"director_hold_ms": round(DELAY * 1000 + max(0, hold)),  # broadcast delay and lip-sync hold
              "director_in_jitter_buffer": num(cams, 1), "director_in_decode": num(cams, 2),
              "director_reads_after_render_p50": num(came, 1),
              "director_frame_out_p50": num(out, 1), "program_encode": num(enc, 1), "program_pacer": num(enc, 2),
@@ -288,6 +293,11 @@ def played(sound: list, frame_s: float = 0.01) -> list:
     for t, peak in sound:
         out.append((clock.start_of(t, frame_s) + frame_s, peak))
     return out
+
+
+def bare(counts: dict | None) -> dict | None:
+    """track_counts() without the running totals behind its means (for the JSON)."""
+    return None if counts is None else {k: v for k, v in counts.items() if k != "totals"}
 
 
 def measure(r: dict) -> dict:
@@ -348,7 +358,8 @@ def measure(r: dict) -> dict:
             round(pct(read_lag["program"], 50) - pct(read_lag["direct"], 50), 1)
             if read_lag["program"] and read_lag["direct"] else None),
         # the program frames this viewer read vs what its WebRTC stack received and decoded over the whole run
-        "program_frames_read": len(prog), "program_rtc_viewer": obs.get("program_rtc"), "viewer_rtc": obs.get("rtc"),
+        "program_frames_read": len(prog), "program_rtc_viewer": bare(obs.get("program_rtc")),
+        "viewer_rtc": {k: bare(v) for k, v in obs.get("rtc", {}).items()},
         "program_frames_read_by_then": sum(1 for t, _, _ in prog if t <= obs.get("program_rtc", {}).get("at", 0)),
         "first_program_frame_s": None if first is None else round(first, 2),
         "av_offset_ms_p50": pct(av, 50), "av_offset_ms_p95_abs": pct([abs(x) for x in av], 95), "av_samples": len(av),

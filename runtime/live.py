@@ -53,6 +53,7 @@ LIMITATION_NAMES = {0: "none", 1: "cpu", 2: "bandwidth", 3: "other"}  # WebRTC's
 MIN_PICTURE_PX = 16  # a received frame smaller than this on a side is no camera's picture
 ANALYSIS_AUDIO_MS = 50  # the analysis feed's sound arrives in frames this long
 STREAM_STALL_S = 3.0  # a subscribed, unmuted track whose stream yields nothing this long gets a new stream
+INBOUND_MARK_S = 10  # the cameras' WebRTC counters are read this often, so the end reports the last 20-30 s
 
 
 class LiveError(RuntimeError):
@@ -103,7 +104,10 @@ class LiveReport:
     frame_sizes: dict = field(default_factory=dict)  # camera -> (width, height) of its latest frame received
     program_encoder: dict = field(default_factory=dict)  # track_counts() of the program track, at the end
     inbound: dict = field(default_factory=dict)  # "camera/feed" -> track_counts() of its track as received, at the end
+    inbound_window_s: float = 0.0  # ... its means over this last stretch of the session
     layer_changes: int = 0  # simulcast layer requests (the program's next cameras up, the others down)
+    link_lost: int = 0  # times the LiveKit link dropped while directing (not our own leaving)
+    link_down_s: float = 0.0  # how long it was down in all: the room got no program meanwhile
     stream_restarts: dict = field(default_factory=dict)  # "camera/feed" -> streams renewed after yielding nothing
 
     def _encoded(self) -> str:
@@ -111,20 +115,22 @@ class LiveReport:
         if "encoded" not in e:
             return ""
         return (f", {e.get('captured', '?')} captured by the source, {e['encoded']} encoded, {e['sent']} sent"
-                f" (encoder limited by: {e['limited_by']}; encode {e.get('encode_ms')} ms, pacer"
-                f" {e.get('send_delay_ms')} ms a frame)")
+                f" (encoder limited by: {e['limited_by']}; encode {e.get('encode_ms')} ms a frame, pacer"
+                f" {e.get('send_delay_ms')} ms a packet)")
 
     def _received(self) -> list[str]:
-        """The cameras' own WebRTC hop into the director, mean per frame over the cameras: jitter buffer and
-        decode of the pictures, jitter buffer of the sound (its delay beside the picture's is the lip-sync gap the
-        cameras bring)."""
+        """The cameras' own WebRTC hop into the director, mean per frame over the last 20-30 s (not the busy start)
+        and over the cameras still in the room at the end (named): jitter buffer and decode of the pictures, jitter
+        buffer of the sound (its delay beside the picture's is the lip-sync gap the cameras bring)."""
         def mean(feed: str, key: str) -> str:
             xs = [c[key] for k, c in self.inbound.items() if k.endswith("/" + feed) and c.get(key) is not None]
             return f"{np.mean(xs):.0f}" if xs else "?"
         if not self.inbound:
             return []
-        return [f"cameras in: picture jitter buffer {mean('video', 'jitter_buffer_ms')} ms + decode "
-                f"{mean('video', 'decode_ms')} ms, sound jitter buffer {mean('audio', 'jitter_buffer_ms')} ms"]
+        cams = sorted({k.split("/")[0] for k in self.inbound})
+        return [f"cameras in ({' '.join(cams)}; means over the last {self.inbound_window_s:.0f} s): picture jitter "
+                f"buffer {mean('video', 'jitter_buffer_ms')} ms + decode {mean('video', 'decode_ms')} ms, sound jitter "
+                f"buffer {mean('audio', 'jitter_buffer_ms')} ms"]
 
     def timing(self) -> str:
         """'tick 41/120 ms (p50/p95), detect_track 35/80, ...': where a live session's time went."""
@@ -134,13 +140,16 @@ class LiveReport:
 
         parts = [f"tick {ms(self.tick_s)} ms (p50/p95)"] if self.tick_s else []
         parts += [f"{k} {v['p50']:.0f}/{v['p95']:.0f}" for k, v in sorted(self.stage_ms.items()) if k != "tick"]
-        if self.frame_out_s:
+        if self.frame_out_s:  # (the three deques are appended together: frame by frame)
+            made = np.asarray(self.frame_out_s) - np.asarray(self.frame_wake_s) - np.asarray(self.frame_hold_s)
             parts.append(f"program frame out {ms(self.frame_out_s)} ms after its camera frame came (of it: the program "
-                         f"thread began after {ms(self.frame_wake_s)}, held for spacing {ms(self.frame_hold_s)})")
+                         f"thread began after {ms(self.frame_wake_s)}, held for spacing {ms(self.frame_hold_s)}, "
+                         f"composed and handed over in {ms(made)}; on a busy machine mostly waiting for a core)")
         if self.frame_in_s:
-            parts.append(f"camera frames came {ms(self.frame_in_s)} ms after their render time")
+            parts.append(f"camera frames came {ms(self.frame_in_s)} ms after their render time (negative: before)")
         return ", ".join(parts + [f"{self.vision_busy_ticks} ticks went on while people were still being detected",
-                                  "frames in " + " ".join(f"{c}:{n}" for c, n in sorted(self.frames_in.items())),
+                                  "frames in " + (" ".join(f"{c}:{n}" for c, n in sorted(self.frames_in.items()))
+                                                  or "none"),
                                   f"program frames out {self.program_frames} ({self.program_frames_late} never made: "
                                   f"the program loop ran late"
                                   + (f"; {self.program_frame_errors} could not be made" if self.program_frame_errors
@@ -182,12 +191,14 @@ async def track_counts(track, timeout_s: float = 2.0) -> dict:
     wait in the pacer). A received one: `received`, `decoded`, `dropped` (by the decoder or the renderer's queue),
     `freezes`, `jitter_buffer_ms` (a frame's wait in the jitter buffer), `decode_ms` and `processing_ms` (its first
     packet in to decoded). A received audio track: `jitter_buffer_ms` (a sample's wait, the sound's own delay).
+    `totals` keeps the running totals behind each mean ({name: [seconds, count]}) for `counts_since`.
     {} when the stats cannot be read (the track is gone, the room left)."""
     try:
         stats = await asyncio.wait_for(track.get_stats(), timeout_s)
     except Exception:  # noqa: BLE001 - diagnostics only: a track that cannot say has nothing to add
         return {}
-    out: dict = {}
+    out: dict = {"totals": {}}
+    tot = out["totals"]
     for s in stats:
         kind = s.WhichOneof("stats")
         if kind == "media_source" and s.media_source.HasField("video"):
@@ -199,6 +210,8 @@ async def track_counts(track, timeout_s: float = 2.0) -> dict:
                            limited_by=LIMITATION_NAMES.get(int(o.quality_limitation_reason), "other"),
                            encode_ms=_per(o.total_encode_time, int(o.frames_encoded)),
                            send_delay_ms=_per(o.total_packet_send_delay, int(s.outbound_rtp.sent.packets_sent)))
+                tot.update(encode=[o.total_encode_time, int(o.frames_encoded)],
+                           send_delay=[o.total_packet_send_delay, int(s.outbound_rtp.sent.packets_sent)])
         elif kind == "inbound_rtp":
             i = s.inbound_rtp.inbound
             if i.frames_received:
@@ -206,8 +219,22 @@ async def track_counts(track, timeout_s: float = 2.0) -> dict:
                            dropped=int(i.frames_dropped), freezes=int(i.freeze_count),
                            decode_ms=_per(i.total_decode_time, int(i.frames_decoded)),
                            processing_ms=_per(i.total_processing_delay, int(i.frames_decoded)))
+                tot.update(decode=[i.total_decode_time, int(i.frames_decoded)],
+                           processing=[i.total_processing_delay, int(i.frames_decoded)])
             if i.jitter_buffer_emitted_count:
                 out["jitter_buffer_ms"] = _per(i.jitter_buffer_delay, int(i.jitter_buffer_emitted_count))
+                tot["jitter_buffer"] = [i.jitter_buffer_delay, int(i.jitter_buffer_emitted_count)]
+    return out if len(out) > 1 else {}
+
+
+def counts_since(before: dict, after: dict) -> dict:
+    """track_counts() `after`, its means (`*_ms`) taken over what happened since `before` (an earlier reading of the
+    same track) rather than since the track began, which counts a busy start; `after` as it is without `before`."""
+    out = dict(after)
+    b, a = (before or {}).get("totals", {}), after.get("totals", {})
+    for name, (secs, n) in a.items():
+        if name in b and n > b[name][1]:
+            out[f"{name}_ms"] = _per(secs - b[name][0], n - b[name][1])
     return out
 
 
@@ -272,6 +299,9 @@ class LiveDirector:
         self._stalls: dict[tuple[str, str], int] = {}  # (camera, feed) -> streams renewed in a row, none yielding
         self.last: TickResult | None = None  # the newest tick, for status()
         self.link = "connecting"  # connecting | connected | reconnecting | disconnected
+        self._down_since: float | None = None  # when the link dropped (None: up, or never up)
+        self._leaving = False  # our own disconnect is not a lost link
+        self._inbound_marks: deque = deque(maxlen=3)  # (t, {"camera/feed": track_counts()}) every INBOUND_MARK_S
 
     def now(self) -> float:
         return time.monotonic() - self._t0
@@ -319,9 +349,15 @@ class LiveDirector:
         from their first second: stale, never analysed, never cut to). A new stream on the same track never brought
         frames back there, subscribing again always did, so that comes first (the camera is back after ~4 s, not 9).
         A track that stays silent (a camera that stopped sending without leaving) is retried less and less often."""
+        k = 0
         while not stop.is_set():
             await asyncio.sleep(1.0)
             now = self.now()
+            k += 1
+            if k % INBOUND_MARK_S == 0:  # the cameras' WebRTC counters now, so the end can say what recent frames cost
+                keys = list(self._readers)
+                got = await asyncio.gather(*(track_counts(self._readers[key][1]) for key in keys))
+                self._inbound_marks.append((now, {f"{c}/{f}": v for (c, f), v in zip(keys, got) if v}))
             for key, (task, track, publication) in list(self._readers.items()):
                 if task.done() or getattr(track, "muted", False):
                     continue
@@ -547,6 +583,13 @@ class LiveDirector:
     def _link(self, state: str, reconnected: bool = False) -> None:
         if state != self.link:
             log.info("live: LiveKit link %s -> %s", self.link, state)
+            now = time.monotonic()
+            if self.link == "connected" and not self._leaving:  # dropped: counted, and timed until it is back
+                self.report.link_lost += 1
+                self._down_since = now
+            elif state == "connected" and self._down_since is not None:
+                self.report.link_down_s += now - self._down_since
+                self._down_since = None
         self.link = state
         metrics.CONNECTED.labels(self.room_name).set(1 if state == "connected" else 0)
         if reconnected:
@@ -585,6 +628,7 @@ class LiveDirector:
                            "program_frame_out_ms_p50_p95": None if not rep.frame_out_s else [
                                round(float(v), 1) for v in np.percentile(np.asarray(rep.frame_out_s) * 1000, [50, 95])],
                            "simulcast_layer_changes": rep.layer_changes,
+                           "link_lost": rep.link_lost, "link_down_s": round(rep.link_down_s, 1),
                            "program_audio_dropped_s": round(rep.program_audio_dropped_s, 3),
                            "overrides": rep.overrides, "rejected_overrides": rep.rejected_overrides,
                            "unauthorised_overrides": rep.unauthorised_overrides}}
@@ -630,7 +674,8 @@ class LiveDirector:
                 metrics.TICKS_FAILED.labels(self.room_name).inc()
                 r = None
             metrics.TICK_SECONDS.labels(self.room_name).observe(self.now() - start)
-            self.report.tick_s.append(self.now() - start)
+            if r is not None:  # (no camera yet: nothing was ticked)
+                self.report.tick_s.append(self.now() - start)
             if r is None:
                 self._pending_overrides[:0] = ovs  # no camera yet: the overrides wait for the next tick
             else:
@@ -925,9 +970,16 @@ class LiveDirector:
         finally:  # whatever failed after joining: leave the room and free the models and threads
             if track is not None:  # what became of the frames sent: the encoder may drop some (cpu, frame rate)
                 self.report.program_encoder = await track_counts(track)
-            keys = sorted(self._readers)  # where the cameras' time went on the way in
-            got = await asyncio.gather(*(track_counts(self._readers[k][1]) for k in keys))
-            self.report.inbound = {f"{cam}/{feed}": c for (cam, feed), c in zip(keys, got) if c}
+            if self._down_since is not None:  # down until the end
+                self.report.link_down_s += time.monotonic() - self._down_since
+                self._down_since = None
+            self._leaving = True
+            keys = sorted(self._readers)  # where the cameras' time went on the way in, over the last 20-30 s (a
+            got = await asyncio.gather(*(track_counts(self._readers[k][1]) for k in keys))  # busy start not counted)
+            mark_t, mark = self._inbound_marks[0] if self._inbound_marks else (0.0, {})
+            self.report.inbound = {f"{cam}/{feed}": counts_since(mark.get(f"{cam}/{feed}"), c)
+                                   for (cam, feed), c in zip(keys, got) if c}
+            self.report.inbound_window_s = self.now() - mark_t
             await room.disconnect()
             self._link("disconnected")
             self.close()
