@@ -169,10 +169,14 @@ async def operator(server, obs: dict, t0: float, stop: asyncio.Event, snd: dict,
 def renice(pid: int, nice: int) -> None:
     """Every thread of process `pid` at `nice` (Linux keeps a nice value per thread; threads started later inherit
     their starter's)."""
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:  # gone already
+        return
+    for task in tasks:
         try:
             os.setpriority(os.PRIO_PROCESS, int(task.name), nice)
-        except OSError:
+        except OSError:  # a thread that ended meanwhile
             pass
 
 
