@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from runtime import rig
-from runtime.live import OVERRIDE_TOPIC, STREAM_STALL_S, LiveDirector, LiveError, next_in_line, stream_stalled
+from runtime.live import (OVERRIDE_TOPIC, STREAM_STALL_S, LiveDirector, LiveError, LiveReport, counts_since,
+                          next_in_line, stream_stalled)
 from runtime.program import (AUDIO_BACKLOG, AUDIO_CHUNK, AUDIO_MARGIN_S, AUDIO_MAX_BEHIND, PROGRAM_AUDIO_RATE,
                              ArrivalClock, AudioRing, FrameRing, ProgramClock, audio_resume, sound_ready)
 from runtime.media import SAMPLE_RATE, iter_frames
@@ -139,6 +140,29 @@ def test_a_stream_that_yields_nothing_is_renewed_after_a_stall_and_then_less_oft
     assert stream_stalled(30.0 + 2 * s, yielded=float("-inf"), started=30.0, renewed_in_a_row=1)  # backing off
     assert not stream_stalled(30.0 + 8 * s - 0.1, yielded=float("-inf"), started=30.0, renewed_in_a_row=9)  # capped
     assert stream_stalled(30.0 + 8 * s, yielded=float("-inf"), started=30.0, renewed_in_a_row=9)
+
+
+def test_webrtc_means_over_an_interval_and_the_timing_line_says_what_it_covers():
+    """A busy start (a 200 ms jitter buffer for the first 100 frames) is not in the means over the interval after
+    it; without an earlier reading the means are since the track began."""
+    start = {"jitter_buffer_ms": 200.0, "totals": {"jitter_buffer": [20.0, 100], "decode": [0.2, 100]}}
+    end = {"jitter_buffer_ms": 103.3, "decoded": 300, "totals": {"jitter_buffer": [31.0, 300], "decode": [0.6, 300]}}
+    later = counts_since(start, end)
+    assert later["jitter_buffer_ms"] == 55.0 and later["decode_ms"] == 2.0 and later["decoded"] == 300
+    assert counts_since(None, end)["jitter_buffer_ms"] == 103.3 and "decode_ms" not in counts_since(None, end)
+    assert counts_since(end, end)["jitter_buffer_ms"] == 103.3  # nothing new: the mean as it was
+    r = LiveReport("s")
+    assert r.timing().startswith("0 ticks went on") and "frames in none" in r.timing()  # nothing ticked, no camera
+    r.inbound = {"cam0/video": {"jitter_buffer_ms": 20.0, "decode_ms": 1.0}, "cam0/audio": {"jitter_buffer_ms": 40.0},
+                 "cam1/video": {"jitter_buffer_ms": 30.0, "decode_ms": 3.0}}
+    r.inbound_window_s = 21.4
+    r.frame_out_s.extend([0.030, 0.050])
+    r.frame_wake_s.extend([0.005, 0.010])
+    r.frame_hold_s.extend([0.0, 0.020])
+    line = r.timing()
+    assert ("cameras in (cam0 cam1; means over the last 21 s): picture jitter buffer 25 ms + decode 2 ms, sound "
+            "jitter buffer 40 ms") in line
+    assert "composed and handed over in 22/25" in line  # what is left of the frame out: 25 and 20 ms
 
 
 def test_the_sound_ring_follows_its_arrival_clock_back_to_the_earliest_explanation():
