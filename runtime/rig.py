@@ -131,6 +131,7 @@ class ScriptedCamera:
     sound: np.ndarray | None = None
     fps: int = 15
     size: tuple[int, int] = (640, 360)
+    sound_skipped_s: float = 0.0  # sound never sent: the mic fell more than 100 ms behind (a starved process)
 
     async def run(self, server: dict, room_name: str, t0: float, stop: asyncio.Event) -> None:
         from livekit import rtc
@@ -143,7 +144,8 @@ class ScriptedCamera:
                                                    rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA))
         mic = None
         if self.sound is not None:
-            mic = rtc.AudioSource(SAMPLE_RATE, 1, queue_size_ms=20)  # a real mic: no second of sound queued up
+            # a real mic: no second of sound queued up; room for the sound of a late wake-up (see _mic)
+            mic = rtc.AudioSource(SAMPLE_RATE, 1, queue_size_ms=MIC_QUEUE_MS)
             await room.local_participant.publish_track(rtc.LocalAudioTrack.create_audio_track(self.name, mic),
                                                        rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
         sound = asyncio.ensure_future(self._mic(mic, t0, stop)) if mic is not None else None
@@ -169,13 +171,19 @@ class ScriptedCamera:
         j = int((time.monotonic() - t0) * SAMPLE_RATE) // hop * hop
         while not stop.is_set():
             now = int((time.monotonic() - t0) * SAMPLE_RATE)
-            if now - j > SAMPLE_RATE // 10:  # a mic never sends old sound: skip ahead
+            if now - j > SAMPLE_RATE * MIC_QUEUE_MS // 1000:  # a mic never sends old sound: skip ahead
+                self.sound_skipped_s += (now // hop * hop - hop - j) / SAMPLE_RATE
                 j = now // hop * hop - hop
-            while j + hop <= now:
-                await mic.capture_frame(rtc.AudioFrame(_pcm16(self.sound, j, hop), SAMPLE_RATE, 1, hop))
-                j += hop
+            n = (now - j) // hop * hop
+            if n > 0:  # what is due in one frame: one wait for the source, not one per 10 ms (a busy loop resumed
+                # each of those late and the mic fell behind for good: 80% of five cameras' sound skipped)
+                await mic.capture_frame(rtc.AudioFrame(_pcm16(self.sound, j, n), SAMPLE_RATE, 1, n))
+                j += n
             # woken every 20 ms (one Opus packet): every 10 ms would cost five cameras 500 wake-ups a second
             await asyncio.sleep(max(0.0, (j + 2 * hop) / SAMPLE_RATE - (time.monotonic() - t0)))
+
+
+MIC_QUEUE_MS = 100  # a scripted camera's mic queue, and how far behind its sound may be sent rather than skipped
 
 
 def _pcm16(sound: np.ndarray, j: int, n: int) -> bytes:
