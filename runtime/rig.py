@@ -176,7 +176,7 @@ class ScriptedCamera:
                 j = now // hop * hop - hop
             n = (now - j) // hop * hop
             if n > 0:  # what is due in one frame: one wait for the source, not one per 10 ms (a busy loop resumed
-                # each of those late and the mic fell behind for good: 80% of five cameras' sound skipped)
+                # each of those late, the mic fell behind for good: half of each camera's sound skipped in a bench)
                 await mic.capture_frame(rtc.AudioFrame(_pcm16(self.sound, j, n), SAMPLE_RATE, 1, n))
                 j += n
             # woken every 20 ms (one Opus packet): every 10 ms would cost five cameras 500 wake-ups a second
