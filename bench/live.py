@@ -335,10 +335,7 @@ def measure(r: dict) -> dict:
     # the same on camera 0's own tracks, received directly: the offset the cameras and the network already bring
     # (the program cannot be better synced than its sources without delaying the picture); program minus source is
     # what the director adds
-    direct_pic = {}
-    for t, n, _ in obs["direct"]:
-        direct_pic.setdefault(n, t)
-    av_source = av_offsets(obs.get("direct_sound", []), direct_pic, t0, t0 + lock_at + 1.0)
+    av_source = av_offsets(obs.get("direct_sound", []), direct, t0, t0 + lock_at + 1.0)
     # the same as WebRTC plays them out: the picture at its render time, the sound de-jittered (what a player shows
     # and plays; the reads above add this viewer's own lateness, which a busy process makes large)
     prog_render = {n: r_t for n, r_t in obs.get("program_render", {}).items() if n in pic}

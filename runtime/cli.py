@@ -220,9 +220,6 @@ def cmd_live(args) -> int:
         stop_polling.set()
     if not report.cameras:
         print("live: no camera joined the room: nothing was directed (the program showed black)", file=sys.stderr)
-    if report.link_lost:
-        print(f"live: the LiveKit link was lost {report.link_lost} time(s), down {report.link_down_s:.1f} s in all: "
-              f"the room got no program meanwhile", file=sys.stderr)
     print(f"live: {report.ticks} ticks ({report.missed_ticks} skipped, {report.failed_ticks} failed), cameras "
           f"{sorted(report.cameras)}, {len(report.cuts)} cuts, {report.overrides} overrides "
           f"({report.rejected_overrides} malformed, {report.unauthorised_overrides} not from an operator), "
@@ -230,7 +227,8 @@ def cmd_live(args) -> int:
           f"({report.program_audio_dropped_s:.2f} s left out after stalls), "
           f"{report.late_cuts} late cuts" + (f", {len(report.narration_lines)} narration lines" if args.narrate
                                              else "")
-          + (f", link lost {report.link_lost} time(s) for {report.link_down_s:.1f} s" if report.link_lost else ""))
+          + (f", LiveKit link lost {report.link_lost} time(s), down {report.link_down_s:.1f} s (the room got no "
+             f"program meanwhile)" if report.link_lost else ""))
     print(f"live: timing: {report.timing()}")
     return 0
 

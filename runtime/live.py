@@ -355,9 +355,7 @@ class LiveDirector:
             now = self.now()
             k += 1
             if k % INBOUND_MARK_S == 0:  # the cameras' WebRTC counters now, so the end can say what recent frames cost
-                keys = list(self._readers)
-                got = await asyncio.gather(*(track_counts(self._readers[key][1]) for key in keys))
-                self._inbound_marks.append((now, {f"{c}/{f}": v for (c, f), v in zip(keys, got) if v}))
+                self._inbound_marks.append((now, await self._inbound_counts()))
             for key, (task, track, publication) in list(self._readers.items()):
                 if task.done() or getattr(track, "muted", False):
                     continue
@@ -377,6 +375,13 @@ class LiveDirector:
                     self._start_reader(cam, feed, track, publication)
                 else:  # a new track comes back, read by a new stream
                     self._resubscribe(publication, cam, feed)
+
+    async def _inbound_counts(self) -> dict[str, dict]:
+        """track_counts() of every camera track read, video and audio, by "camera/feed" (the program's sound feed
+        reads the same audio track: it is not asked twice)."""
+        keys = sorted(k for k in self._readers if k[1] in ("video", "audio"))
+        got = await asyncio.gather(*(track_counts(self._readers[k][1]) for k in keys))
+        return {f"{cam}/{feed}": c for (cam, feed), c in zip(keys, got) if c}
 
     def _resubscribe(self, publication, cam: str, feed: str) -> None:
         async def again():
@@ -974,11 +979,10 @@ class LiveDirector:
                 self.report.link_down_s += time.monotonic() - self._down_since
                 self._down_since = None
             self._leaving = True
-            keys = sorted(self._readers)  # where the cameras' time went on the way in, over the last 20-30 s (a
-            got = await asyncio.gather(*(track_counts(self._readers[k][1]) for k in keys))  # busy start not counted)
+            # where the cameras' time went on the way in, over the last 20-30 s (a busy start not counted)
             mark_t, mark = self._inbound_marks[0] if self._inbound_marks else (0.0, {})
-            self.report.inbound = {f"{cam}/{feed}": counts_since(mark.get(f"{cam}/{feed}"), c)
-                                   for (cam, feed), c in zip(keys, got) if c}
+            self.report.inbound = {key: counts_since(mark.get(key), c) for key, c in
+                                   (await self._inbound_counts()).items()}
             self.report.inbound_window_s = self.now() - mark_t
             await room.disconnect()
             self._link("disconnected")
