@@ -25,8 +25,10 @@ feature says which director a session has:
   knows which camera the hidden director wants at every tick, only not the director's per-session reaction lag and
   minimum hold), with the policy timing tuned for it on those held-out sessions (BENCH_CEILING_TRIALS, default 20;
   at most BENCH_CEILING_SESSIONS, default 8, per family). It is a reference, not a proof: what knowing the scene
-  perfectly is worth under the one policy. A learned director near it has little left to learn from the scene; an
-  agreement target far above it asks for the director's pace, which no feature shows.
+  perfectly is worth under the one policy. A learned director near it has little left to learn from the scene.
+- `pace_reference`: the hidden director's own cutting rule fed its intent at ONE fixed pace (the best of
+  `PACE_GRID` on those sessions): what the director's per-session pace alone costs. The gap between it and the
+  scene oracle is the policy's own rules (word boundaries, turns, dwell), not anything a feature could show.
 
 `real_media`: the learned model (under its learned policy timing), the scene-only ablation and the rule baseline on
 the real-media evaluation set of the promotion gate (runtime/realset.py: the real analysis of recorded conversations,
@@ -61,7 +63,7 @@ from ranker.dataset import load_ranking_data, split_by_session  # noqa: E402
 from features.extract import SCENE_FEATURES  # noqa: E402
 from ranker.evaluate import evaluate, evaluate_real, intent_scores, replay  # noqa: E402
 from ranker.registry import register  # noqa: E402
-from ranker.simulate import FAMILIES, HiddenDirector, SimConfig, family_of, simulate  # noqa: E402
+from ranker.simulate import FAMILIES, HiddenDirector, SimConfig, family_of, human_program, simulate  # noqa: E402
 from ranker.policy import PolicyConfig  # noqa: E402
 from ranker.train import best_params, best_policy, incumbent_timing, suggest_policy, train_ranker, tune  # noqa: E402
 from ranker.xgb import XGBoostRanker  # noqa: E402
@@ -120,6 +122,31 @@ def scene_oracle(held, intents: dict) -> dict:
         study.enqueue_trial(incumbent_timing(PolicyConfig()))  # production's timing first
         study.optimize(agreement, n_trials=CEILING_TRIALS)
         out[f] = {"sessions": len(keep), "replay_agreement": round(study.best_value, 4)}
+    return out
+
+
+PACE_GRID = {"reaction_s": (0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4), "min_hold_s": (1.5, 2.0, 2.5, 3.0, 3.5, 4.0)}
+
+
+def pace_reference(held, intents: dict) -> dict:
+    """Per family: the agreement of the hidden director's own rule (ranker/simulate.py `human_program`) fed the intent,
+    at the one fixed pace (reaction lag, minimum hold; `PACE_GRID`) that agrees best on the family's held-out
+    sessions. Beside `scene_oracle_replay_agreement` (the same intent through the director core's policy) it splits
+    what a perfect ranker still misses: the director's per-session pace (1 - this) and the policy's own rules (this -
+    the oracle's)."""
+    out = {}
+    for f, part in family_parts(held).items():
+        sessions = []
+        for s in part.sessions():
+            idx = np.flatnonzero(part.session == s)
+            cams = {c: i for i, c in enumerate(sorted(set(intents[s]) | set(part.human[idx])))}
+            want = np.array([cams[c] for c in intents[s][part.tick[idx].astype(int)]])
+            sessions.append((want, part.t[idx], np.array([cams[c] for c in part.human[idx]])))
+        def agreement(r: float, hold: float) -> float:
+            return float(np.mean([np.mean(human_program(w, t, hold, lambda: r) == h) for w, t, h in sessions]))
+
+        best = max((agreement(r, hold), r, hold) for r in PACE_GRID["reaction_s"] for hold in PACE_GRID["min_hold_s"])
+        out[f] = {"agreement": round(best[0], 4), "reaction_s": best[1], "min_hold_s": best[2]}
     return out
 
 
@@ -198,11 +225,12 @@ def main() -> None:
         stages["directors_s"] = time.perf_counter() - t
         t = time.perf_counter()
         ceilings = scene_oracle(held, intents)
+        paces = pace_reference(held, intents)
         stages["scene_oracle_s"] = time.perf_counter() - t
         for f, row in families.items():
             d, c = directors.get(f, {}), ceilings.get(f, {})
             row.update({f"director_{k}": v for k, v in d.items()}, scene_oracle_replay_agreement=c.get("replay_agreement"),
-                       scene_oracle_sessions=c.get("sessions"))
+                       scene_oracle_sessions=c.get("sessions"), pace_reference=paces.get(f))
             if d:  # the issue-10 targets, judged on the family's own director
                 row["target_met"] = bool(d["learned_cut_top1"] >= 0.95 and d["learned_replay_agreement"] >= 0.90
                                          and d["learned_cut_top1"] >= row["baseline_cut_top1"] + 0.05
@@ -263,7 +291,8 @@ def main() -> None:
         print(f"  {f}: own director top-1 {row.get('director_learned_cut_top1')} agreement "
               f"{row.get('director_learned_replay_agreement')}; one model for all {row['learned_cut_top1']} / "
               f"{row['learned_replay_agreement']}; baseline {row['baseline_cut_top1']} / "
-              f"{row['baseline_replay_agreement']}; scene oracle agreement {row.get('scene_oracle_replay_agreement')}")
+              f"{row['baseline_replay_agreement']}; scene oracle agreement {row.get('scene_oracle_replay_agreement')}; "
+              f"one-pace reference {(row.get('pace_reference') or {}).get('agreement')}")
     print(json.dumps(result))
 
 if __name__ == "__main__":

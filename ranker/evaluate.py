@@ -138,8 +138,9 @@ def replay(scores: np.ndarray, data: RankingData, config: PolicyConfig | None = 
 def intent_scores(data: RankingData, intents: dict) -> np.ndarray:
     """Scores of a scene oracle on simulated sessions: 1 for the camera the hidden director wants at the tick (its
     intent before its reaction lag and minimum hold, `ranker.simulate.simulate(..., intents=...)`), 0 elsewhere.
-    Replayed, it is the ceiling of any ranker on those sessions: it knows the scene as the director judges it, only
-    not the director's pace. KeyError names a session without an intent."""
+    Replayed, it is a reference for any ranker on those sessions, not a bound: it knows the scene as the director
+    judges it, only not the director's pace, and the policy's own rules still shape its program. KeyError names a
+    session without an intent."""
     missing = sorted(set(data.sessions()) - set(intents))
     if missing:
         raise KeyError(f"no director intent for session(s) {missing[:3]}: only simulated sessions have one")

@@ -28,8 +28,9 @@ reaction lag. The family is part of the session id (`<prefix>-<family>-<seed>-<n
 
 The director's INTENT (per tick, the camera it wants before its reaction lag and minimum hold) is the simulation's
 ground truth, never written to the feature log: `simulate(..., intents={})` collects it per session, and
-bench/training.py scores a scene oracle with it (a ranker that knows what the director wants, but not its pace: the
-ceiling any ranker's replay can reach on these sessions).
+bench/training.py scores a scene oracle with it (a ranker that knows what the director wants, but not its pace) and
+a one-pace reference (the director's own rule, `human_program`, at one fixed pace), which together split what a
+learned director still misses into the scene, the policy's rules and the director's pace.
 """
 
 from __future__ import annotations
@@ -184,6 +185,26 @@ def _family_utility(rng, family: str, util: np.ndarray, active: np.ndarray, acti
     raise ValueError(family)
 
 
+def human_program(want: np.ndarray, t: np.ndarray, min_hold_s: float, reaction) -> np.ndarray:
+    """The hidden director's program from its intent (`want`, the camera index per tick at times `t`): a change it
+    wants is cut after its reaction lag (`reaction()`, drawn when the change first shows; it starts over when the
+    intent comes back to the shot on air) and never before `min_hold_s` since its last cut."""
+    program = np.empty(len(want), int)
+    program[0] = want[0]
+    last_cut, pending_since, react = 0.0, None, 0.0
+    for k in range(1, len(want)):
+        program[k] = program[k - 1]
+        if want[k] == program[k]:
+            pending_since = None
+            continue
+        if pending_since is None:
+            pending_since, react = t[k], reaction()
+        if t[k] - pending_since >= react and t[k] - last_cut >= min_hold_s:
+            program[k] = want[k]
+            last_cut, pending_since = t[k], None
+    return program
+
+
 def _session(rng: np.random.Generator, cfg: SimConfig, session_id: str, t0: float,
              family: str = "utility", sensors: Sensors | None = None) -> dict[str, pd.DataFrame]:
     sensors = sensors or Sensors()
@@ -280,19 +301,7 @@ def _session(rng: np.random.Generator, cfg: SimConfig, session_id: str, t0: floa
         min_hold = float(rng.uniform(1.5, 4.0))
         lo = float(rng.uniform(0.2, 0.8))
         reaction = (lo, lo + float(rng.uniform(0.2, 0.8)))
-    program = np.empty(T, int)
-    program[0] = want[0]
-    last_cut, pending_since = 0.0, None
-    for k in range(1, T):
-        program[k] = program[k - 1]
-        if want[k] == program[k]:
-            pending_since = None
-            continue
-        if pending_since is None:
-            pending_since, react = t[k], rng.uniform(*reaction)
-        if t[k] - pending_since >= react and t[k] - last_cut >= min_hold:
-            program[k] = want[k]
-            last_cut, pending_since = t[k], None
+    program = human_program(want, t, min_hold, lambda: rng.uniform(*reaction))
 
     # -- rows -----------------------------------------------------------------------------------------------------
     ts = t0 + t

@@ -188,6 +188,25 @@ def test_several_overrides_in_one_tick_decide_where_the_program_ends_up():
     assert not d.cut and d.program == "b" == p.s.program  # there and back within the tick: no cut on air
 
 
+def test_a_turn_cuts_past_the_ranker_unless_the_learned_timing_says_to_let_the_new_speaker_settle():
+    """b takes the floor at 1.0 s while the ranker still wants a on air (a patient director: a new speaker gets the
+    picture only once they have talked for a while). follow_every_turn (the default) cuts at the turn anyway; with it
+    off the ranker is obeyed until it ranks b within delta of a (the score cut at 2.6 s), and a turn whose speaker
+    the ranker does rank near the shot on air is still a turn."""
+    seq = [{"a": 0.9, "b": 0.2, "c": 0.1}] * 13 + [{"a": 0.3, "b": 0.9, "c": 0.1}] * 5
+    took = {"b": CameraContext(talking=True, floor=True, floor_since=1.0, onset=0.0)}
+    ctx = {k: took for k in range(5, 18)}
+    follows = run(SwitchingPolicy(PolicyConfig(**NO_COOLDOWN)), seq, ctx=ctx)
+    assert cuts(follows)[1][2:] == ("b", "turn") and cuts(follows)[1][0] <= 2.0
+    settles = run(SwitchingPolicy(PolicyConfig(follow_every_turn=False, **NO_COOLDOWN)), seq, ctx=ctx)
+    assert cuts(settles) == [(0.0, "", "a", "start"), (2.6, "a", "b", "delta")]
+    near = [{"a": 0.5, "b": 0.45, "c": 0.1}] * 18  # the ranker is torn: the floor decides
+    assert cuts(run(SwitchingPolicy(PolicyConfig(follow_every_turn=False, **NO_COOLDOWN)), near, ctx=ctx))[1][2:] == \
+        ("b", "turn")
+    with pytest.raises(ValueError, match="follow_every_turn"):
+        PolicyConfig(follow_every_turn="no")
+
+
 def test_no_cutaway_from_a_talking_floor_holder_to_a_silent_camera():
     """The speaker's score collapses (the detector lost them in a close-up) while they talk: a silent listener's face
     must not take the picture mid-utterance. A camera that is talking still can (by the turn rules), and so can a
