@@ -2,14 +2,14 @@
 
 - `train_ranker`: one booster on RankingData (groups = ticks; human cut points weighted up), stamped with its
   feature contract so the runtime can refuse a mismatch.
-- `tune`: an Optuna study (TPE sampler, median pruner, pruning inside XGBoost through optuna-integration's
-  callback) over grouped cross-validation by session, persisted in an RDB storage (resumable, shareable by many
-  workers), each trial logged to MLflow when a tracking URI is given. It tunes the ranker's parameters and the
-  switching policy's timing (`ranker.policy.TUNED_FIELDS`: minimum hold, cooldown, delta, dwell, holding the
-  speaker, the ping-pong window) JOINTLY, against what the gate judges: the objective is the mean of cut-point
-  top-1 (over the folds) and the replay frame agreement with the human program (the held-out fold's sessions
-  replayed through the director core under the trial's policy). Both are recorded per trial (`cut_top1`,
-  `replay_agreement` user attributes, MLflow metrics).
+- `tune`: an Optuna study (TPE sampler, median pruner, pruning inside XGBoost through optuna-integration's callback)
+  over grouped cross-validation by session, persisted in an RDB storage (resumable, shareable by many workers), each
+  trial logged to MLflow when a tracking URI is given. It tunes the ranker's parameters and the switching policy's
+  timing (`ranker.policy.TUNED_FIELDS`: minimum hold, cooldown, delta, dwell, holding the speaker, the ping-pong
+  window, following every turn) JOINTLY, against what the gate judges: the objective is the mean of cut-point top-1
+  (over the folds) and the replay frame agreement with the human program (the held-out fold's sessions replayed
+  through the director core under the trial's policy). Both are recorded per trial (`cut_top1`, `replay_agreement`
+  user attributes, MLflow metrics).
 - `train_ranker_dask`: the same training on a Dask cluster through `xgboost.dask`.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import warnings
 import os
 from typing import Any
 
@@ -132,7 +133,7 @@ POLICY_PREFIX = "policy."
 # the learned policy timing's search space (ranker.policy.TUNED_FIELDS), seconds or score units
 POLICY_SPACE: dict[str, tuple] = {"min_hold_s": (0.8, 5.0), "cooldown_s": (0.5, 6.0), "delta": (0.02, 0.4),
                                   "dwell_s": (0.0, 1.5), "hold_speaker": (True, False),
-                                  "pingpong_window_s": (0.5, 10.0)}
+                                  "pingpong_window_s": (0.5, 10.0), "follow_every_turn": (True, False)}
 
 
 def suggest_policy(trial) -> dict[str, float | bool]:
@@ -239,6 +240,9 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
     base_policy = policy or PolicyConfig()
     space = search_space(space)
     idx = _feature_index(features)
+    # the MLflow store first: an unreachable tracking server is an error now, not after the first trial
+    mlflow_logger = (_mlflow_trial_logger(mlflow_tracking_uri, experiment, mlflow_artifacts_dir)
+                     if mlflow_tracking_uri else None)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     available_groups, available_sessions = int(data.n_groups), len(data.sessions())
@@ -302,8 +306,15 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
              "tune_policy": bool(tune_policy), "policy_space": POLICY_SPACE if tune_policy else {}}
     setup = json.loads(json.dumps(setup))  # as the storage gives it back (tuples -> lists)
 
+    # trials send a heartbeat: a trial left RUNNING by a run that was stopped (Ctrl-C, a killed worker) is marked
+    # failed by the next run once it has been silent for `grace_period`, instead of staying RUNNING in the study
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # (heartbeats: experimental in Optuna)
+        rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=30, grace_period=120) \
+            if isinstance(storage, str) else storage
+
     def create(name):
-        return optuna.create_study(study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+        return optuna.create_study(study_name=name, storage=rdb, direction="maximize", load_if_exists=True,
                                    sampler=optuna.samplers.TPESampler(seed=seed),
                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=20))
 
@@ -331,8 +342,8 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
         progress(f"study {study_name}: {'resuming after ' + str(done) + ' trials' if resumed else 'new'}; "
                  f"{n_trials} trial(s) on {data.n_groups:,} ticks of {len(data.sessions())} sessions")
     callbacks = [_progress_logger(n_trials, done, progress)]
-    if mlflow_tracking_uri:
-        callbacks.append(_mlflow_trial_logger(mlflow_tracking_uri, experiment, study_name, mlflow_artifacts_dir))
+    if mlflow_logger is not None:
+        callbacks.append(mlflow_logger)
     seen = {"tune_groups": int(data.n_groups), "available_groups": available_groups,
             "tune_sessions": len(data.sessions()), "available_sessions": available_sessions}
     for k, v in seen.items():  # what this call tuned on (a resumed study records its latest call)
@@ -379,10 +390,11 @@ def _progress_logger(total: int, before: int, progress=None):
     return report
 
 
-def _mlflow_trial_logger(tracking_uri: str, experiment: str, study_name: str, artifacts_dir: str | None = None):
+def _mlflow_trial_logger(tracking_uri: str, experiment: str, artifacts_dir: str | None = None):
     """An Optuna callback that logs every finished trial (params, CV score, state) as an MLflow run, timed from the
     trial's start to its completion, through an explicit MlflowClient (MLflow's global state is not touched). The
-    experiment is created with an explicit artifact location (see ranker.registry.artifact_location)."""
+    experiment is created with an explicit artifact location (see ranker.registry.artifact_location). Made before
+    the study starts: an unreachable tracking server is a RankerError then (registry.client_for)."""
     from mlflow.entities import Metric, RunStatus
 
     from .registry import client_for, ensure_experiment, log_batch, start_run
@@ -395,8 +407,8 @@ def _mlflow_trial_logger(tracking_uri: str, experiment: str, study_name: str, ar
         if not experiment_id:
             experiment_id.append(ensure_experiment(client, experiment, tracking_uri, artifacts_dir))
         start, end = _millis(trial.datetime_start), _millis(trial.datetime_complete)
-        run = start_run(client, experiment_id[0], f"{study_name}-trial-{trial.number}", start,
-                        tags={"optuna.study": study_name, "optuna.trial": str(trial.number),
+        run = start_run(client, experiment_id[0], f"{study.study_name}-trial-{trial.number}", start,
+                        tags={"optuna.study": study.study_name, "optuna.trial": str(trial.number),
                               "optuna.state": trial.state.name})
         try:
             values = {"objective": trial.value, "cv_cut_top1": trial.user_attrs.get("cut_top1"),
@@ -434,10 +446,11 @@ def _refine_timing(study, train: RankingData, judge: _TimingJudge, features, pro
     """The timing for the best trial's ranker, chosen for THAT ranker: the joint objective picks the ranker's
     parameters well (cut-point top-1 varies most between trials) but the winning trial's timing is only as good as
     one draw next to them. So the best trial's model (trained on the first fold) is replayed under the timings of the
-    `REFINE_CANDIDATES` best trials that passed the real-media rule and under production's own (`incumbent_timing`),
-    and the timing with the highest replay agreement that keeps the real-media rule is kept in the study's user
-    attributes (`refined_timing`, None when none keeps it; every candidate's agreement in `refined_candidates`);
-    `best_policy` returns it."""
+    `REFINE_CANDIDATES` best trials that passed the real-media rule, under production's own (`incumbent_timing`) and
+    under the best trial's with each on/off rule flipped (`follow_every_turn`, `hold_speaker`), and the timing with
+    the highest replay agreement that keeps the real-media rule is kept in the study's user attributes
+    (`refined_timing`, None when none keeps it; every candidate's agreement in `refined_candidates`); `best_policy`
+    returns it."""
     params, rounds = best_params(study)
     booster = train_ranker(train, params, rounds, features=features)
     scores = np.asarray(booster.inplace_predict(judge.replayed.X[:, judge.idx]), np.float64)
@@ -447,6 +460,11 @@ def _refine_timing(study, train: RankingData, judge: _TimingJudge, features, pro
     for t in ranked[:REFINE_CANDIDATES]:
         if timing_of(t.params) not in candidates:
             candidates.append(timing_of(t.params))
+    if ranked:  # each on/off rule flipped in the best trial's timing: a few trials may never have drawn the other side
+        best = timing_of(ranked[0].params)
+        for k, space in POLICY_SPACE.items():
+            if isinstance(space[0], bool) and k in best and {**best, k: not best[k]} not in candidates:
+                candidates.append({**best, k: not best[k]})
     results = []
     for timing in candidates:
         agreement = judge.agreement(booster, timing, scores)

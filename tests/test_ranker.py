@@ -127,6 +127,26 @@ def test_unreachable_registry_fails_fast_with_a_clear_error():
     assert time.perf_counter() - t < 60
 
 
+def test_an_unreachable_tracking_server_is_said_at_once_before_any_work(tmp_path, monkeypatch):
+    """`aiobs model list` against a closed port retried for 4 minutes before, and a retrain ran its first trial and
+    then hung: the health check answers in seconds, before the study starts."""
+    import time
+
+    from ranker.registry import list_versions
+    from ranker.train import tune
+
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    t = time.perf_counter()
+    with pytest.raises(RankerError, match="MLflow server http://127.0.0.1:1 unreachable"):
+        list_versions("http://127.0.0.1:1")
+    started = []
+    with pytest.raises(RankerError, match="unreachable"):
+        tune(_ranking_data({"s1": ["a"] * 10, "s2": ["b"] * 10}), n_trials=3, storage=f"sqlite:///{tmp_path}/o.db",
+             study_name="x", mlflow_tracking_uri="http://127.0.0.1:1", progress=started.append)
+    assert time.perf_counter() - t < 20
+    assert started == []  # not even the study was opened
+
+
 def test_replay_says_which_sessions_and_moments_disagree_with_the_human(data_dir):
     """The disagreement view: per-session replay figures (worst sessions first by agreement) and every span where the
     replayed program shows another camera than the human, adding up to exactly the frames that disagree."""
@@ -165,11 +185,13 @@ def test_replay_says_which_sessions_and_moments_disagree_with_the_human(data_dir
 def test_the_scene_oracle_knows_what_the_director_wants_but_not_its_pace(data_dir):
     """simulate(intents=...) hands out the hidden director's intent (never logged): the human program follows it a
     reaction lag later, so a ranker that scores the intent replays the human's program closer than the rule baseline,
-    yet not exactly (the pace is the director's own); a session without an intent is refused by name."""
+    yet not exactly (the pace is the director's own, and the policy has rules of its own); a session without an
+    intent is refused by name."""
     from features.store import FeatureStore
     from ranker.dataset import load_ranking_data
     from ranker.evaluate import intent_scores, replay
-    from ranker.simulate import HiddenDirector, SimConfig, simulate
+    from ranker.policy import PolicyConfig
+    from ranker.simulate import HiddenDirector, SimConfig, human_program, simulate
     from runtime.settings import load_settings
 
     settings = load_settings(env={}, data_dir=data_dir)
@@ -189,6 +211,19 @@ def test_the_scene_oracle_knows_what_the_director_wants_but_not_its_pace(data_di
     oracle = replay(intent_scores(data, intents), data, tick_s=0.2).frame_agreement
     baseline = replay(WeightedBaselineRanker().score(data.X), data, tick_s=0.2).frame_agreement
     assert baseline + 0.1 < oracle < 1.0
+    # a patient director lets a new speaker settle: a policy that cuts at every change of floor, even past the ranker,
+    # cannot follow it; a learned timing can turn that off (PolicyConfig.follow_every_turn)
+    settles = replay(intent_scores(data, intents), data, PolicyConfig(follow_every_turn=False), tick_s=0.2)
+    assert settles.frame_agreement > oracle + 0.02
+    # the director's own rule at one fixed pace, fed the intent, is what the pace alone costs
+    for s in data.sessions():
+        idx = np.flatnonzero(data.session == s)
+        cams = sorted(set(intents[s]) | set(data.human[idx]))
+        want = np.array([cams.index(c) for c in wanted[idx]])
+        human = np.array([cams.index(c) for c in data.human[idx]])
+        one_pace = max(np.mean(human_program(want, data.t[idx], hold, lambda: r) == human)
+                       for r in (0.4, 0.8, 1.2) for hold in (2.0, 3.0))
+        assert 0.9 < one_pace < 1.0
     with pytest.raises(KeyError, match="no director intent"):
         intent_scores(data, {data.sessions()[0]: intents[data.sessions()[0]]})
 
