@@ -44,6 +44,9 @@ class Column:
     doc: str
     since: int = 1
     default: Any = None  # value used when the writer omits an optional column; None + not nullable = required
+    # the values a feature can take (inclusive; None = any finite number): what an external payload or an imported
+    # row is checked against (ranker/core.py `CameraTick.from_features`)
+    bounds: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.role not in ROLES:
@@ -278,6 +281,10 @@ def _session_columns() -> tuple[Column, ...]:
     )
 
 
+UNIT, NON_NEGATIVE = (0.0, 1.0), (0.0, math.inf)  # feature bounds: a share or probability; a duration, rate or speed
+# (audio_dbfs may pass 0 a little where decoded audio overshoots full scale; audio_rel_db is 0 on the loudest camera)
+
+
 CAMERA_TICKS = Table(
     name="camera_ticks",
     doc="One row per camera per director tick: analysis features, program state and the ranker's score.",
@@ -285,30 +292,38 @@ CAMERA_TICKS = Table(
         Column("camera_id", "LowCardinality(String)", "key", "camera (LiveKit track / input file) id"),
         # people (detector + tracker)
         Column("people_count", "UInt16", "feature", "tracked people in frame", default=0),
-        Column("largest_person_area", "Float32", "feature", "largest person box area / frame area", default=0.0),
-        Column("person_centrality", "Float32", "feature", "1 = largest person centred, 0 = at the edge", default=0.0),
-        Column("track_continuity", "Float32", "feature", "share of tracks also seen last tick (0..1)", default=0.0),
-        Column("track_age_s", "Float32", "feature", "age of the oldest live track, seconds", default=0.0),
-        Column("person_speed", "Float32", "feature", "mean tracked-person speed, frame widths/s", default=0.0),
+        Column("largest_person_area", "Float32", "feature", "largest person box area / frame area",
+               default=0.0, bounds=UNIT),
+        Column("person_centrality", "Float32", "feature", "1 = largest person centred, 0 = at the edge",
+               default=0.0, bounds=UNIT),
+        Column("track_continuity", "Float32", "feature", "share of tracks also seen last tick (0..1)",
+               default=0.0, bounds=UNIT),
+        Column("track_age_s", "Float32", "feature", "age of the oldest live track, seconds",
+               default=0.0, bounds=NON_NEGATIVE),
+        Column("person_speed", "Float32", "feature", "mean tracked-person speed, frame widths/s",
+               default=0.0, bounds=NON_NEGATIVE),
         # faces
         Column("face_count", "UInt16", "feature", "faces in frame", default=0),
-        Column("largest_face_area", "Float32", "feature", "largest face area / frame area", default=0.0),
-        Column("face_centrality", "Float32", "feature", "1 = largest face centred", default=0.0),
+        Column("largest_face_area", "Float32", "feature", "largest face area / frame area", default=0.0, bounds=UNIT),
+        Column("face_centrality", "Float32", "feature", "1 = largest face centred", default=0.0, bounds=UNIT),
         # motion
-        Column("motion_energy", "Float32", "feature", "frame-difference energy (0..1)", default=0.0),
+        Column("motion_energy", "Float32", "feature", "frame-difference energy (0..1)", default=0.0, bounds=UNIT),
         Column("subject_motion", "Float32", "feature", "frame-difference energy inside the main subject's face "
-               "(else person) box: a talking face moves, a listener's does not", since=2, default=0.0),
+               "(else person) box: a talking face moves, a listener's does not", since=2, default=0.0, bounds=UNIT),
         # audio / speech
-        Column("audio_dbfs", "Float32", "feature", "RMS level of the camera's audio, dBFS", default=-120.0),
+        Column("audio_dbfs", "Float32", "feature", "RMS level of the camera's audio, dBFS",
+               default=-120.0, bounds=(-math.inf, 20.0)),
         Column("audio_rel_db", "Float32", "feature", "dB below the loudest camera at this tick (0 = loudest)",
-               default=0.0),
-        Column("speech_prob", "Float32", "feature", "VAD speech probability over the tick", default=0.0),
+               default=0.0, bounds=(-math.inf, 0.01)),
+        Column("speech_prob", "Float32", "feature", "VAD speech probability over the tick", default=0.0, bounds=UNIT),
         Column("keyword_hits", "UInt16", "feature", "configured keywords heard in the ASR window", default=0),
         Column("asr_words_per_s", "Float32", "feature", "recognised words per second in the ASR window",
-               default=0.0),
+               default=0.0, bounds=NON_NEGATIVE),
         # vision-language model (asynchronous; absent when no VLM runs)
-        Column("vlm_interest", "Nullable(Float32)", "feature", "VLM interest rating 1-5; NULL without a VLM read"),
-        Column("vlm_age_s", "Nullable(Float32)", "feature", "age of the VLM read, seconds; NULL without one"),
+        Column("vlm_interest", "Nullable(Float32)", "feature", "VLM interest rating 1-5; NULL without a VLM read",
+               bounds=(1.0, 5.0)),
+        Column("vlm_age_s", "Nullable(Float32)", "feature", "age of the VLM read, seconds; NULL without one",
+               bounds=NON_NEGATIVE),
         # temporal context (features/temporal.py): computed by the director core from this and earlier ticks,
         # NULL on rows logged before schema v4
         Column("speech_run_s", "Nullable(Float32)", "context", "seconds this camera's current utterance has lasted "

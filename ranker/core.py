@@ -53,6 +53,7 @@ MAX_WORDS_PER_TICK = 64  # a tick of ASR output never carries more (a few second
 _DEFAULTS = np.array([np.nan if CAMERA_TICKS[f].nullable else float(CAMERA_TICKS[f].default) for f in SCENE_FEATURES],
                      dtype=np.float32)
 _INTEGER = np.array([CAMERA_TICKS[f].kind == "int" for f in RANKER_FEATURES])
+BOUNDS = {f: CAMERA_TICKS[f].bounds or (-math.inf, math.inf) for f in SCENE_FEATURES}  # what a scene feature can be
 _AUTO_REASONS = ("delta", "turn", "max_shot", "wide_fallback", "program_lost")
 
 
@@ -121,7 +122,8 @@ class CameraTick:
     def from_features(cls, camera_id: str, features: Mapping[str, Any], **timing) -> "CameraTick":
         """From scene features by contract name (an external analyser's payload, an imported row). ValueError names
         the first problem: an unknown feature, a value that is not a finite number, a count that is not a whole
-        non-negative number. Missing features take their contract default (NULL for the nullable VLM ones)."""
+        non-negative number, a value outside the feature's range (`BOUNDS`, from the contract). Missing features take
+        their contract default (NULL for the nullable VLM ones)."""
         unknown = sorted(set(features) - set(SCENE_FEATURES))
         temporal = [f for f in unknown if f in RANKER_FEATURES]
         if temporal:
@@ -141,6 +143,9 @@ class CameraTick:
                 raise ValueError(f"camera {camera_id}: feature {name} is not finite ({v!r})")
             if _INTEGER[i] and (v < 0 or float(v) != int(v)):
                 raise ValueError(f"camera {camera_id}: feature {name} is a count, not {v!r}")
+            lo, hi = BOUNDS[name]
+            if not lo <= v <= hi:
+                raise ValueError(f"camera {camera_id}: feature {name} is {v!r}, outside its range {lo:g}..{hi:g}")
             x[i] = v
         return cls(camera_id, x, **timing)
 

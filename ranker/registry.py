@@ -36,6 +36,7 @@ import logging
 import os
 import re
 import subprocess
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ from features.extract import RANKER_FEATURES
 from features.schema import SCHEMA_VERSION
 
 from .base import RankerError
+from .xgb import ATTR_POLICY
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,9 @@ MODEL_NAME = "aiobs-ranker"
 EXPERIMENT = "aiobs-ranker"
 CHAMPION, CHALLENGER = "champion", "challenger"
 POLICY_TAG = "policy_config"  # model-version tag: the switching-policy configuration it was evaluated under
+# model-version tag: "true" when the model carries a learned timing, "false" when its timing is the front door's (the
+# tuning kept none: e.g. none of the candidates kept the real-media rule)
+POLICY_LEARNED_TAG = "policy_learned"
 AUDIT_TAG = "audit"  # model-version tag: JSON list of the champion changes this version took part in
 PREVIOUS_CHAMPION_TAG = "previous_champion"  # model-version tag: the champion it replaced when it last became one
 RUN_NAME_TAG = "run_name"  # model-version tag: the name of the training run (renamed after the version)
@@ -166,11 +171,39 @@ class Registration:
 # MLflow access: always through an explicit MlflowClient(tracking_uri); this module never touches MLflow's
 # process-global state (tracking URI, active experiment, active run), so several stores can be used side by side.
 
+def server_problem(tracking_uri: str, timeout_s: float = 3.0) -> str | None:
+    """For an MLflow tracking server (http/https): None when its /health answers 200 within `timeout_s`, else what is
+    wrong in one line. Other stores (sqlite, files) are not servers: None."""
+    import urllib.error
+    import urllib.request
+
+    uri = str(tracking_uri or "")
+    if not uri.startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as r:
+            return None if r.status == 200 else f"MLflow server {store_label(uri)}/health answered {r.status}"
+    except (urllib.error.URLError, OSError) as e:
+        return f"MLflow server {store_label(uri)} unreachable: {getattr(e, 'reason', e)}"
+
+
+_REACHED: dict[str, float] = {}  # tracking server -> when it last answered (checked again after a minute)
+
+
 def client_for(tracking_uri: str):
-    """An MlflowClient bound to `tracking_uri` for tracking *and* registry (never the process-global URIs)."""
+    """An MlflowClient bound to `tracking_uri` for tracking *and* registry (never the process-global URIs). A tracking
+    server that does not answer its health check is a RankerError at once (MLflow's own client would retry for
+    minutes); requests retry twice (`MLFLOW_HTTP_REQUEST_MAX_RETRIES`, `MLFLOW_HTTP_REQUEST_TIMEOUT` override)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     from mlflow import MlflowClient
 
+    if time.monotonic() - _REACHED.get(tracking_uri, -1e9) > 60.0:
+        problem = server_problem(tracking_uri)
+        if problem:
+            raise RankerError(f"{problem}; start it, or point AIOBS_MLFLOW_TRACKING_URI at a reachable store")
+        _REACHED[tracking_uri] = time.monotonic()
     return MlflowClient(tracking_uri, registry_uri=tracking_uri)
 
 
@@ -469,7 +502,8 @@ class VersionInfo:
     promoted: bool | None  # the gate's decision at registration (None: no gate recorded)
     reason: str  # the gate's reason
     metrics: dict = field(default_factory=dict)
-    policy: dict | None = None  # the learned policy timing (ranker.policy.TUNED_FIELDS of its policy_config)
+    policy: dict | None = None  # the policy timing (ranker.policy.TUNED_FIELDS of its policy_config)
+    policy_learned: bool | None = None  # False: that timing is the front door's, the tuning kept none (None: unknown)
     run_name: str = ""
     audit: list[dict] = field(default_factory=list)
     previous_champion: str | None = None
@@ -510,6 +544,7 @@ def list_versions(tracking_uri: str, name: str = MODEL_NAME) -> list[VersionInfo
             metrics={k: metrics[k] for k in KEY_METRICS if metrics.get(k) is not None},
             policy=({k: policy_config[k] for k in TUNED_FIELDS if k in policy_config}
                     if isinstance(policy_config, dict) else None),
+            policy_learned={"true": True, "false": False}.get(tags.get(POLICY_LEARNED_TAG, "")),
             run_name=tags.get(RUN_NAME_TAG, ""),
             audit=audit_trail(mv),
             previous_champion=tags.get(PREVIOUS_CHAMPION_TAG) or None))
@@ -710,6 +745,7 @@ def register(booster, *, tracking_uri: str, artifacts_dir: str | None, metrics: 
         tags = {"feature_schema_version": str(SCHEMA_VERSION), "features": json.dumps(list(RANKER_FEATURES)),
                 "gate": reason, "metrics": json.dumps({k: _round(v) for k, v in {**metrics, **real_learned}.items()}),
                 **({POLICY_TAG: policy_json} if policy_json is not None else {}),
+                POLICY_LEARNED_TAG: str(bool(booster.attr(ATTR_POLICY))).lower(),
                 **({"champion_error": champion_error[:5000]} if champion_error else {})}
         mv = client.create_model_version(name, source=model.artifact_location, run_id=run_id, tags=tags,
                                          description=reason, model_id=model.model_id)

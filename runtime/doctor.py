@@ -73,11 +73,10 @@ def check_clickhouse(s: Settings) -> tuple[str, str]:
 def check_mlflow(s: Settings) -> tuple[str, str]:
     uri = s.mlflow_tracking_uri
     if uri.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=3) as r:
-                return (OK, f"server {uri} healthy") if r.status == 200 else (FAIL, f"{uri}/health -> {r.status}")
-        except (urllib.error.URLError, OSError) as e:
-            return FAIL, f"MLflow server {uri} unreachable: {getattr(e, 'reason', e)}"
+        from ranker.registry import server_problem, store_label
+
+        problem = server_problem(uri)
+        return (FAIL, problem) if problem else (OK, f"server {store_label(uri)} healthy")
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///"):])
         if not db.parent.exists():

@@ -9,15 +9,15 @@ The column contract (one row per camera per tick; any order):
 | `camera_id` | string | required |
 | `human_camera` | string | the camera the human director had on program at this tick (the same on every row of the tick; empty or null = unlabelled). Or: |
 | `on_program` | bool | true on the row of the camera the human had on program (at most one per tick) |
-| any scene feature | number | `features.extract.SCENE_FEATURES` by name (`speech_prob`, `audio_rel_db`, `largest_face_area`, ...); missing = the contract default (NULL for the VLM ones) |
-| `speaking`, `speech_mask`, `quiet_at` | bool, 0-255, number | optional speech timing (what the runtime's VAD gives) |
+| any scene feature | number | `features.extract.SCENE_FEATURES` by name (`speech_prob`, `audio_rel_db`, `largest_face_area`, ...), within its range (`bounds` in features/schema.py: shares and probabilities 0-1, `audio_rel_db` <= 0, `vlm_interest` 1-5, ...); missing = the contract default (NULL for the VLM ones) |
+| `speaking`, `speech_mask`, `quiet_at` | bool (or 0/1), whole 0-255, number | optional speech timing (what the runtime's VAD gives); a string such as "false" is refused |
 | `room` | string | optional; default `import:<file name>` |
 
 Every tick goes through `ranker.core.DirectorCore` (the rule baseline scores it, the default policy decides), so the
 rows are exactly what a live session logs, the temporal context features (features/temporal.py) included; the
 human's program becomes operator actions: a `lock` on the human's camera for as long as the human kept it (the label
 `ranker/dataset.py` reads), a `release` where the file has no label. Unknown columns, missing required ones,
-non-numeric or non-finite feature values (NULL only for the VLM reads), duplicate (session, tick, camera) rows, a human
+non-numeric, non-finite or out-of-range feature values (NULL only for the VLM reads), duplicate (session, tick, camera) rows, a human
 camera that is not in its tick and a session already in the feature log are errors that name the row or session;
 `--dry-run` checks and summarises without writing.
 """
@@ -91,6 +91,7 @@ def validate(df) -> ImportSummary:
     import pandas as pd
 
     from features.schema import CAMERA_TICKS
+    from ranker.core import BOUNDS
 
     cols = list(df.columns)
     missing = [c for c in REQUIRED if c not in cols]
@@ -116,10 +117,9 @@ def validate(df) -> ImportSummary:
             raise ImportFileError(f"row {i}: {c} must be a non-empty string of at most {MAX_ID_LEN} characters, "
                                f"not {df[c].iloc[i]!r}")
     t = df["t"]
-    try:
-        tv = t.astype(float).to_numpy()
-    except (TypeError, ValueError):
-        raise ImportFileError("column t must be numbers (seconds)") from None
+    if not pd.api.types.is_numeric_dtype(t) or pd.api.types.is_bool_dtype(t):
+        raise ImportFileError(f"column t must be numbers (seconds), not {t.dtype} (e.g. {t.iloc[0]!r})")
+    tv = t.astype(float).to_numpy()
     bad = ~np.isfinite(tv) | (tv < 0)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
@@ -134,6 +134,14 @@ def validate(df) -> ImportSummary:
             i = int(np.flatnonzero(bad)[0])
             raise ImportFileError(f"row {i}: feature {f} is {float(v[i])} (not a finite number; a feature that is not "
                                   f"known for some rows is left out of the file, it then takes its contract default)")
+        lo, hi = BOUNDS[f]
+        bad = (v < lo) | (v > hi)  # (NaN, where the contract allows it, compares false)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ImportFileError(f"row {i}: feature {f} is {float(v[i])}, outside its range {lo:g}..{hi:g}")
+    for c, kind in (("on_program", "flag"), ("speaking", "flag"), ("speech_mask", "mask"), ("quiet_at", "time")):
+        if c in cols:
+            _check_column(df[c], c, kind)
     dup = df.duplicated(["session_id", "t", "camera_id"])
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])
@@ -184,6 +192,33 @@ def _refuse_known_sessions(settings, sessions: list[str]) -> None:
         names = known
         raise ImportFileError(f"session(s) {names[:5]}{' ...' if len(names) > 5 else ''} are already in the feature "
                               f"log: importing them again would count their labels twice (rename the session_id)")
+
+
+def _check_column(col, name: str, kind: str) -> None:
+    """An optional column: `flag` true/false (booleans, or 0/1), `mask` whole numbers 0-255, `time` finite numbers;
+    NULL = not given. A string such as "false" is refused, never read as true."""
+    import pandas as pd
+
+    want = {"flag": "true/false (or 0/1)", "mask": "a whole number 0-255", "time": "a finite number of seconds"}[kind]
+    if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
+        v = col.astype(float).to_numpy()
+        given = ~np.isnan(v)
+    else:  # objects: NULLs, booleans, numbers; anything else (a string) is refused
+        v, given = np.full(len(col), np.nan), np.zeros(len(col), bool)
+        for i, x in enumerate(col.to_numpy(dtype=object)):
+            if x is None or (isinstance(x, float) and math.isnan(x)):
+                continue
+            if isinstance(x, (bool, np.bool_, int, float, np.integer, np.floating)):
+                v[i], given[i] = float(x), True
+            else:
+                raise ImportFileError(f"row {i}: {name} must be {want}, not {x!r}")
+    ok = {"flag": np.isin(v, (0.0, 1.0)), "mask": (v >= 0) & (v <= 255) & (v == np.round(v)),
+          "time": np.isfinite(v)}[kind]
+    bad = given & ~ok
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        x = col.iloc[i]
+        raise ImportFileError(f"row {i}: {name} must be {want}, not {x.item() if hasattr(x, 'item') else x!r}")
 
 
 def import_file(path: str | Path, settings, *, dry_run: bool = False, policy=None) -> ImportSummary:

@@ -101,7 +101,8 @@ def format_version(v, alias_width: int = 20, version_width: int = 3) -> str:
     if v.metrics:
         parts.append(" ".join(f"{names.get(k, k)} {_num(x)}" for k, x in v.metrics.items()))
     if v.policy:
-        parts.append("policy " + " ".join(f"{k}={_num(x)}" for k, x in v.policy.items()))
+        what = "policy (the front door's: no learned timing kept)" if v.policy_learned is False else "policy"
+        parts.append(what + " " + " ".join(f"{k}={_num(x)}" for k, x in v.policy.items()))
     manual = [e for e in v.audit if e.get("action") != "gate"]
     if manual:
         last = manual[-1]

@@ -113,6 +113,10 @@ def test_missing_features_are_scored_and_logged_as_their_contract_default():
         CameraTick.from_features("a", {"people_count": 2.5})
     with pytest.raises(ValueError, match="must be a number"):
         CameraTick.from_features("a", {"speech_prob": "loud"})
+    for name, v in (("speech_prob", 42.0), ("audio_rel_db", 30.0), ("vlm_interest", 0.0), ("track_age_s", -1.0)):
+        with pytest.raises(ValueError, match=f"feature {name} is .*outside its range"):  # the contract's bounds
+            CameraTick.from_features("a", {name: v})
+    assert CameraTick.from_features("a", {"speech_prob": 1.0, "audio_rel_db": 0.0, "vlm_interest": 5.0}).x is not None
 
 
 def test_contexts_count_only_a_cameras_own_speech():

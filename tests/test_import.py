@@ -82,6 +82,15 @@ def test_import_writes_labelled_sessions_the_training_data_reads_back(tmp_path, 
     (lambda d: d.assign(people_count=np.where(np.arange(len(d)) == 2, 1.5, d["people_count"])), "is a count"),
     (lambda d: d.assign(speech_prob=np.where(np.arange(len(d)) == 5, np.nan, d["speech_prob"])), "row 5: feature"),
     (lambda d: d.assign(speech_prob=d["speech_prob"].astype(str)), "must be numbers"),
+    # read as the wrong value before: "false" was stored as speaking=True; string times crashed; 42 passed
+    (lambda d: d.assign(speaking=d["speaking"].map({True: "true", False: "false"})),
+     "row 0: speaking must be true/false"),
+    (lambda d: d.assign(t=d["t"].astype(str)), "column t must be numbers"),
+    (lambda d: d.assign(speech_prob=np.where(np.arange(len(d)) == 6, 42.0, d["speech_prob"])),
+     r"row 6: feature speech_prob is 42.0, outside its range 0..1"),
+    (lambda d: d.assign(audio_rel_db=np.where(np.arange(len(d)) == 1, 30.0, d["audio_rel_db"])),
+     "row 1: feature audio_rel_db"),
+    (lambda d: d.assign(speech_mask=np.where(np.arange(len(d)) == 3, 300, 0)), "row 3: speech_mask must be a whole"),
 ])
 def test_a_file_that_breaks_the_contract_is_refused_and_nothing_is_written(tmp_path, data_dir, break_it, message):
     from features.store import FeatureStore

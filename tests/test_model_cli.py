@@ -35,13 +35,13 @@ POLICY = {"min_hold_s": 2.0, "cooldown_s": 4.0, "delta": 0.15, "dwell_s": 0.6, "
 BASE = {"cut_top1": 0.5, "replay_frame_agreement": 0.5, "replay_ping_pong": 0, "replay_cuts_in_speech": 0}
 
 
-def _booster(label: str, seed: int):
+def _booster(label: str, seed: int, policy: dict | None = None):
     import xgboost as xgb
 
     rng = np.random.default_rng(seed)
     x = rng.random((24, len(RANKER_FEATURES)), dtype=np.float32)
     booster = xgb.train({"nthread": 1, "max_depth": 2}, xgb.DMatrix(x, rng.random(24)), num_boost_round=2)
-    return stamp_booster(booster, list(RANKER_FEATURES), model_version=label)
+    return stamp_booster(booster, list(RANKER_FEATURES), model_version=label, policy=policy)
 
 
 def _settings(data_dir: Path):
@@ -66,7 +66,9 @@ def template(tmp_path_factory):
             (BASE, Gate(margin=0.0, require_real=False), POLICY),
             ({**BASE, "cut_top1": 0.61, "real_speaker_follow": 0.8}, Gate(margin=0.0, require_real=False), None),
             ({**BASE, "cut_top1": 0.55}, Gate(margin=1.0, require_real=False), POLICY)], start=1):
-        regs.append(register(_booster(f"xgb-tiny-{i}", i), tracking_uri=uri, artifacts_dir=art, metrics=metrics,
+        learned = {k: v for k, v in POLICY.items() if k != "max_shot_s"} if i == 3 else None  # v1: the front door's
+        regs.append(register(_booster(f"xgb-tiny-{i}", i, learned), tracking_uri=uri, artifacts_dir=art,
+                             metrics=metrics,
                              reference=BASE, reference_name="baseline", params={"i": i}, gate=gate,
                              policy_config=policy, run_tags={"optuna.study": "tiny-study", "git.revision": "abc123",
                                                              "dagster.run_id": f"run-{i}"}))
@@ -154,7 +156,10 @@ def test_list_through_the_real_cli_shows_aliases_gate_metrics_and_policy(store):
     assert "not promoted (cut_top1 0.5500 < baseline" in v3 and "…" in v3  # the gate's reason, shortened
     assert "promoted (cut_top1 0.6100 vs baseline" in v2
     assert "cut_top1 0.55 agreement 0.5" in v3 and "real_follow 0.8" in v2 and "real_follow" not in v3
-    assert "policy min_hold_s=2 cooldown_s=4 delta=0.15 dwell_s=0.6 hold_speaker=true" in v1
+    # v1's model carries no learned timing (the tuning kept none): its timing is said to be the front door's
+    assert "policy (the front door's: no learned timing kept) min_hold_s=2 cooldown_s=4 delta=0.15 dwell_s=0.6 " \
+           "hold_speaker=true" in v1
+    assert "policy min_hold_s=2 cooldown_s=4" in v3 and "front door" not in v3
     assert "policy" not in v2 and "max_shot_s" not in v1  # the learned timing only
     assert datetime.now(timezone.utc).strftime("%Y-%m-%d") in v1 and "UTC" in v1
 
