@@ -142,6 +142,7 @@ def pace_reference(held, intents: dict) -> dict:
             cams = {c: i for i, c in enumerate(sorted(set(intents[s]) | set(part.human[idx])))}
             want = np.array([cams[c] for c in intents[s][part.tick[idx].astype(int)]])
             sessions.append((want, part.t[idx], np.array([cams[c] for c in part.human[idx]])))
+
         def agreement(r: float, hold: float) -> float:
             return float(np.mean([np.mean(human_program(w, t, hold, lambda: r) == h) for w, t, h in sessions]))
 

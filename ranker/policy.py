@@ -40,7 +40,8 @@ MAX_LOCK_S = 24 * 3600.0
 # model (ranker/xgb.py) and applied by the director core for the sessions it directs: how long a shot is held at least,
 # the pause between automatic cuts, how much better another camera must score, and for how long (the reaction), and
 # whether a talking floor-holder on program is held against a better-scoring silent camera (cuts still never land
-# inside a word either way), and how soon the camera just left may be taken again (the ping-pong window)
+# inside a word either way), how soon the camera just left may be taken again (the ping-pong window), and whether a
+# change of floor cuts to the new speaker even when the ranker prefers the shot on air
 TUNED_FIELDS = ("min_hold_s", "cooldown_s", "delta", "dwell_s", "hold_speaker", "pingpong_window_s",
                 "follow_every_turn")
 # how far back a cut in recorded media may be placed when the policy sets no lookahead of its own (`aiobs direct`, the

@@ -18,8 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import warnings
 import os
+import warnings
 from typing import Any
 
 import numpy as np

@@ -17,8 +17,9 @@ Every tick goes through `ranker.core.DirectorCore` (the rule baseline scores it,
 rows are exactly what a live session logs, the temporal context features (features/temporal.py) included; the
 human's program becomes operator actions: a `lock` on the human's camera for as long as the human kept it (the label
 `ranker/dataset.py` reads), a `release` where the file has no label. Unknown columns, missing required ones,
-non-numeric, non-finite or out-of-range feature values (NULL only for the VLM reads), duplicate (session, tick, camera) rows, a human
-camera that is not in its tick and a session already in the feature log are errors that name the row or session;
+non-numeric, non-finite or out-of-range feature values (NULL only for the VLM reads), mistyped speech timing,
+duplicate (session, tick, camera) rows, a human camera that is not in its tick and a session already in the feature
+log are errors that name the row or session;
 `--dry-run` checks and summarises without writing.
 """
 
