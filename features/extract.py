@@ -16,6 +16,10 @@ SCENE_FEATURES: tuple[str, ...] = tuple(scene_feature_names(CAMERA_TICKS))  # on
 TEMPORAL_FEATURES: tuple[str, ...] = tuple(context_feature_names(CAMERA_TICKS))  # features/temporal.py
 RANKER_FEATURES: tuple[str, ...] = tuple(ranker_feature_names(CAMERA_TICKS))  # what a ranker scores: both, in order
 assert RANKER_FEATURES[:len(SCENE_FEATURES)] == SCENE_FEATURES
+# the values each scene feature can take (the contract's `bounds`; unbounded where it has none): what an external
+# payload or an imported row is held to
+SCENE_BOUNDS: dict[str, tuple[float, float]] = {f: CAMERA_TICKS[f].bounds or (-float("inf"), float("inf"))
+                                                for f in SCENE_FEATURES}
 
 
 def scene_features(obs: CameraObservation, loudest_dbfs: float | None = None) -> dict[str, float | int | None]:

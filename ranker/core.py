@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping, Protocol, Sequence
 import numpy as np
 from prometheus_client import Counter, Gauge
 
-from features.extract import RANKER_FEATURES, SCENE_FEATURES
+from features.extract import RANKER_FEATURES, SCENE_BOUNDS, SCENE_FEATURES
 from features.schema import CAMERA_TICKS
 from features.temporal import TemporalState
 
@@ -53,7 +53,6 @@ MAX_WORDS_PER_TICK = 64  # a tick of ASR output never carries more (a few second
 _DEFAULTS = np.array([np.nan if CAMERA_TICKS[f].nullable else float(CAMERA_TICKS[f].default) for f in SCENE_FEATURES],
                      dtype=np.float32)
 _INTEGER = np.array([CAMERA_TICKS[f].kind == "int" for f in RANKER_FEATURES])
-BOUNDS = {f: CAMERA_TICKS[f].bounds or (-math.inf, math.inf) for f in SCENE_FEATURES}  # what a scene feature can be
 _AUTO_REASONS = ("delta", "turn", "max_shot", "wide_fallback", "program_lost")
 
 
@@ -122,7 +121,7 @@ class CameraTick:
     def from_features(cls, camera_id: str, features: Mapping[str, Any], **timing) -> "CameraTick":
         """From scene features by contract name (an external analyser's payload, an imported row). ValueError names
         the first problem: an unknown feature, a value that is not a finite number, a count that is not a whole
-        non-negative number, a value outside the feature's range (`BOUNDS`, from the contract). Missing features take
+        non-negative number, a value outside the feature's range (`SCENE_BOUNDS`, from the contract). Missing features take
         their contract default (NULL for the nullable VLM ones)."""
         unknown = sorted(set(features) - set(SCENE_FEATURES))
         temporal = [f for f in unknown if f in RANKER_FEATURES]
@@ -143,7 +142,7 @@ class CameraTick:
                 raise ValueError(f"camera {camera_id}: feature {name} is not finite ({v!r})")
             if _INTEGER[i] and (v < 0 or float(v) != int(v)):
                 raise ValueError(f"camera {camera_id}: feature {name} is a count, not {v!r}")
-            lo, hi = BOUNDS[name]
+            lo, hi = SCENE_BOUNDS[name]
             if not lo <= v <= hi:
                 raise ValueError(f"camera {camera_id}: feature {name} is {v!r}, outside its range {lo:g}..{hi:g}")
             x[i] = v

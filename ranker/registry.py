@@ -193,10 +193,8 @@ _REACHED: dict[str, float] = {}  # tracking server -> when it last answered (che
 def client_for(tracking_uri: str):
     """An MlflowClient bound to `tracking_uri` for tracking *and* registry (never the process-global URIs). A tracking
     server that does not answer its health check is a RankerError at once (MLflow's own client would retry for
-    minutes); requests retry twice (`MLFLOW_HTTP_REQUEST_MAX_RETRIES`, `MLFLOW_HTTP_REQUEST_TIMEOUT` override)."""
+    minutes before saying so)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     from mlflow import MlflowClient
 
     if time.monotonic() - _REACHED.get(tracking_uri, -1e9) > 60.0:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from features.extract import SCENE_FEATURES, TEMPORAL_FEATURES
+from features.extract import SCENE_BOUNDS, SCENE_FEATURES, TEMPORAL_FEATURES
 
 REQUIRED = ("session_id", "t", "camera_id")
 TIMING = ("speaking", "speech_mask", "quiet_at")
@@ -92,7 +92,6 @@ def validate(df) -> ImportSummary:
     import pandas as pd
 
     from features.schema import CAMERA_TICKS
-    from ranker.core import BOUNDS
 
     cols = list(df.columns)
     missing = [c for c in REQUIRED if c not in cols]
@@ -135,7 +134,7 @@ def validate(df) -> ImportSummary:
             i = int(np.flatnonzero(bad)[0])
             raise ImportFileError(f"row {i}: feature {f} is {float(v[i])} (not a finite number; a feature that is not "
                                   f"known for some rows is left out of the file, it then takes its contract default)")
-        lo, hi = BOUNDS[f]
+        lo, hi = SCENE_BOUNDS[f]
         bad = (v < lo) | (v > hi)  # (NaN, where the contract allows it, compares false)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
