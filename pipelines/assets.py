@@ -155,6 +155,9 @@ class StudyConfig(Config):
     # JSON overriding entries of ranker.train.SEARCH_SPACE, e.g. '{"max_depth": [4, 10], "objective": ["rank:ndcg"]}'
     search_space: str = ""
     features: list[str] = []  # a subset of the ranker features to learn from (empty = all of them)
+    # replays that search the policy timing alone for the best trial's ranker (seconds each, where a trial is a
+    # minute); -1 = ranker/train.py's REFINE_SEARCH_TRIALS
+    timing_trials: int = -1
 
 
 @asset(group_name="ranker", description="Optuna study (TPE, pruning, grouped CV by session) over XGBoost "
@@ -171,7 +174,8 @@ def ranker_study(context: AssetExecutionContext, config: StudyConfig, training_d
                  mlflow_tracking_uri=mlflow.tracking_uri, mlflow_artifacts_dir=mlflow.artifacts_dir,
                  max_groups=config.max_groups, policy=director.policy(), tick_s=director.tick_s,
                  tune_policy=config.tune_policy, space=space, features=config.features or None,
-                 progress=context.log.info, real=real_media_set)
+                 progress=context.log.info, real=real_media_set,
+                 timing_trials=None if config.timing_trials < 0 else config.timing_trials)
     params, rounds = best_params(study)
     policy = best_policy(study)
     states = [t.state.name for t in study.trials]

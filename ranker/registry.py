@@ -118,8 +118,12 @@ class Gate:
         # with a positive margin the challenger must also be strictly better (a perfect champion is never replaced
         # by a tie); NaN (no cut points) never passes
         if not (new >= need and (self.margin <= 0 or new > ref)):
-            problems.append(f"cut_top1 {new:.4f} < {reference_name} {ref:.4f} + required gain {gain:.4f} "
-                            f"(margin {self.margin:.3f}, capped at {self.headroom_share:.2f} of the headroom)")
+            if new >= need:  # a tie with a perfect (or nearly) reference: no headroom left to require a gain from
+                problems.append(f"cut_top1 {new:.4f} ties {reference_name}'s {ref:.4f}: a challenger must be strictly "
+                                f"better (margin {self.margin:.3f}; no headroom is left above {ref:.4f})")
+            else:
+                problems.append(f"cut_top1 {new:.4f} < {reference_name} {ref:.4f} + required gain {gain:.4f} "
+                                f"(margin {self.margin:.3f}, capped at {self.headroom_share:.2f} of the headroom)")
         if challenger["replay_frame_agreement"] < reference["replay_frame_agreement"] - self.max_agreement_drop:
             problems.append(f"replay agreement {challenger['replay_frame_agreement']:.3f} regresses from "
                             f"{reference_name}'s {reference['replay_frame_agreement']:.3f}")

@@ -208,11 +208,13 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
          mlflow_tracking_uri: str | None = None, experiment: str = "aiobs-ranker-tuning", max_groups: int = 50_000,
          timeout_s: float | None = None, mlflow_artifacts_dir: str | None = None, policy=None, tick_s: float = 0.2,
          tune_policy: bool = True, replay_groups: int = 15_000, space: dict | None = None,
-         features: list[str] | None = None, progress=None, real=None):
+         features: list[str] | None = None, progress=None, real=None, timing_trials: int | None = None):
     """Run (or resume) an Optuna study; returns it. The objective is the mean of cut-point top-1 over session folds
     and, with `tune_policy`, the replay frame agreement of the first fold's held-out sessions (at most about
     `replay_groups` ticks of them) replayed through the director core under `policy` (what production runs) with the
-    trial's timing (`POLICY_SPACE`). Without `tune_policy` it is cut-point top-1 alone.
+    trial's timing (`POLICY_SPACE`). Without `tune_policy` it is cut-point top-1 alone. With `tune_policy` the best
+    trial's ranker then gets its own timing (`_refine_timing`: its best candidates and `timing_trials` more replays,
+    default REFINE_SEARCH_TRIALS, searching the timing alone).
 
     With more than `max_groups` groups the study tunes on a session subsample; the study's user attrs record what
     it saw (`tune_groups`, `available_groups`, `tune_sessions`, `available_sessions`). Trials are logged to MLflow
@@ -351,7 +353,8 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
     if n_trials > 0:
         study.optimize(objective, n_trials=n_trials, callbacks=callbacks, timeout=timeout_s, gc_after_trial=True)
         if judge.replays and _has_value(study):
-            _refine_timing(study, splits[0][0], judge, features, progress)
+            _refine_timing(study, splits[0][0], judge, features, progress,
+                           REFINE_SEARCH_TRIALS if timing_trials is None else timing_trials)
     log.info("study %s: %d trials before, %d now; best %.4f", study_name, done, len(study.trials),
              max((t.value for t in study.trials if t.value is not None), default=float("nan")))
     return study
@@ -440,17 +443,26 @@ def _has_value(study) -> bool:
 
 
 REFINE_CANDIDATES = 8  # timings of the best trials tried for the chosen ranker (plus production's own)
+# then a search over the timing alone, for that ranker: a replay costs seconds where a trial costs a minute, and the
+# joint study's 12-30 trials draw too few timings in POLICY_SPACE's 7 dimensions (issue 10: own-director models ended
+# 5-10 points of replay agreement below what their ranker reached under a timing searched for it)
+REFINE_SEARCH_TRIALS = 30
 
 
-def _refine_timing(study, train: RankingData, judge: _TimingJudge, features, progress=None) -> None:
+def _refine_timing(study, train: RankingData, judge: _TimingJudge, features, progress=None,
+                   search_trials: int = 0) -> None:
     """The timing for the best trial's ranker, chosen for THAT ranker: the joint objective picks the ranker's
     parameters well (cut-point top-1 varies most between trials) but the winning trial's timing is only as good as
     one draw next to them. So the best trial's model (trained on the first fold) is replayed under the timings of the
     `REFINE_CANDIDATES` best trials that passed the real-media rule, under production's own (`incumbent_timing`) and
-    under the best trial's with each on/off rule flipped (`follow_every_turn`, `hold_speaker`), and the timing with
-    the highest replay agreement that keeps the real-media rule is kept in the study's user attributes
-    (`refined_timing`, None when none keeps it; every candidate's agreement in `refined_candidates`); `best_policy`
-    returns it."""
+    under the best trial's with each on/off rule flipped (`follow_every_turn`, `hold_speaker`); then a TPE search over
+    POLICY_SPACE alone (`search_trials` more replays, seeded with those candidates) looks for a better one. The
+    timing with the highest replay agreement that keeps the real-media rule is kept in the study's user attributes
+    (`refined_timing`, None when none keeps it; every candidate's agreement in `refined_candidates`, best first);
+    `best_policy` returns it. The replayed sessions are the first fold's held-out ones, which that model did not
+    train on."""
+    import optuna
+
     params, rounds = best_params(study)
     booster = train_ranker(train, params, rounds, features=features)
     scores = np.asarray(booster.inplace_predict(judge.replayed.X[:, judge.idx]), np.float64)
@@ -465,10 +477,21 @@ def _refine_timing(study, train: RankingData, judge: _TimingJudge, features, pro
         for k, space in POLICY_SPACE.items():
             if isinstance(space[0], bool) and k in best and {**best, k: not best[k]} not in candidates:
                 candidates.append({**best, k: not best[k]})
-    results = []
-    for timing in candidates:
-        agreement = judge.agreement(booster, timing, scores)
-        results.append((agreement if np.isfinite(agreement) else -1.0, timing))
+    search = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+    for timing in candidates:  # the candidates first: the search starts from what the study found
+        search.enqueue_trial({POLICY_PREFIX + k: v for k, v in timing.items()})
+
+    def agreement(trial) -> float:
+        a = judge.agreement(booster, suggest_policy(trial), scores)
+        return a if np.isfinite(a) else -1.0
+
+    search.optimize(agreement, n_trials=len(candidates) + max(0, search_trials))
+    results, seen = [], []
+    for t in search.trials:
+        timing = timing_of(t.params)
+        if t.value is not None and timing not in seen:
+            seen.append(timing)
+            results.append((float(t.value), timing))
     results.sort(key=lambda r: -r[0])
     chosen, refused = None, []
     for a, t in results:  # best agreement first; the first that keeps the real-media rule wins
@@ -489,7 +512,8 @@ def _refine_timing(study, train: RankingData, judge: _TimingJudge, features, pro
         production = f"{agreement_of(candidates[0]):.4f}"
         if candidates[0] in refused:
             production += ", which fails the real-media rule"
-        line = (f"study {study.study_name}: timing for the best trial's ranker: replay agreement {chosen[0]:.4f} "
+        line = (f"study {study.study_name}: timing for the best trial's ranker, best of {len(results)} tried: replay "
+                f"agreement {chosen[0]:.4f} "
                 f"(its own trial's timing {agreement_of(timing_of(study.best_trial.params)):.4f}, production's "
                 f"{production})" + (f"; {len(refused)} better-agreeing timing(s) fail the real-media rule"
                                     if refused else ""))

@@ -453,7 +453,8 @@ def test_gate_margin_is_relative_to_the_headroom():
     assert not ok and "required gain 0.0020" in why
     assert not gate.check(_m(0.997), _m(0.996), "champion")[0]  # less than half the remaining misses fixed
     assert gate.check(_m(0.998), _m(0.996), "champion")[0]
-    assert not gate.check(_m(1.0), _m(1.0), "champion")[0]  # a tie never replaces a perfect champion
+    ok, why = gate.check(_m(1.0), _m(1.0), "champion")
+    assert not ok and "ties champion's 1.0000" in why and "strictly better" in why  # never replaces a perfect one
     # away from the top the absolute margin rules, as before
     assert not gate.check(_m(0.71), _m(0.70), "champion")[0] and gate.check(_m(0.72), _m(0.70), "champion")[0]
     assert not gate.check(_m(float("nan")), _m(0.5), "baseline")[0]
@@ -677,8 +678,17 @@ def test_a_study_reports_progress_takes_its_space_and_features_from_config_and_n
 
     same = tune(train, n_trials=1, space={"max_depth": [2, 3], "rounds": [20, 40, 20]}, features=feats, **kw)
     assert same.study_name == "exp" and same.user_attrs["resumed"] and len(same.trials) == 3
-    other = tune(train, n_trials=1, space={"max_depth": [2, 3], "rounds": [20, 40, 20]}, **kw)  # all features now
+    other = tune(train, n_trials=1, space={"max_depth": [2, 3], "rounds": [20, 40, 20]}, timing_trials=4,
+                 **kw)  # all features now
     assert other.study_name.startswith("exp-") and len(other.trials) == 1
+    # the best trial's ranker got a timing searched for it: production's and the trial's own (the same here: the first
+    # trial runs production's), each on/off rule flipped, and 4 more replays; the best of them is kept
+    tried = other.user_attrs["refined_candidates"]
+    assert len(tried) == 3 + 4 and other.user_attrs["refined_agreement"] == pytest.approx(
+        max(c["agreement"] for c in tried), abs=1e-4)
+    assert other.user_attrs["refined_timing"] == tried[0]["timing"]
+    assert any(x.startswith(f"study {other.study_name}: timing for the best trial's ranker, best of 7 tried")
+               for x in lines)
     assert any("features changed" in x for x in lines)
     with pytest.raises(ValueError, match="unknown parameter"):
         tune(train, n_trials=1, space={"max_dept": [2, 3]}, **kw)
