@@ -17,7 +17,8 @@ Two more views per family, because one model for every family learns a compromis
 (a patient director holds the last speaker through a silence, the utility director goes wide at once) and no
 feature says which director a session has:
 - `director_*` (in each `families` row): the learned director as a production trains it, on its OWN director's
-  overrides: a model tuned (BENCH_DIRECTOR_TRIALS, default 12) and trained on that family's training sessions only
+  overrides: a model tuned (BENCH_DIRECTOR_TRIALS, default 12, then the pipeline's timing search for the best
+  trial's ranker, ranker/train.py REFINE_SEARCH_TRIALS) and trained on that family's training sessions only
   (a quarter of the sessions the model for all sees), evaluated on the family's held-out sessions (the same ones).
   The issue-10 targets are judged on it (`target_met`): learned top-1 >= 0.95 and agreement >= 0.90, each >= 5
   points above the baseline, in every family.
