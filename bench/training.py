@@ -66,7 +66,8 @@ from ranker.evaluate import evaluate, evaluate_real, intent_scores, replay  # no
 from ranker.registry import register  # noqa: E402
 from ranker.simulate import FAMILIES, HiddenDirector, SimConfig, family_of, human_program, simulate  # noqa: E402
 from ranker.policy import PolicyConfig  # noqa: E402
-from ranker.train import best_params, best_policy, incumbent_timing, suggest_policy, train_ranker, tune  # noqa: E402
+from ranker.train import (best_params, best_policy, incumbent_timing, keep_real_rule, suggest_policy,  # noqa: E402
+                          train_ranker, tune)
 from ranker.xgb import XGBoostRanker  # noqa: E402
 
 ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
@@ -166,6 +167,7 @@ def per_director(train, held, real_set, tmp: str) -> dict:
         params, rounds = best_params(study)
         timing = best_policy(study)
         booster = train_ranker(trains[f], params, rounds, model_version=f"bench-{f}", policy=timing)
+        timing = keep_real_rule(booster, study, real_set, PolicyConfig())  # as the pipeline's ranker_model does
         m = evaluate(XGBoostRanker(booster), part, PolicyConfig().with_tuned(timing))
         out[f] = {"train_sessions": len(trains[f].sessions()), "sessions": len(part.sessions()),
                   "learned_cut_top1": round(m["cut_top1"], 4), "learned_replay_agreement": round(m["replay_frame_agreement"], 4),
@@ -205,6 +207,7 @@ def main() -> None:
 
         t = time.perf_counter()
         booster = train_ranker(train, params, rounds, model_version="bench", policy=timing)
+        timing = keep_real_rule(booster, study, real_set, PolicyConfig())  # the timing keeps the rule for THIS model
         stages["train_s"] = time.perf_counter() - t
 
         t = time.perf_counter()

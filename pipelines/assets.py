@@ -194,8 +194,11 @@ def ranker_study(context: AssetExecutionContext, config: StudyConfig, training_d
 
 @asset(group_name="ranker", description="The final XGBoost ranker, trained on every training session with the "
        "study's best parameters (through xgboost.dask when a Dask scheduler is configured).")
-def ranker_model(context: AssetExecutionContext, training_dataset, ranker_study, training: TrainingResource):
-    from ranker.train import train_ranker, train_ranker_dask
+def ranker_model(context: AssetExecutionContext, training_dataset, ranker_study, real_media_set,
+                 training: TrainingResource, director: DirectorResource):
+    import optuna
+
+    from ranker.train import keep_real_rule, train_ranker, train_ranker_dask
 
     version = f"xgb-{context.run_id[:8]}"
     train = training_dataset["train"]
@@ -208,11 +211,15 @@ def ranker_model(context: AssetExecutionContext, training_dataset, ranker_study,
     else:
         booster = train_ranker(train, ranker_study["params"], ranker_study["rounds"], model_version=version,
                                policy=ranker_study.get("policy"), features=ranker_study.get("features"))
+    # the timing it ships with keeps the gate's real-media rule for THIS model (the tuning checked the first fold's)
+    study = optuna.load_study(study_name=ranker_study["study"], storage=training.optuna_storage)
+    policy = keep_real_rule(booster, study, real_media_set, director.policy(), director.tick_s, progress=context.log.info)
     path = Path(training.work_dir) / f"{version}.ubj"
     booster.save_model(path)
-    return Output({"path": str(path), "version": version},
+    return Output({"path": str(path), "version": version, "policy": policy},
                   metadata={"model_file": str(path), "trees": booster.num_boosted_rounds(),
-                            "trained_on_groups": int(train.n_groups)})
+                            "trained_on_groups": int(train.n_groups),
+                            "learned_policy": MetadataValue.json(policy or {})})
 
 
 class EvalConfig(Config):

@@ -522,6 +522,48 @@ def _refine_timing(study, train: RankingData, judge: _TimingJudge, features, pro
         progress(line)
 
 
+def keep_real_rule(booster, study, real, policy=None, tick_s: float = 0.2, progress=None) -> dict | None:
+    """The learned timing the FINAL model ships with, re-stamped into `booster`: the tuning checked the gate's
+    real-media rule with the first fold's model, and a model trained on every session may follow the speaker less
+    well under the same timing. So the tuned timings (the tuning's choice, then `refined_candidates` by replay
+    agreement) are walked until one keeps the rule for THIS model; None (the front door's timing, no learned one
+    stamped) when none does. Without `real`, or a study that did not tune the timing, the timing is `best_policy`'s
+    and nothing is checked."""
+    from .policy import PolicyConfig
+    from .xgb import ATTR_FEATURES, ATTR_POLICY, ATTR_SCHEMA, ATTR_VERSION
+
+    chosen = best_policy(study)
+    if not real or "refined_candidates" not in study.user_attrs:
+        return chosen
+    base = policy or PolicyConfig()
+    judge = _TimingJudge(None, base, tick_s, None, real)
+    candidates = [dict(c["timing"]) for c in study.user_attrs["refined_candidates"]]
+    if chosen is not None and chosen in candidates:  # the tuning's choice first, then the rest in order
+        candidates.remove(chosen)
+        candidates.insert(0, chosen)
+    booster.set_attr(**{ATTR_POLICY: None})  # the model's own stamp would override the timing under test
+    keep, tried = None, []
+    for timing in candidates:
+        follow, problems = judge.real_rule(booster, timing)
+        tried.append(f"{follow:.3f}")
+        if not problems:
+            keep = timing
+            break
+    if keep != chosen:
+        why = (f"the final model fails the real-media rule under the tuned timing (speaker follow {tried[0]})"
+               if chosen is not None else "no tuned timing kept the real-media rule for the first fold's model")
+        then = (f"it ships with the best-agreeing timing that keeps it (candidate {len(tried)} of {len(candidates)})"
+                if keep is not None else "no tuned timing keeps it: it ships with the front door's")
+        line = f"study {study.study_name}: {why}; {then}"
+        log.warning(line)
+        if progress:
+            progress(line)
+    attrs = booster.attributes()
+    stamp_booster(booster, json.loads(attrs[ATTR_FEATURES]), attrs.get(ATTR_VERSION, ""), int(attrs[ATTR_SCHEMA]),
+                  policy=keep)
+    return keep
+
+
 def best_params(study) -> tuple[dict, int]:
     """The best trial's XGBoost parameters and rounds (its policy timing: `best_policy`)."""
     p = {k: v for k, v in study.best_params.items() if not k.startswith(POLICY_PREFIX)}

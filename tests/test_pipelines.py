@@ -108,10 +108,17 @@ def test_whole_graph_learns_what_the_baseline_does_not(platform):
     if tuned.user_attrs["refined_timing"] is not None:
         assert study["policy"] == pytest.approx(tuned.user_attrs["refined_timing"])
         assert set(study["policy"]) == set(TUNED_FIELDS)
-        assert champion.policy == pytest.approx(study["policy"])
-        assert {k: tagged[k] for k in TUNED_FIELDS} == pytest.approx(study["policy"])
+    else:
+        assert study["policy"] is None
+    # the final model ships with the tuned timing when it keeps the real-media rule for THAT model, else with the next
+    # candidate that does, else with none (the front door's)
+    shipped = res.output_for_node("ranker_model")["policy"]
+    assert shipped is None or any(c["timing"] == pytest.approx(shipped) for c in candidates)
+    if shipped is not None:
+        assert champion.policy == pytest.approx(shipped)
+        assert {k: tagged[k] for k in TUNED_FIELDS} == pytest.approx(shipped)
     else:  # no candidate timing kept the real-media rule: no learned timing, production's stays
-        assert study["policy"] is None and not champion.policy
+        assert not champion.policy
         assert {k: tagged[k] for k in TUNED_FIELDS} == pytest.approx(
             {k: getattr(PolicyConfig(), k) for k in TUNED_FIELDS})
     runs = client.search_runs([client.get_experiment_by_name("aiobs-ranker-tuning").experiment_id])
@@ -119,6 +126,42 @@ def test_whole_graph_learns_what_the_baseline_does_not(platform):
     assert done and all({"cv_cut_top1", "replay_agreement", "objective"} <= set(r.data.metrics) for r in done)
     plots = res.output_for_node("ranker_evaluation")["plots"]
     assert all(Path(p).is_file() for p in plots.values()) and len(plots) == 3
+
+
+def test_the_final_model_ships_with_a_tuned_timing_that_keeps_the_real_media_rule_for_itself(platform):
+    """The tuning checks the real-media rule with the first fold's model; the final model, trained on every session,
+    may lose the speaker under the same timing (the 14th session's bench: follow 0.957 < the baseline's 1.0 and the
+    model stayed challenger). `keep_real_rule` walks the tuned timings, the tuning's choice first, for THAT model."""
+    from types import SimpleNamespace
+
+    import xgboost as xgb
+
+    from ranker.policy import PolicyConfig
+    from ranker.train import _TimingJudge, keep_real_rule, timing_of, incumbent_timing
+
+    settings, res = platform
+    real = res.output_for_node("real_media_set")
+    booster = xgb.Booster(model_file=res.output_for_node("ranker_model")["path"])
+    flighty = {"min_hold_s": 0.8, "cooldown_s": 0.5, "delta": 0.02, "dwell_s": 0.0, "hold_speaker": False,
+               "pingpong_window_s": 0.5, "follow_every_turn": False}  # cuts at any blip of the scores
+    production = timing_of(incumbent_timing(PolicyConfig()))
+    judge = _TimingJudge(None, PolicyConfig(), 0.2, None, real)
+    plain = xgb.Booster(model_file=res.output_for_node("ranker_model")["path"])
+    plain.set_attr(aiobs_policy=None)
+    assert judge.real_rule(plain, flighty)[1], "a timing that cuts at any blip should lose the speaker on real media"
+    production_keeps = not judge.real_rule(plain, production)[1]
+    study = SimpleNamespace(study_name="t", best_trial=None, user_attrs={
+        "refined_timing": flighty, "refined_candidates": [{"agreement": 0.9, "timing": flighty},
+                                                           {"agreement": 0.8, "timing": production}]})
+    lines: list[str] = []
+    shipped = keep_real_rule(booster, study, real, PolicyConfig(), 0.2, progress=lines.append)
+    model = XGBoostRanker(booster)
+    if production_keeps:
+        assert shipped == production and model.policy == pytest.approx(production)
+        assert "fails the real-media rule under the tuned timing" in lines[0] and "candidate 2 of 2" in lines[0]
+    else:
+        assert shipped is None and not model.policy and "front door's" in lines[0]
+    assert keep_real_rule(booster, study, None) == flighty  # nothing to check against: the tuning's choice
 
 
 def test_registry_aliases_signature_and_runtime_loading(platform):
