@@ -169,6 +169,8 @@ def ranker_study(context: AssetExecutionContext, config: StudyConfig, training_d
     from ranker.train import best_params, best_policy, tune
 
     space = json.loads(config.search_space) if config.search_space.strip() else None
+    if config.timing_trials < -1:
+        raise ValueError(f"timing_trials must be 0 or more (or -1 for the default), not {config.timing_trials}")
     study = tune(training_dataset["train"], n_trials=config.n_trials, storage=training.optuna_storage,
                  study_name=config.study_name, folds=config.folds, seed=config.seed,
                  mlflow_tracking_uri=mlflow.tracking_uri, mlflow_artifacts_dir=mlflow.artifacts_dir,
@@ -193,7 +195,10 @@ def ranker_study(context: AssetExecutionContext, config: StudyConfig, training_d
 
 
 @asset(group_name="ranker", description="The final XGBoost ranker, trained on every training session with the "
-       "study's best parameters (through xgboost.dask when a Dask scheduler is configured).")
+       "study's best parameters (through xgboost.dask when a Dask scheduler is configured), stamped with the tuned "
+       "policy timing that keeps the gate's real-media rule for THIS model: the study's choice when it does, else the "
+       "next tuned timing that does (one real-media replay each, about a second), else none (the front door's). So "
+       "its `learned_policy` may differ from the study's.")
 def ranker_model(context: AssetExecutionContext, training_dataset, ranker_study, real_media_set,
                  training: TrainingResource, director: DirectorResource):
     import optuna
@@ -213,7 +218,8 @@ def ranker_model(context: AssetExecutionContext, training_dataset, ranker_study,
                                policy=ranker_study.get("policy"), features=ranker_study.get("features"))
     # the timing it ships with keeps the gate's real-media rule for THIS model (the tuning checked the first fold's)
     study = optuna.load_study(study_name=ranker_study["study"], storage=training.optuna_storage)
-    policy = keep_real_rule(booster, study, real_media_set, director.policy(), director.tick_s, progress=context.log.info)
+    policy = keep_real_rule(booster, study, real_media_set, director.policy(), director.tick_s,
+                            progress=context.log.warning)
     path = Path(training.work_dir) / f"{version}.ubj"
     booster.save_model(path)
     return Output({"path": str(path), "version": version, "policy": policy},

@@ -119,8 +119,9 @@ class Gate:
         # by a tie); NaN (no cut points) never passes
         if not (new >= need and (self.margin <= 0 or new > ref)):
             if new >= need:  # a tie with a perfect (or nearly) reference: no headroom left to require a gain from
-                problems.append(f"cut_top1 {new:.4f} ties {reference_name}'s {ref:.4f}: a challenger must be strictly "
-                                f"better (margin {self.margin:.3f}; no headroom is left above {ref:.4f})")
+                problems.append(f"cut_top1 {new:.4f} ties {reference_name}'s {ref:.4f}: a tie never replaces it (the "
+                                f"required gain, {gain:.4f}, is the margin {self.margin:.3f} capped at "
+                                f"{self.headroom_share:.2f} of the headroom above it)")
             else:
                 problems.append(f"cut_top1 {new:.4f} < {reference_name} {ref:.4f} + required gain {gain:.4f} "
                                 f"(margin {self.margin:.3f}, capped at {self.headroom_share:.2f} of the headroom)")

@@ -321,8 +321,11 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
                                    pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=20))
 
     study = create(study_name)
-    before = {k: study.user_attrs.get(k) for k in setup}
+    # trials first, then the setup: a worker records the setup before its first trial, so a study that has trials
+    # shows their setup (read the other way round, a second worker starting at the same moment saw trials without a
+    # setup and left for a study of its own)
     resumed = bool(study.trials)
+    before = {k: study.user_attrs.get(k) for k in setup}
     if resumed and before != setup:
         changed = sorted(k for k in setup if before[k] != setup[k])
         digest = hashlib.sha1(json.dumps(setup, sort_keys=True).encode()).hexdigest()[:8]
@@ -340,6 +343,8 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
     if tune_policy and not _tried(study, incumbent):  # the timing production runs now is tried first (again, when the
         study.enqueue_trial(incumbent)  # trial that had it failed), so a learned timing is adopted only when better
     done = len([t for t in study.trials if t.state.is_finished()])
+    # a resumed study draws on from where it stopped: the same seed again would redraw its first run's random trials
+    study.sampler = optuna.samplers.TPESampler(seed=seed + done)
     if progress:
         progress(f"study {study_name}: {'resuming after ' + str(done) + ' trials' if resumed else 'new'}; "
                  f"{n_trials} trial(s) on {data.n_groups:,} ticks of {len(data.sessions())} sessions")
@@ -510,11 +515,13 @@ def _refine_timing(study, train: RankingData, judge: _TimingJudge, features, pro
             return next((a for a, t in results if t == timing), float("nan"))
 
         production = f"{agreement_of(candidates[0]):.4f}"
+        own = agreement_of(timing_of(study.best_trial.params))
+        own = f"{own:.4f}" if np.isfinite(own) else "not replayed: refused on real media"
         if candidates[0] in refused:
             production += ", which fails the real-media rule"
         line = (f"study {study.study_name}: timing for the best trial's ranker, best of {len(results)} tried: replay "
                 f"agreement {chosen[0]:.4f} "
-                f"(its own trial's timing {agreement_of(timing_of(study.best_trial.params)):.4f}, production's "
+                f"(its own trial's timing {own}, production's "
                 f"{production})" + (f"; {len(refused)} better-agreeing timing(s) fail the real-media rule"
                                     if refused else ""))
     log.info(line)
@@ -542,22 +549,27 @@ def keep_real_rule(booster, study, real, policy=None, tick_s: float = 0.2, progr
         candidates.remove(chosen)
         candidates.insert(0, chosen)
     booster.set_attr(**{ATTR_POLICY: None})  # the model's own stamp would override the timing under test
-    keep, tried = None, []
-    for timing in candidates:
-        follow, problems = judge.real_rule(booster, timing)
-        tried.append(f"{follow:.3f}")
+    keep, first_problems = None, None
+    for n, timing in enumerate(candidates, 1):
+        problems = judge.real_rule(booster, timing)[1]
+        first_problems = first_problems or problems
         if not problems:
             keep = timing
             break
     if keep != chosen:
-        why = (f"the final model fails the real-media rule under the tuned timing (speaker follow {tried[0]})"
+        why = (f"the final model fails the real-media rule under the tuned timing ({'; '.join(first_problems)})"
                if chosen is not None else "no tuned timing kept the real-media rule for the first fold's model")
-        then = (f"it ships with the best-agreeing timing that keeps it (candidate {len(tried)} of {len(candidates)})"
-                if keep is not None else "no tuned timing keeps it: it ships with the front door's")
+        if keep is not None:
+            then = f"it ships with the best-agreeing timing that keeps it (candidate {n} of {len(candidates)})"
+        else:
+            front_door = judge.real_rule(booster, timing_of(incumbent_timing(base)))[1]
+            then = "no tuned timing keeps it: it ships with the front door's" + (
+                f", which fails the rule too ({'; '.join(front_door)}): the gate will refuse it" if front_door else "")
         line = f"study {study.study_name}: {why}; {then}"
-        log.warning(line)
         if progress:
             progress(line)
+        else:
+            log.warning(line)
     attrs = booster.attributes()
     stamp_booster(booster, json.loads(attrs[ATTR_FEATURES]), attrs.get(ATTR_VERSION, ""), int(attrs[ATTR_SCHEMA]),
                   policy=keep)
