@@ -118,7 +118,7 @@ class Gate:
         # with a positive margin the challenger must also be strictly better (a perfect champion is never replaced
         # by a tie); NaN (no cut points) never passes
         if not (new >= need and (self.margin <= 0 or new > ref)):
-            if new >= need:  # a tie with a perfect (or nearly) reference: no headroom left to require a gain from
+            if new >= need:  # the required gain is 0 (no headroom, or none of it asked for): a tie is refused
                 problems.append(f"cut_top1 {new:.4f} ties {reference_name}'s {ref:.4f}: a tie never replaces it (the "
                                 f"required gain, {gain:.4f}, is the margin {self.margin:.3f} capped at "
                                 f"{self.headroom_share:.2f} of the headroom above it)")
