@@ -31,6 +31,12 @@ ground truth, never written to the feature log: `simulate(..., intents={})` coll
 bench/training.py scores a scene oracle with it (a ranker that knows what the director wants, but not its pace) and
 a one-pace reference (the director's own rule, `human_program`, at one fixed pace), which together split what a
 learned director still misses into the scene, the policy's rules and the director's pace.
+
+The TYPICAL intent (`simulate(..., typical_intents={})`) is what a director wants who sees the whole scene but not
+this human's private parameters: the family's per-session draws (patient's settling time, the reaction shot's length,
+the silence before going wide) at the middle of their ranges, and no keyword where the session ran without ASR. Fed
+to the director's own rule at one pace it bounds what ANY director that cannot read the human's mind agrees with them
+(bench/training.py `typical_reference`).
 """
 
 from __future__ import annotations
@@ -185,6 +191,15 @@ def _family_utility(rng, family: str, util: np.ndarray, active: np.ndarray, acti
     raise ValueError(family)
 
 
+class _MidRange:
+    """Stands in for the random generator where a family draws its per-session parameters: each at the middle of its
+    range (the `typical` intent; it draws nothing from the session's generator)."""
+
+    @staticmethod
+    def uniform(low: float, high: float) -> float:
+        return (low + high) / 2
+
+
 def human_program(want: np.ndarray, t: np.ndarray, min_hold_s: float, reaction) -> np.ndarray:
     """The hidden director's program from its intent (`want`, the camera index per tick at times `t`): a change it
     wants is cut after its reaction lag (`reaction()`, drawn when the change first shows; it starts over when the
@@ -294,6 +309,11 @@ def _session(rng: np.random.Generator, cfg: SimConfig, session_id: str, t0: floa
     util = d.w_vlm * interest + d.w_speaker * is_speaker + d.w_keyword * keyword
     util[:, action_cam] += d.w_action * action
     util[:, 0] += d.w_wide * ((active < 0) & ~action)
+    # what a director who sees the scene but not this human's private parameters would want: the family's per-session
+    # draws at the middle of their ranges, and no keyword where no speech recognition ran (the `typical` intent)
+    seen_kw = keyword if p.asr else np.zeros_like(keyword)
+    typical = _family_utility(_MidRange(), family, util - d.w_keyword * (keyword & ~seen_kw), active, action, seen_kw,
+                              hz, d.w_speaker, action_cam).argmax(axis=1)
     util = _family_utility(rng, family, util, active, action, keyword, hz, d.w_speaker, action_cam)
     want = util.argmax(axis=1)
     min_hold, reaction = d.min_hold_s, d.reaction_s
@@ -354,7 +374,8 @@ def _session(rng: np.random.Generator, cfg: SimConfig, session_id: str, t0: floa
         "camera_id": np.array(cams)[program[ks]], "timeout_s": np.nan,
     })
     return {"camera_ticks": ticks, "decisions": decisions, "overrides": overrides,
-            "intent": pd.DataFrame({"tick": np.arange(T), "camera_id": np.array(cams)[want]})}
+            "intent": pd.DataFrame({"tick": np.arange(T), "camera_id": np.array(cams)[want],
+                                    "typical_camera_id": np.array(cams)[typical]})}
 
 
 def session_frames(config: SimConfig | None = None, seed: int = 0, index: int = 0, prefix: str = "sim",
@@ -406,9 +427,11 @@ def operate(frames: dict[str, pd.DataFrame], core, patience_s: float = 1.5, oper
 
 
 def simulate(store, sessions: int, config: SimConfig | None = None, seed: int = 0, t0: float = 1_790_000_000.0,
-             prefix: str = "sim", intents: dict | None = None) -> dict[str, int]:
+             prefix: str = "sim", intents: dict | None = None, typical_intents: dict | None = None) -> dict[str, int]:
     """Write `sessions` synthetic sessions into the store's tables; returns rows written per table. `intents`, a dict,
-    receives each session's director intent (session id -> the wanted camera id per tick, a numpy array)."""
+    receives each session's director intent (session id -> the wanted camera id per tick, a numpy array);
+    `typical_intents` the intent with the family's per-session parameters at mid-range and keywords only where ASR
+    ran (see the module docstring)."""
     cfg = config or SimConfig()
     rng = np.random.default_rng(seed)
     store.ensure_schema()
@@ -433,6 +456,8 @@ def simulate(store, sessions: int, config: SimConfig | None = None, seed: int = 
         intent = frames.pop("intent")
         if intents is not None:
             intents[name] = intent["camera_id"].to_numpy()
+        if typical_intents is not None:
+            typical_intents[name] = intent["typical_camera_id"].to_numpy()
         for table, df in frames.items():
             store.insert_frame(table, df)
             counts[table] += len(df)

@@ -196,14 +196,17 @@ def test_the_scene_oracle_knows_what_the_director_wants_but_not_its_pace(data_di
 
     settings = load_settings(env={}, data_dir=data_dir)
     settings.ensure_dirs()
-    intents: dict = {}
+    intents, typical = {}, {}
     with FeatureStore(settings.clickhouse_dsn) as store:
         simulate(store, 2, SimConfig(duration_s=120, director=HiddenDirector(family="patient")), seed=3,
-                 intents=intents)
+                 intents=intents, typical_intents=typical)
         data = load_ranking_data(store)
         tables = [r[0] for r in store.client.query("SHOW TABLES").result_rows]
         assert "camera_ticks" in tables and "intent" not in tables  # ground truth, not a logged table
     assert sorted(intents) == data.sessions() and all(len(v) == 600 for v in intents.values())
+    # the typical intent (this director's settling time unknown: the middle of its range) mostly agrees, not always
+    assert sorted(typical) == sorted(intents)
+    assert 0.9 < np.mean(np.concatenate([intents[s] == typical[s] for s in intents])) < 1.0
     wanted = np.array([intents[s][k] for s, k in zip(data.session, data.tick)])
     assert 0.6 < np.mean(wanted == data.human) < 0.99  # the human follows the intent, late
     cut = data.cut_points
@@ -226,6 +229,24 @@ def test_the_scene_oracle_knows_what_the_director_wants_but_not_its_pace(data_di
         assert 0.9 < one_pace < 1.0
     with pytest.raises(KeyError, match="no director intent"):
         intent_scores(data, {data.sessions()[0]: intents[data.sessions()[0]]})
+
+
+def test_the_typical_intent_never_sees_a_keyword_nobody_transcribed(tmp_path):
+    """A reactions director cuts to the listener when the speaker says a keyword. Where the session ran without ASR
+    no analysis sees that keyword: the typical intent (what a director who cannot read the human's mind wants) has
+    none of those reaction shots, while the human's intent does."""
+    from features.store import FeatureStore
+    from ranker.simulate import HiddenDirector, SimConfig, draw_sensors, simulate
+
+    cfg = SimConfig(duration_s=120, director=HiddenDirector(family="reactions"))
+    agree = {}
+    for seed in (3, 4):  # the session of seed 3 ran with ASR, that of seed 4 without
+        intents, typical = {}, {}
+        with FeatureStore(f"chdb://{tmp_path}/ch{seed}") as store:
+            simulate(store, 1, cfg, seed=seed, intents=intents, typical_intents=typical)
+        (s,) = intents
+        agree[draw_sensors(np.random.default_rng([seed, 2, 0])).asr] = np.mean(intents[s] == typical[s])
+    assert agree[True] > 0.95 and agree[False] < 0.85
 
 
 def _ranking_data(sessions: dict[str, list[str]], cams=("a", "b"), tick_s: float = 0.2):
