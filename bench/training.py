@@ -222,6 +222,8 @@ def per_director(train, held, real_set, tmp: str) -> dict:
 
 
 def main() -> None:
+    if not 0 < EVAL_PERCENT < 100:
+        sys.exit(f"BENCH_EVAL_PERCENT={EVAL_PERCENT}: the share of each family's sessions held out, 1 to 99")
     cfg = SimConfig(cameras=5, duration_s=300.0, director=HiddenDirector(family=DIRECTOR))
     per_session = int(cfg.duration_s * cfg.tick_hz) * cfg.cameras
     sessions = max(5, -(-ROWS // per_session))  # at least BENCH_ROWS rows: 5,000,000 measures the target
