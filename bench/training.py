@@ -25,7 +25,8 @@ feature says which director a session has:
   speech recognition ran (the simulator leaves it out of about 40% of sessions): without it no keyword is seen, and
   the `reactions` director, who cuts on keywords, cannot be learned there.
 - The held-out sessions are BENCH_EVAL_PERCENT (default 25) of each family's sessions (`split_by_family`: those with
-  the lowest hash of their id), so every family is judged on several.
+  the lowest hash of their id): at the default 1M rows 7-11 per family. Small runs may leave a family one or none
+  (warned on stderr). With one family (BENCH_DIRECTOR=patient) there is no separate own director.
 - `scene_oracle_replay_agreement`: the replay agreement of a scene oracle (ranker/evaluate.py `intent_scores`: it
   knows which camera the hidden director wants at every tick, only not the director's per-session reaction lag and
   minimum hold), with the policy timing tuned for it on those held-out sessions (BENCH_CEILING_TRIALS, default 40;
@@ -37,10 +38,13 @@ feature says which director a session has:
 - `typical_reference`: the same rule and pace search fed the TYPICAL intent (ranker/simulate.py: the family's
   per-session parameters at mid-range, keywords only where ASR ran): what a director who sees the whole scene, but
   cannot know this human's private settling time, reaction-shot length or silence limit (nor a keyword nobody
-  transcribed), agrees with them at best. A family whose typical reference is below 0.90 cannot meet the agreement
-  target with any director, learned or not. `typical_oracle_replay_agreement` replays those typical intents through
-  the director core's policy (timing tuned for them, as the scene oracle's): the policy never cuts inside a word,
-  the hidden human does, so this is what the director core itself could reach with a perfect typical ranker.
+  transcribed), can be expected to agree with them. It is a reference, not a proof (one pace from a grid; the middle
+  of a range is a good guess, not always the best; on few sessions noise can put it above the one-pace reference).
+  `agreement_target_reachable_by_any`: it reaches 0.90. `typical_oracle_replay_agreement` replays those typical
+  intents through the director core's policy (timing tuned for them, as the scene oracle's, on at most
+  BENCH_CEILING_SESSIONS of the held-out sessions: `typical_oracle_sessions`, where the references use all,
+  `sessions` in them): the policy never cuts inside a word, the hidden human does, so this is what the director
+  core itself could reach with a perfect typical ranker (`agreement_target_reachable_by_policy`: it reaches 0.90).
 
 `real_media`: the learned model (under its learned policy timing), the scene-only ablation and the rule baseline on
 the real-media evaluation set of the promotion gate (runtime/realset.py: the real analysis of recorded conversations,
@@ -110,7 +114,8 @@ def family_parts(data) -> dict:
 def split_by_family(data):
     """(train, held out): in every director family, the EVAL_PERCENT of its sessions with the lowest hash of their id
     (the pipeline's hash, ranker/dataset.py) are held out, so each family is judged on as many sessions as its share
-    allows (the pipeline's split by hash alone left a family 2 or 3 of 27)."""
+    allows (the pipeline's split by hash alone left a family 2 or 3 of 27). A family with one session holds none out
+    (it is not reported); one with fewer than 2 held out is warned about on stderr."""
     import zlib
 
     fam = np.array([family_of(str(s)) for s in data.session])
@@ -119,6 +124,11 @@ def split_by_family(data):
         ids = sorted(set(data.session[fam == f].tolist()), key=lambda s: zlib.crc32(s.encode()))
         held += ids[:-(-len(ids) * EVAL_PERCENT // 100)] if len(ids) > 1 else []
     ev = np.isin(data.session, held)
+    for f in FAMILIES:
+        n = len(set(data.session[ev & (fam == f)].tolist()))
+        if (fam == f).any() and n < 2:
+            print(f"warning: family {f} has {n} held-out session(s): too few to judge it (raise BENCH_ROWS)",
+                  file=sys.stderr)
     return data.select_groups(~ev), data.select_groups(ev)
 
 
@@ -184,7 +194,8 @@ def pace_reference(held, intents: dict) -> dict:
             return float(np.mean([np.mean(human_program(w, t, hold, lambda: r) == h) for w, t, h in sessions]))
 
         best = max((agreement(r, hold), r, hold) for r in PACE_GRID["reaction_s"] for hold in PACE_GRID["min_hold_s"])
-        out[f] = {"agreement": round(best[0], 4), "reaction_s": best[1], "min_hold_s": best[2]}
+        out[f] = {"agreement": round(best[0], 4), "reaction_s": best[1], "min_hold_s": best[2],
+                  "sessions": len(sessions)}
     return out
 
 
@@ -193,6 +204,8 @@ def per_director(train, held, real_set, tmp: str) -> dict:
     evaluated on the family's held-out sessions beside the rule baseline."""
     trains = family_parts(train)
     out = {}
+    if len(trains) < 2:  # one family only: its own director IS the model for all, trained above
+        return out
     for f, part in family_parts(held).items():
         if f not in trains or len(trains[f].sessions()) < 2:
             continue
@@ -206,7 +219,9 @@ def per_director(train, held, real_set, tmp: str) -> dict:
         policy = PolicyConfig().with_tuned(timing)
         m = evaluate(XGBoostRanker(booster), part, policy)
         by_asr, off = {}, asr_off(part)
-        for name, sel in (("asr_on", ~off), ("asr_off", off)) if off.any() and (~off).any() else ():
+        for name, sel in (("asr_on", ~off), ("asr_off", off)):  # the halves there are sessions of
+            if not sel.any():
+                continue
             sub = part.select_groups(sel)  # the same model on the sessions with / without speech recognition
             ms = evaluate(XGBoostRanker(booster), sub, policy)
             mb = evaluate(WeightedBaselineRanker(), sub, PolicyConfig())
@@ -285,9 +300,11 @@ def main() -> None:
             row.update({f"director_{k}": v for k, v in d.items()}, scene_oracle_replay_agreement=c.get("replay_agreement"),
                        scene_oracle_sessions=c.get("sessions"), pace_reference=paces.get(f),
                        typical_reference=typicals.get(f),
-                       typical_oracle_replay_agreement=typical_ceilings.get(f, {}).get("replay_agreement"))
-            if typicals.get(f):  # could any director that cannot read the human's private parameters reach 0.90?
-                row["agreement_target_reachable"] = typicals[f]["agreement"] >= 0.90
+                       typical_oracle_replay_agreement=typical_ceilings.get(f, {}).get("replay_agreement"),
+                       typical_oracle_sessions=typical_ceilings.get(f, {}).get("sessions"))
+            if typicals.get(f):  # a heuristic: could a director that cannot read the human's draws reach 0.90?
+                row["agreement_target_reachable_by_any"] = typicals[f]["agreement"] >= 0.90
+                row["agreement_target_reachable_by_policy"] = (row["typical_oracle_replay_agreement"] or 0) >= 0.90
             if d:  # the issue-10 targets, judged on the family's own director
                 row["target_met"] = bool(d["learned_cut_top1"] >= 0.95 and d["learned_replay_agreement"] >= 0.90
                                          and d["learned_cut_top1"] >= row["baseline_cut_top1"] + 0.05
