@@ -199,6 +199,14 @@ def pace_reference(held, intents: dict) -> dict:
     return out
 
 
+def final_model(train, study, version: str, real_set):
+    """As the pipeline's ranker_model: the study's best parameters trained on every training session, stamped with
+    the tuned timing that keeps the real-media rule for THIS model. Returns (booster, params, rounds, timing)."""
+    params, rounds = best_params(study)
+    booster = train_ranker(train, params, rounds, model_version=version, policy=best_policy(study))
+    return booster, params, rounds, keep_real_rule(booster, study, real_set, PolicyConfig())
+
+
 def per_director(train, held, real_set, tmp: str) -> dict:
     """Per family: a model tuned and trained on that family's training sessions only (a production's own director),
     evaluated on the family's held-out sessions beside the rule baseline."""
@@ -212,10 +220,7 @@ def per_director(train, held, real_set, tmp: str) -> dict:
         t = time.perf_counter()
         study = tune(trains[f], n_trials=DIRECTOR_TRIALS, storage=f"sqlite:///{tmp}/optuna.db", study_name=f"bench-{f}",
                      folds=3, mlflow_tracking_uri=None, max_groups=TUNE_GROUPS, real=real_set)
-        params, rounds = best_params(study)
-        timing = best_policy(study)
-        booster = train_ranker(trains[f], params, rounds, model_version=f"bench-{f}", policy=timing)
-        timing = keep_real_rule(booster, study, real_set, PolicyConfig())  # as the pipeline's ranker_model does
+        booster, _, _, timing = final_model(trains[f], study, f"bench-{f}", real_set)
         policy = PolicyConfig().with_tuned(timing)
         m = evaluate(XGBoostRanker(booster), part, policy)
         by_asr, off = {}, asr_off(part)
@@ -264,13 +269,10 @@ def main() -> None:
         t = time.perf_counter()  # as the pipeline tunes: every trial held to the gate's real-media rule
         study = tune(train, n_trials=TRIALS, storage=f"sqlite:///{tmp}/optuna.db", study_name="bench", folds=3,
                      mlflow_tracking_uri=None, max_groups=TUNE_GROUPS, real=real_set)
-        params, rounds = best_params(study)
-        timing = best_policy(study)  # the policy timing tuned with the ranker
         stages["tune_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        booster = train_ranker(train, params, rounds, model_version="bench", policy=timing)
-        timing = keep_real_rule(booster, study, real_set, PolicyConfig())  # the timing keeps the rule for THIS model
+        booster, params, rounds, timing = final_model(train, study, "bench", real_set)
         stages["train_s"] = time.perf_counter() - t
 
         t = time.perf_counter()
