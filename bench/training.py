@@ -2,7 +2,8 @@
 
 BENCH_ROWS camera-tick rows (default 1,000,000; the target is 5,000,000 = 1M ticks x 5 cameras) of simulated
 sessions: ingest (simulate + insert into chDB), dataset (ASOF-labelled, streamed as Arrow), tune (BENCH_TRIALS Optuna
-trials, default 30, with grouped CV on a session subsample of at most BENCH_TUNE_GROUPS groups, default 30,000),
+trials, default 30, with grouped CV by session; with more than BENCH_TUNE_GROUPS ticks, default 30,000, the fits keep
+every cut point and every k-th steady tick, ranker/train.py `tune`),
 train (final model on every training session), evaluate (learned vs rule baseline on held-out sessions, cut-point
 top-1 + policy replay) and register (MLflow).
 Target on a 2-core CPU: 5M rows end to end < 15 min.
@@ -17,7 +18,7 @@ Two more views per family, because one model for every family learns a compromis
 (a patient director holds the last speaker through a silence, the utility director goes wide at once) and no
 feature says which director a session has:
 - `director_*` (in each `families` row): the learned director as a production trains it, on its OWN director's
-  overrides: a model tuned (BENCH_DIRECTOR_TRIALS, default 12, then the pipeline's timing search for the best
+  overrides: a model tuned (BENCH_DIRECTOR_TRIALS, default 30, then the pipeline's timing search for the best
   trial's ranker, ranker/train.py REFINE_SEARCH_TRIALS) and trained on that family's training sessions only
   (a quarter of the sessions the model for all sees), evaluated on the family's held-out sessions (the same ones).
   The issue-10 targets are judged on it (`target_met`): learned top-1 >= 0.95 and agreement >= 0.90, each >= 5
@@ -56,7 +57,9 @@ views, `measured_ablation_and_families_s`, `measured_directors_s`, `measured_sce
 `measured_real_media_s`, are not in it). The 5M-row target is judged by measurement only when the
 run has at least 5M rows (`BENCH_ROWS=5000000`); a smaller run reports `extrapolated_*` figures (linear in rows, an
 estimate, not a measurement) and `target_measured: false`. What the tuning saw is stated: `tune_groups` of
-`tune_groups_available` training groups (`tune_subsampled`), while the final model trains on `train_rows` rows.
+`tune_groups_available` training groups (`tune_subsampled`: every cut point and every `tune_steady_stride`-th steady
+tick of all `tune_sessions`), while the final model trains on `train_rows` rows. BENCH_VIEWS=0 runs the pipeline
+alone, without the bench's views (families, own directors, oracles): what a 5M-row measurement needs.
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ from features.store import FeatureStore  # noqa: E402
 from ranker.baseline import WeightedBaselineRanker  # noqa: E402
 from ranker.dataset import load_ranking_data  # noqa: E402
 from features.extract import SCENE_FEATURES  # noqa: E402
-from ranker.evaluate import evaluate, evaluate_real, intent_scores, replay  # noqa: E402
+from ranker.evaluate import Replayer, evaluate, evaluate_real, intent_scores  # noqa: E402
 from ranker.registry import register  # noqa: E402
 from ranker.simulate import FAMILIES, HiddenDirector, SimConfig, family_of, human_program, simulate  # noqa: E402
 from ranker.policy import PolicyConfig  # noqa: E402
@@ -90,10 +93,11 @@ TRIALS = int(os.environ.get("BENCH_TRIALS", "30"))
 TUNE_GROUPS = int(os.environ.get("BENCH_TUNE_GROUPS", "30000"))
 TARGET_ROWS, TARGET_S = 5_000_000, 900.0  # 5M camera-tick rows end to end in 15 min
 DIRECTOR = os.environ.get("BENCH_DIRECTOR", "mixed")
-DIRECTOR_TRIALS = int(os.environ.get("BENCH_DIRECTOR_TRIALS", "12"))
+DIRECTOR_TRIALS = int(os.environ.get("BENCH_DIRECTOR_TRIALS", "30"))  # as many as the pipeline's n_trials
 CEILING_TRIALS = int(os.environ.get("BENCH_CEILING_TRIALS", "40"))  # as many timings as the learned model's search
 EVAL_PERCENT = int(os.environ.get("BENCH_EVAL_PERCENT", "25"))  # held out: enough sessions in every family
 CEILING_SESSIONS = int(os.environ.get("BENCH_CEILING_SESSIONS", "8"))
+VIEWS = os.environ.get("BENCH_VIEWS", "1") != "0"  # 0: the pipeline alone (a 5M-row run without hours of views)
 
 
 def scene_only(data):
@@ -160,11 +164,11 @@ def scene_oracle(held, intents: dict) -> dict:
     for f, part in family_parts(held).items():
         keep = part.sessions()[:CEILING_SESSIONS]
         part = part.select_groups(np.isin(part.session, keep))
-        scores = intent_scores(part, intents)
+        scores, replayer = intent_scores(part, intents), Replayer(part, cache=True)
         study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
 
         def agreement(trial):  # the policy timing's search space, as the pipeline's study draws it
-            return replay(scores, part, PolicyConfig().with_tuned(suggest_policy(trial))).frame_agreement
+            return replayer.run(scores, PolicyConfig().with_tuned(suggest_policy(trial))).frame_agreement
 
         study.enqueue_trial(incumbent_timing(PolicyConfig()))  # production's timing first
         study.optimize(agreement, n_trials=CEILING_TRIALS)
@@ -275,57 +279,73 @@ def main() -> None:
         booster, params, rounds, timing = final_model(train, study, "bench", real_set)
         stages["train_s"] = time.perf_counter() - t
 
-        t = time.perf_counter()
+        t = time.perf_counter()  # as the pipeline's evaluation: held-out sessions, and the gate's real-media set
         default, tuned = PolicyConfig(), PolicyConfig().with_tuned(timing)
         learned = evaluate(XGBoostRanker(booster), held, tuned)
         baseline = evaluate(WeightedBaselineRanker(), held, default)
-        stages["evaluate_s"] = time.perf_counter() - t
-
-        t = time.perf_counter()  # the ablation: the same parameters and timing, without the temporal context
-        scene_booster = train_ranker(scene_only(train), params, rounds, model_version="bench-scene-only")
-        families = per_family(held, {"learned": (XGBoostRanker(booster), False),
-                                     "baseline": (WeightedBaselineRanker(), False),
-                                     "scene_only": (XGBoostRanker(scene_booster), True)},
-                              {"learned": tuned, "baseline": default, "scene_only": tuned})
-        untuned = evaluate(XGBoostRanker(booster), held, default)  # what the learned timing adds
-        stages["ablation_and_families_s"] = time.perf_counter() - t
-
-        t = time.perf_counter()
-        directors = per_director(train, held, real_set, tmp)
-        stages["directors_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        ceilings, typical_ceilings = scene_oracle(held, intents), scene_oracle(held, typical)
-        paces, typicals = pace_reference(held, intents), pace_reference(held, typical)
-        stages["scene_oracle_s"] = time.perf_counter() - t
-        for f, row in families.items():
-            d, c = directors.get(f, {}), ceilings.get(f, {})
-            row.update({f"director_{k}": v for k, v in d.items()}, scene_oracle_replay_agreement=c.get("replay_agreement"),
-                       scene_oracle_sessions=c.get("sessions"), pace_reference=paces.get(f),
-                       typical_reference=typicals.get(f),
-                       typical_oracle_replay_agreement=typical_ceilings.get(f, {}).get("replay_agreement"),
-                       typical_oracle_sessions=typical_ceilings.get(f, {}).get("sessions"))
-            if typicals.get(f):  # a heuristic: could a director that cannot read the human's draws reach 0.90?
-                row["agreement_target_reachable_by_any"] = typicals[f]["agreement"] >= 0.90
-                row["agreement_target_reachable_by_policy"] = (row["typical_oracle_replay_agreement"] or 0) >= 0.90
-            if d:  # the issue-10 targets, judged on the family's own director
-                row["target_met"] = bool(d["learned_cut_top1"] >= 0.95 and d["learned_replay_agreement"] >= 0.90
-                                         and d["learned_cut_top1"] >= row["baseline_cut_top1"] + 0.05
-                                         and d["learned_replay_agreement"] >= row["baseline_replay_agreement"] + 0.05)
-
-        t = time.perf_counter()
         real = {"learned": evaluate_real(XGBoostRanker(booster), real_set, default),
                 "baseline": evaluate_real(WeightedBaselineRanker(), real_set, default)}
-        scene_real = evaluate_real(XGBoostRanker(scene_booster), real_set, tuned)
-        real_media = {who: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()
-                            if k != "real_per_session"} for who, m in {**real, "scene_only": scene_real}.items()}
-        stages["real_media_s"] = time.perf_counter() - t
+        stages["evaluate_s"] = time.perf_counter() - t
+        families, untuned, directors, scene_real = {}, None, {}, None
+        if VIEWS:
+            families, untuned, directors, scene_real = views(train, held, real_set, params, rounds, booster, tuned,
+                                                             default, intents, typical, tmp, stages)
 
         t = time.perf_counter()
         reg = register(booster, tracking_uri=f"sqlite:///{tmp}/mlflow.db", artifacts_dir=f"{tmp}/artifacts",
                        metrics=learned, reference=baseline, reference_name="baseline",
                        params={**params, "rounds": rounds}, real=real)
         stages["register_s"] = time.perf_counter() - t
+        real_media = {who: {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()
+                            if k != "real_per_session"}
+                      for who, m in {**real, **({"scene_only": scene_real} if scene_real else {})}.items()}
 
+    report(counts, sessions, train, held, study, stages, learned, baseline, reg, real_media, families, timing,
+           params, rounds, untuned)
+
+
+def views(train, held, real_set, params, rounds, booster, tuned, default, intents, typical, tmp, stages):
+    """The bench's own views beside the pipeline (not in its time): the scene-only ablation, per family the model for
+    all, the own directors, the scene oracle and the references (the module docstring)."""
+    t = time.perf_counter()  # the ablation: the same parameters and timing, without the temporal context
+    scene_booster = train_ranker(scene_only(train), params, rounds, model_version="bench-scene-only")
+    families = per_family(held, {"learned": (XGBoostRanker(booster), False),
+                                 "baseline": (WeightedBaselineRanker(), False),
+                                 "scene_only": (XGBoostRanker(scene_booster), True)},
+                          {"learned": tuned, "baseline": default, "scene_only": tuned})
+    untuned = evaluate(XGBoostRanker(booster), held, default)  # what the learned timing adds
+    stages["ablation_and_families_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    directors = per_director(train, held, real_set, tmp)
+    stages["directors_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ceilings, typical_ceilings = scene_oracle(held, intents), scene_oracle(held, typical)
+    paces, typicals = pace_reference(held, intents), pace_reference(held, typical)
+    stages["scene_oracle_s"] = time.perf_counter() - t
+    for f, row in families.items():
+        d, c = directors.get(f, {}), ceilings.get(f, {})
+        row.update({f"director_{k}": v for k, v in d.items()}, scene_oracle_replay_agreement=c.get("replay_agreement"),
+                   scene_oracle_sessions=c.get("sessions"), pace_reference=paces.get(f),
+                   typical_reference=typicals.get(f),
+                   typical_oracle_replay_agreement=typical_ceilings.get(f, {}).get("replay_agreement"),
+                   typical_oracle_sessions=typical_ceilings.get(f, {}).get("sessions"))
+        if typicals.get(f):  # a heuristic: could a director that cannot read the human's draws reach 0.90?
+            row["agreement_target_reachable_by_any"] = typicals[f]["agreement"] >= 0.90
+            row["agreement_target_reachable_by_policy"] = (row["typical_oracle_replay_agreement"] or 0) >= 0.90
+        if d:  # the issue-10 targets, judged on the family's own director
+            row["target_met"] = bool(d["learned_cut_top1"] >= 0.95 and d["learned_replay_agreement"] >= 0.90
+                                     and d["learned_cut_top1"] >= row["baseline_cut_top1"] + 0.05
+                                     and d["learned_replay_agreement"] >= row["baseline_replay_agreement"] + 0.05)
+
+    t = time.perf_counter()
+    scene_real = evaluate_real(XGBoostRanker(scene_booster), real_set, tuned)
+    stages["real_media_s"] = time.perf_counter() - t
+    return families, untuned, directors, scene_real
+
+
+def report(counts, sessions, train, held, study, stages, learned, baseline, reg, real_media, families, timing,
+           params, rounds, untuned) -> None:
     extra = ("ablation_and_families_s", "real_media_s", "directors_s", "scene_oracle_s")  # the bench's own views
     total = sum(v for k, v in stages.items() if k not in extra)  # the pipeline
     rows = int(counts["camera_ticks"])
@@ -334,10 +354,11 @@ def main() -> None:
         "rows": rows, "sessions": sessions,
         "train_groups": int(train.n_groups), "train_rows": int(len(train.y)), "train_sessions": len(train.sessions()),
         "heldout_groups": int(held.n_groups), "heldout_rows": int(len(held.y)),
-        # tuning ran on a session subsample when the training set has more than BENCH_TUNE_GROUPS groups
+        # the tuning's fits thinned the steady ticks (every k-th: `tune_steady_stride`) when the training set has more
+        # than BENCH_TUNE_GROUPS groups; every session was tuned on
         "tune_groups": ua.get("tune_groups"), "tune_groups_available": ua.get("available_groups"),
         "tune_sessions": ua.get("tune_sessions"), "tune_sessions_available": ua.get("available_sessions"),
-        "tune_max_groups": TUNE_GROUPS,
+        "tune_max_groups": TUNE_GROUPS, "tune_steady_stride": ua.get("steady_stride"),
         "tune_subsampled": ua.get("tune_groups") is not None and ua.get("tune_groups") < ua.get("available_groups"),
         **{f"measured_{k}": round(v, 1) for k, v in stages.items()},
         "measured_total_s": round(total, 1), "trials": len(study.trials),
@@ -346,7 +367,8 @@ def main() -> None:
         "learned_replay_agreement": round(learned["replay_frame_agreement"], 4),
         "baseline_replay_agreement": round(baseline["replay_frame_agreement"], 4),
         "promoted": reg.promoted, "gate": reg.reason, "real_media": real_media, "director": DIRECTOR, "families": families, "learned_policy": timing, "learned_params": {**params, "rounds": rounds},
-        "learned_replay_agreement_default_policy": round(untuned["replay_frame_agreement"], 4),
+        "learned_replay_agreement_default_policy": round(untuned["replay_frame_agreement"], 4) if untuned else None,
+        "views": VIEWS,
         "best_trial": {k: (round(v, 4) if isinstance(v, float) else v)
                        for k, v in study.best_trial.user_attrs.items()},
         "target_rows": TARGET_ROWS, "target_s": TARGET_S, "target_measured": rows >= TARGET_ROWS,
@@ -360,8 +382,11 @@ def main() -> None:
     verdict = (f"measured {result['measured_target_margin']}x the 15-min target" if result["target_measured"] else
                f"5M rows NOT measured (extrapolated {result['extrapolated_total_s_at_target']:.0f} s, "
                f"{result['extrapolated_target_margin']}x the target; run BENCH_ROWS={TARGET_ROWS} to measure)")
-    tuned = (f"tuned on {result['tune_groups']:,} of {result['tune_groups_available']:,} groups"
-             if result["tune_groups"] is not None else "tuned")
+    stride = result["tune_steady_stride"] or 1
+    tuned = (f"tuned on {result['tune_sessions']} sessions" + (
+        f", fits on every cut point and every {stride}th steady tick: {result['tune_groups']:,} of "
+        f"{result['tune_groups_available']:,} groups" if stride > 1 else "") if result["tune_groups"] is not None
+        else "tuned")
     print(f"measured: {rows:,} rows in {total:.0f} s ({tuned}, final model on {result['train_rows']:,} rows); "
           f"cut-point top-1 learned {result['learned_cut_top1']} vs baseline {result['baseline_cut_top1']}; {verdict}")
     for f, row in families.items():

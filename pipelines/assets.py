@@ -149,7 +149,7 @@ class StudyConfig(Config):
     study_name: str = "aiobs-ranker"
     n_trials: int = 30
     folds: int = 3
-    max_groups: int = 50_000
+    max_groups: int = 50_000  # ticks a tuning fit draws on: with more, every cut point and every k-th steady tick
     seed: int = 0
     tune_policy: bool = True  # tune the policy's timing (minimum hold, cooldown, delta, dwell) with the ranker
     # JSON overriding entries of ranker.train.SEARCH_SPACE, e.g. '{"max_depth": [4, 10], "objective": ["rank:ndcg"]}'

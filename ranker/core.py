@@ -262,6 +262,24 @@ class TickResult:
         return bool(d.cut and d.from_camera and pc is not None and d.at is None and pc.mid_word(d.cut_time))
 
 
+def ranker_features(state: TemporalState, t: float, tick_s: float, cams: Sequence[CameraTick]) -> np.ndarray:
+    """One tick's ranker rows (RANKER_FEATURES, one per camera in `cams`' order): the scene features and the
+    temporal context `state` (the session's) adds. The director core calls it every tick; `session_features` runs a
+    whole session through it."""
+    scene = np.stack([c.x for c in cams]) if cams else np.zeros((0, len(SCENE_FEATURES)), np.float32)
+    context = state.update(t, tick_s, [c.camera_id for c in cams], scene, [c.speech_mask for c in cams],
+                           [c.speaking for c in cams], [c.stale for c in cams])
+    return np.hstack([scene, context])
+
+
+def session_features(ticks: Sequence[tuple[float, Sequence[CameraTick]]], tick_s: float) -> list[np.ndarray]:
+    """Every tick's ranker rows of a session (`ticks`: (t, cameras sorted by id), in order), as the director core
+    computes them: the temporal context depends on the scene alone, never on the policy, so one pass serves every
+    ranker and policy replayed on the session (ranker/evaluate.py `real_program`)."""
+    state = TemporalState()
+    return [ranker_features(state, t, tick_s, cams) for t, cams in ticks]
+
+
 class DirectorCore:
     """One directed session: rank -> contexts -> policy -> explanation -> feature-log rows, once per tick.
 
@@ -276,8 +294,11 @@ class DirectorCore:
 
     def __init__(self, session_id: str, *, policy: PolicyConfig | None = None, tick_s: float = 0.2,
                  rankers: Any = None, variant: str = "fixed", room: str = "", sink=None, synthetic: bool = False,
-                 explain: bool = True, model_policy: bool = True):
+                 explain: bool = True, model_policy: bool = True, features: bool = True):
         from .baseline import WeightedBaselineRanker
+
+        if not features and sink is not None:
+            raise ValueError("a session that logs its rows builds its ranker features (features=True)")
 
         rankers = WeightedBaselineRanker() if rankers is None else rankers
         self.session_id = session_id
@@ -293,7 +314,10 @@ class DirectorCore:
         c = self.config
         self.talk = Conversation(utterance_gap_s=c.utterance_gap_s, min_turn_s=c.min_turn_s, takeover_s=c.takeover_s,
                                  keep_s=max(c.lookahead_s, self.tick_s) + 1.0)
-        self.temporal = TemporalState()  # the ranker's temporal context features, policy-independent
+        # the ranker's temporal context features, policy-independent; None (`features=False`, a replay of scored
+        # rows, ranker/evaluate.py): every tick comes with its scores and the features are not rebuilt (a third of a
+        # replayed tick's time; the policy never reads them)
+        self.temporal = TemporalState() if features else None
         self.sink = sink
         self.synthetic = synthetic
         self.explain = explain
@@ -320,11 +344,12 @@ class DirectorCore:
         ovs = list(overrides)
         variant, ranker = self.rankers.ranker_for(self.session_id, t)
         version = str(getattr(ranker, "version", "")) if scores is None else ""
-        scene = np.stack([c.x for c in cams]) if cams else np.zeros((0, len(SCENE_FEATURES)), np.float32)
-        context = self.temporal.update(t, self.tick_s, [c.camera_id for c in cams], scene,
-                                       [c.speech_mask for c in cams], [c.speaking for c in cams],
-                                       [c.stale for c in cams])
-        x = np.hstack([scene, context])  # RANKER_FEATURES
+        if self.temporal is not None:
+            x = ranker_features(self.temporal, t, self.tick_s, cams)
+        elif scores is None:
+            raise ValueError("this director core replays scored rows (features=False): give every tick its scores")
+        else:
+            x = np.zeros((len(cams), 0), np.float32)
         if scores is None:
             raw = np.asarray(ranker.score(x), dtype=np.float64).reshape(-1) if cams else np.zeros(0)
         else:
@@ -355,7 +380,8 @@ class DirectorCore:
         latency_ms = (time.perf_counter() - started) * 1000.0  # the acting decision's, without the shadow's work
         shadow = self._shadow(t, cams, x, ctx, ovs, pauses) if scores is None and cams else None
         result = TickResult(self.k, t, d, score_map, ctx, variant, version, ovs,
-                            {c.camera_id: row for c, row in zip(cams, x)}, shadow)
+                            {c.camera_id: row for c, row in zip(cams, x)} if self.temporal is not None else {},
+                            shadow)
         if d.program:
             self._last_on[d.program] = t
         if self.sink is not None:  # a production session (not a replay): rows and Prometheus series

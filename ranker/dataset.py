@@ -93,9 +93,10 @@ class RankingData:
         return self.human != self.prev_human
 
     def select_groups(self, mask: np.ndarray) -> "RankingData":
-        off = self.offsets
-        rows = np.concatenate([np.arange(off[g], off[g + 1]) for g in np.flatnonzero(mask)]) if mask.any() \
-            else np.zeros(0, int)
+        groups = np.flatnonzero(mask)
+        sizes = self.group_sizes[groups]
+        ends = np.cumsum(sizes)  # each kept group's rows, at once: its first row, then counting up
+        rows = np.repeat(self.offsets[groups] - (ends - sizes), sizes) + np.arange(int(ends[-1]) if len(ends) else 0)
         return RankingData(self.X[rows], self.y[rows], self.camera[rows], self.speaking[rows],
                            self.speech_mask[rows], self.safe_cut_wait_s[rows], self.quiet_at[rows], self.stale[rows],
                            self.word_spans[rows], self.group_sizes[mask],

@@ -82,57 +82,82 @@ def _pairs(spans) -> tuple[tuple[float, float], ...]:
     return tuple(zip(spans[0::2], spans[1::2]))
 
 
+class Replayer:
+    """Replays of one RankingData's sessions through the director core (`run`: one ranker's scores under one policy
+    configuration). The per-tick camera inputs are rebuilt from the rows for every replay, or, with `cache`, built
+    once and kept: tuning replays the same sessions under many rankers and timings (ranker/train.py)."""
+
+    def __init__(self, data: RankingData, tick_s: float = 0.2, cache: bool = False):
+        self.data, self.tick_s, self.cache = data, float(tick_s), cache
+        self._quiet = np.where(np.isnan(data.quiet_at), None, data.quiet_at).tolist() if len(data.quiet_at) else []
+        self._ticks: dict[str, list[list[CameraTick]]] = {}
+
+    def _session_ticks(self, idx: np.ndarray) -> list[list[CameraTick]]:
+        data, off, quiet = self.data, self.data.offsets, self._quiet
+        return [[CameraTick(str(data.camera[i]), scene_part(data.X[i]), speaking=bool(data.speaking[i]),
+                            speech_mask=int(data.speech_mask[i]), safe_cut_wait_s=float(data.safe_cut_wait_s[i]),
+                            quiet_at=quiet[i], stale=bool(data.stale[i]), words=_pairs(data.word_spans[i]))
+                 for i in range(off[g], off[g + 1])] for g in idx]
+
+    def run(self, scores: np.ndarray, config: PolicyConfig | None = None,
+            match_window_s: float = 5.0) -> "ReplayResult":
+        data, tick_s, off = self.data, self.tick_s, self.data.offsets
+        agree, errors, matched, total_h, sw, hsw, pp, hpp, in_speech, minutes = [], [], 0, 0, 0, 0, 0, 0, 0, 0.0
+        per_session, spans = [], []
+        sessions = data.sessions()
+        for sess in sessions:
+            idx = np.flatnonzero(data.session == sess)
+            ticks = self._ticks.get(sess)
+            if ticks is None:
+                ticks = self._session_ticks(idx)
+                if self.cache:
+                    self._ticks[sess] = ticks
+            core = DirectorCore(sess, policy=config, tick_s=tick_s, explain=False, model_policy=False,
+                                features=False)
+            decisions, speech_before = [], in_speech
+            for g, cams in zip(idx, ticks):
+                r = core.tick(float(data.t[g]), cams, scores=scores[off[g]:off[g + 1]])
+                in_speech += r.cut_inside_speech
+                decisions.append(r.decision)
+            start, end = float(data.t[idx[0]]), float(data.t[idx[-1]]) + tick_s
+            shots = shots_from_decisions(decisions, end)
+            human = _human_shots(data, idx, end)
+            agree.append(frame_agreement(shots, human, start, end, tick_s))
+            dur = end - start
+            minutes += dur / 60
+            cuts, human_cuts, returns = max(0, len(shots) - 1), max(0, len(human) - 1), ping_pong(shots)
+            sw += cuts
+            hsw += human_cuts
+            pp += returns
+            hpp += ping_pong(human)
+            per_session.append({"session": sess, "agreement": agree[-1], "seconds": round(dur, 3),
+                                "switches_per_min": cuts / (dur / 60) if dur else 0.0,
+                                "human_switches_per_min": human_cuts / (dur / 60) if dur else 0.0,
+                                "ping_pong": returns, "cuts_in_speech": in_speech - speech_before})
+            spans.extend({"session": sess, **d} for d in disagreements(shots, human, start, end, tick_s))
+            replay_cuts = [(s.start, s.camera) for s in shots[1:]]
+            for h in human[1:]:
+                total_h += 1
+                near = [abs(t - h.start) for t, c in replay_cuts
+                        if c == h.camera and abs(t - h.start) <= match_window_s]
+                if near:
+                    matched += 1
+                    errors.append(min(near))
+        return ReplayResult(
+            frame_agreement=float(np.mean(agree)) if agree else float("nan"),
+            cut_time_error_s=float(np.mean(errors)) if errors else float("nan"),
+            cut_recall=matched / total_h if total_h else float("nan"),
+            switches_per_min=sw / minutes if minutes else 0.0,
+            human_switches_per_min=hsw / minutes if minutes else 0.0,
+            ping_pong=pp, cuts_in_speech=in_speech, sessions=len(sessions), human_ping_pong=hpp,
+            per_session=per_session, disagreements=spans)
+
+
 def replay(scores: np.ndarray, data: RankingData, config: PolicyConfig | None = None, tick_s: float = 0.2,
            match_window_s: float = 5.0) -> ReplayResult:
-    off = data.offsets
-    agree, errors, matched, total_h, sw, hsw, pp, hpp, in_speech, minutes = [], [], 0, 0, 0, 0, 0, 0, 0, 0.0
-    per_session, spans = [], []
-    sessions = data.sessions()
-    quiet = np.where(np.isnan(data.quiet_at), None, data.quiet_at).tolist() if len(data.quiet_at) else []
-    for sess in sessions:
-        idx = np.flatnonzero(data.session == sess)
-        core = DirectorCore(sess, policy=config, tick_s=tick_s, explain=False, model_policy=False)
-        decisions, speech_before = [], in_speech
-        for g in idx:
-            a, b = off[g], off[g + 1]
-            cams = [CameraTick(str(data.camera[i]), scene_part(data.X[i]), speaking=bool(data.speaking[i]),
-                               speech_mask=int(data.speech_mask[i]), safe_cut_wait_s=float(data.safe_cut_wait_s[i]),
-                               quiet_at=quiet[i], stale=bool(data.stale[i]),
-                               words=_pairs(data.word_spans[i])) for i in range(a, b)]
-            r = core.tick(float(data.t[g]), cams, scores=scores[a:b])
-            in_speech += r.cut_inside_speech
-            decisions.append(r.decision)
-        start, end = float(data.t[idx[0]]), float(data.t[idx[-1]]) + tick_s
-        shots = shots_from_decisions(decisions, end)
-        human = _human_shots(data, idx, end)
-        agree.append(frame_agreement(shots, human, start, end, tick_s))
-        dur = end - start
-        minutes += dur / 60
-        cuts, human_cuts, returns = max(0, len(shots) - 1), max(0, len(human) - 1), ping_pong(shots)
-        sw += cuts
-        hsw += human_cuts
-        pp += returns
-        hpp += ping_pong(human)
-        per_session.append({"session": sess, "agreement": agree[-1], "seconds": round(dur, 3),
-                            "switches_per_min": cuts / (dur / 60) if dur else 0.0,
-                            "human_switches_per_min": human_cuts / (dur / 60) if dur else 0.0,
-                            "ping_pong": returns, "cuts_in_speech": in_speech - speech_before})
-        spans.extend({"session": sess, **d} for d in disagreements(shots, human, start, end, tick_s))
-        replay_cuts = [(s.start, s.camera) for s in shots[1:]]
-        for h in human[1:]:
-            total_h += 1
-            near = [abs(t - h.start) for t, c in replay_cuts if c == h.camera and abs(t - h.start) <= match_window_s]
-            if near:
-                matched += 1
-                errors.append(min(near))
-    return ReplayResult(
-        frame_agreement=float(np.mean(agree)) if agree else float("nan"),
-        cut_time_error_s=float(np.mean(errors)) if errors else float("nan"),
-        cut_recall=matched / total_h if total_h else float("nan"),
-        switches_per_min=sw / minutes if minutes else 0.0,
-        human_switches_per_min=hsw / minutes if minutes else 0.0,
-        ping_pong=pp, cuts_in_speech=in_speech, sessions=len(sessions), human_ping_pong=hpp,
-        per_session=per_session, disagreements=spans)
+    """Every session of `data` replayed through the director core with `scores` (one per row) under `config`,
+    compared with the human program (`Replayer` keeps the camera inputs for repeated replays)."""
+    return Replayer(data, tick_s).run(scores, config, match_window_s)
 
 
 def intent_scores(data: RankingData, intents: dict) -> np.ndarray:
@@ -181,7 +206,6 @@ def evaluate_real(ranker, sessions, policy: PolicyConfig | None = None) -> dict:
     switches per minute and the per-session figures."""
     from dataclasses import replace as _replace
 
-    from .core import CameraTick, DirectorCore
     from .metrics import summary
     from .policy import FILES_LOOKAHEAD_S
 
@@ -190,14 +214,7 @@ def evaluate_real(ranker, sessions, policy: PolicyConfig | None = None) -> dict:
         policy = _replace(policy, lookahead_s=FILES_LOOKAHEAD_S)
     per = {}
     for s in sessions:
-        core = DirectorCore(s.name, policy=policy, tick_s=s.tick_s, rankers=ranker, explain=False,
-                            model_policy=False)
-        decisions = []
-        rows = s.camera_ticks.sort_values(["tick", "camera_id"])
-        for _, g in rows.groupby("tick", sort=True):
-            recs = g.to_dict("records")
-            decisions.append(core.tick(float(recs[0]["t"]), [CameraTick.from_row(r) for r in recs]).decision)
-        shots = shots_from_decisions(decisions, s.duration_s)
+        shots = shots_from_decisions(real_program(ranker, s, policy), s.duration_s)
         per[s.name] = summary(shots, s.duration_s, s.lines, policy.audio_lead_s)
     follow = [m["speaker_follow"] for m in per.values() if m["speaker_follow"] is not None]
     return {"real_speaker_follow": float(np.mean(follow)) if follow else float("nan"),
@@ -205,6 +222,19 @@ def evaluate_real(ranker, sessions, policy: PolicyConfig | None = None) -> dict:
             "real_backchannel_cuts": int(sum(m["backchannel_cuts"] or 0 for m in per.values())),
             "real_switches_per_min": float(np.mean([m["switches_per_min"] for m in per.values()])) if per else 0.0,
             "real_sessions": len(per), "real_per_session": per}
+
+
+def real_program(ranker, session, policy: PolicyConfig) -> list:
+    """The decisions of the director core directing a real-media session (runtime/realset.py `RealSession`: its
+    logged rows) with `ranker` under `policy` as given, tick by tick as `aiobs direct` would. The session's rows are
+    scored at once: the temporal context the core adds to them depends on the scene alone, never on the ranker or
+    the policy, so the session keeps it (`ranker_rows`) for every ranker and timing the gate and the tuning try."""
+    rows = session.ranker_rows
+    scores = np.asarray(ranker.score(np.concatenate(rows)), dtype=np.float64).reshape(-1) if rows else np.zeros(0)
+    bounds = np.cumsum([0] + [len(r) for r in rows])
+    core = DirectorCore(session.name, policy=policy, tick_s=session.tick_s, explain=False, model_policy=False,
+                        features=False)
+    return [core.tick(t, cams, scores=scores[a:b]).decision for (t, cams), a, b in zip(session.ticks, bounds, bounds[1:])]
 
 
 def plots(booster, ranker, data: RankingData, out_dir) -> dict[str, str]:

@@ -27,6 +27,7 @@ import logging
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,27 @@ class RealSession:
     lines: list  # ground-truth speech lines (camera, kind, start, end, words)
     duration_s: float
     tick_s: float
+
+    @cached_property
+    def ticks(self) -> list:
+        """(t, cameras sorted by id) per tick of the logged rows: what the director core is fed (built once: the
+        promotion gate and every tuning trial replay the same sessions)."""
+        from ranker.core import CameraTick
+
+        rows = self.camera_ticks.sort_values(["tick", "camera_id"])
+        out = []
+        for _, g in rows.groupby("tick", sort=True):
+            recs = g.to_dict("records")
+            out.append((float(recs[0]["t"]), [CameraTick.from_row(r) for r in recs]))
+        return out
+
+    @cached_property
+    def ranker_rows(self) -> list:
+        """Every tick's ranker rows, as the director core computes them (ranker/core.py `session_features`: they
+        depend on the scene alone, so one pass serves every ranker and policy)."""
+        from ranker.core import session_features
+
+        return session_features(self.ticks, self.tick_s)
 
 
 def _key(name: str, spec) -> str:

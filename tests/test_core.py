@@ -82,6 +82,19 @@ def test_replaying_the_logged_rows_reproduces_every_cut():
     assert cut_list(replay_logged(f["camera_ticks"], f["decisions"])) != cut_list(produced)
 
 
+def test_a_core_that_replays_scored_rows_needs_the_scores_and_never_logs():
+    """`features=False` (ranker/evaluate.py's replays) skips rebuilding the ranker's features: it only works where
+    every tick brings its scores, and a session that logs rows must build them."""
+    with pytest.raises(ValueError, match="builds its ranker features"):
+        DirectorCore("r", sink=RowSink(), features=False)
+    core = DirectorCore("r", features=False)
+    cams = [CameraTick("a", feats(speech_prob=0.9)), CameraTick("b", feats())]
+    r = core.tick(0.0, cams, scores=np.array([0.9, 0.1]))
+    assert r.decision.program == "a" and r.features == {}
+    with pytest.raises(ValueError, match="give every tick its scores"):
+        core.tick(0.2, cams)
+
+
 def test_scores_are_used_in_the_precision_the_log_keeps():
     class Noisy:
         version = "noisy"

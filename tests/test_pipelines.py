@@ -741,6 +741,11 @@ def test_a_study_reports_progress_takes_its_space_and_features_from_config_and_n
         tune(train, n_trials=1, features=["crowd_roar"], **kw)
     with pytest.raises(ValueError, match="at least 2 sessions"):  # nothing to validate on: refused, not scored
         tune(train.select_groups(train.session == train.sessions()[0]), n_trials=1, **kw)
+    with pytest.raises(ValueError, match="max_groups"):
+        tune(train, n_trials=1, **{**kw, "max_groups": 0})
+    # more ticks than max_groups: every session is still tuned on, the fits thin the steady ticks
+    assert study.user_attrs["steady_stride"] == -(-train.n_groups // 4000) > 1
+    assert study.user_attrs["tune_sessions"] == study.user_attrs["available_sessions"] == len(train.sessions())
 
     # production's timing is tried again when the trial that ran it failed (a crash, a bad batch)
     from optuna.trial import TrialState

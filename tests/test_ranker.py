@@ -304,6 +304,28 @@ def test_training_leads_its_labels_by_the_tuned_lead(monkeypatch):
     assert "label_lead_s" in train_mod.SEARCH_SPACE
 
 
+def test_a_tuning_fit_on_many_ticks_keeps_every_cut_point_and_weights_the_steady_ticks_it_thins(monkeypatch):
+    from features.extract import RANKER_FEATURES
+    from ranker import train as train_mod
+
+    d = _ranking_data({"s1": list("aaaaaaabbbbbbbbbaaaa"), "s2": list("bbbbbbbbbbba")})
+    d.X = np.random.default_rng(0).random((len(d.y), len(RANKER_FEATURES))).astype(np.float32)
+    seen = []
+    real = train_mod.dmatrix
+    monkeypatch.setattr(train_mod, "dmatrix", lambda data, **kw: seen.append((data, kw)) or real(data, **kw))
+    train_mod.train_ranker(d, {"cut_weight": 7.0}, rounds=2, steady_stride=4)
+    thinned, kw = seen[-1]
+    cuts = set(zip(d.session[d.cut_points], d.tick[d.cut_points]))
+    assert len(cuts) == 3 and cuts <= set(zip(thinned.session, thinned.tick))  # every cut point kept
+    steady = ~thinned.cut_points
+    assert steady.sum() == sum(1 for g in range(d.n_groups) if g % 4 == 0 and not d.cut_points[g])
+    assert kw["steady_weight"] == 4.0 and kw["cut_weight"] == 7.0  # a kept steady tick stands for four
+    weights = real(thinned, **kw).get_weight()
+    assert sorted(set(weights.tolist())) == [4.0, 7.0] and len(weights) == thinned.n_groups
+    train_mod.train_ranker(d, {}, rounds=2)
+    assert seen[-1][0].n_groups == d.n_groups and seen[-1][1]["steady_weight"] == 1.0  # no stride: every tick
+
+
 def test_a_split_of_three_or_more_sessions_leaves_two_to_train_on():
     """The session hash alone sent two of three sessions to evaluation about one run in ten, and tuning (which
     validates on sessions it did not train on) failed; larger sets keep the hash split untouched."""

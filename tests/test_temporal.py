@@ -110,6 +110,32 @@ def test_a_temporal_ranker_is_replayed_exactly_from_the_logged_rows():
         assert [(d.program, d.cut, d.reason, d.at) for d in again] == [(d.program, d.cut, d.reason, d.at) for d in live]
 
 
+def test_the_real_media_replay_scores_a_session_at_once_and_directs_as_the_core_does_tick_by_tick():
+    """ranker/evaluate.py `real_program` (the gate's and the tuning's real-media replay) computes a session's temporal
+    features once and scores all its rows at once: the features are the ones the core logged, and the program is the
+    one the core makes scoring every tick itself."""
+    from ranker.core import policy_from_log
+    from ranker.evaluate import real_program
+    from runtime.realset import RealSession
+
+    from .test_core import random_session
+
+    sink = RowSink()
+    core = DirectorCore("temporal-real", tick_s=0.2, sink=sink, rankers=SpeechRunRanker())
+    random_session(core, n=400)
+    f = sink.frames()
+    session = RealSession("temporal-real", f["camera_ticks"], [], 80.0, 0.2)
+    logged = f["camera_ticks"].sort_values(["tick", "camera_id"])[list(RANKER_FEATURES)]
+    once = np.concatenate(session.ranker_rows)
+    np.testing.assert_array_equal(once, logged.to_numpy(np.float32, na_value=np.nan))
+    config = policy_from_log(f["decisions"]["policy_config"].iloc[0])[0]
+    per_tick = replay_logged(f["camera_ticks"], f["decisions"], ranker=SpeechRunRanker())  # no overrides: none here
+    at_once = real_program(SpeechRunRanker(), session, config)
+    assert sum(d.cut for d in at_once) >= 3
+    assert [(d.program, d.cut, d.reason, d.at) for d in at_once] == [(d.program, d.cut, d.reason, d.at)
+                                                                      for d in per_tick]
+
+
 def test_no_program_state_enters_the_temporal_features():
     """The same scene, directed differently (operator takes), gives the same temporal features."""
     def session(takes):
