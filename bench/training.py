@@ -384,7 +384,7 @@ def report(counts, sessions, train, held, study, stages, learned, baseline, reg,
                f"{result['extrapolated_target_margin']}x the target; run BENCH_ROWS={TARGET_ROWS} to measure)")
     stride = result["tune_steady_stride"] or 1
     tuned = (f"tuned on {result['tune_sessions']} sessions" + (
-        f", fits on every cut point and every {stride}th steady tick: {result['tune_groups']:,} of "
+        f", the fits on every cut point and one steady tick in {stride}: {result['tune_groups']:,} of "
         f"{result['tune_groups_available']:,} groups" if stride > 1 else "") if result["tune_groups"] is not None
         else "tuned")
     print(f"measured: {rows:,} rows in {total:.0f} s ({tuned}, final model on {result['train_rows']:,} rows); "

@@ -186,6 +186,10 @@ def ranker_study(context: AssetExecutionContext, config: StudyConfig, training_d
                    "features": config.features or None, "study": study.study_name},
                   metadata={"study": study.study_name, "resumed": bool(study.user_attrs.get("resumed")),
                             "trials": len(study.trials), "pruned": states.count("PRUNED"),
+                            # what the fits drew on: every session, every cut point, one steady tick in the stride
+                            **{k: int(study.user_attrs[k]) for k in ("tune_sessions", "tune_groups",
+                                                                     "available_groups", "steady_stride")
+                               if study.user_attrs.get(k) is not None},
                             "best_objective": round(float(study.best_value), 4),
                             "best_cv_cut_top1": round(float(best.get("cut_top1", study.best_value)), 4),
                             **({"best_replay_agreement": round(float(best["replay_agreement"]), 4)}

@@ -229,7 +229,8 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
     default REFINE_SEARCH_TRIALS, searching the timing alone).
 
     With more than `max_groups` groups (ticks) the fits thin the steady ticks (`train_ranker`'s `steady_stride`: every
-    human cut point, every k-th tick between them, weighted k; about `max_groups` groups); every session is kept, and
+    human cut point, every k-th tick between them, weighted k: the cut points plus about `max_groups` steady ticks,
+    of which each fold's fit sees its training share); every session is kept, and
     the cut-point top-1 and the replays use every held-out tick. The study's user attrs record what it saw
     (`tune_groups` the fits drew from, `available_groups`, `steady_stride`, `tune_sessions`, `available_sessions`).
     Trials are logged to MLflow
@@ -264,9 +265,9 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
     # more than `max_groups` ticks: the fits keep every cut point and every k-th steady tick between them (weighted
     # k), so every session still counts (the replays and the cut-point top-1 use all held-out ticks). Issue 10: on
     # 600k rows this tuned as well as a session subsample of the same size, 25% faster (more trials pruned early)
-    if not isinstance(max_groups, (int, np.integer)) or max_groups < 1:
+    if isinstance(max_groups, bool) or not isinstance(max_groups, (int, np.integer)) or max_groups < 1:
         raise ValueError(f"max_groups is the most ticks a tuning fit draws on, a whole number >= 1, not {max_groups!r}")
-    stride = max(1, -(-data.n_groups // max_groups))
+    stride = max(1, -(-int(data.n_groups) // int(max_groups)))
     fit_groups = int((data.cut_points | (np.arange(data.n_groups) % stride == 0)).sum()) if stride > 1 \
         else int(data.n_groups)
     if len(data.sessions()) < 2 or not data.n_groups:
@@ -360,8 +361,8 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
     if progress:
         progress(f"study {study_name}: {'resuming after ' + str(done) + ' trials' if resumed else 'new'}; "
                  f"{n_trials} trial(s) on {data.n_groups:,} ticks of {len(data.sessions())} sessions"
-                 + (f" (fits on every cut point and every {stride}th steady tick: {fit_groups:,})" if stride > 1
-                    else ""))
+                 + (f" (the fits draw on every cut point and one steady tick in {stride}: {fit_groups:,} ticks)"
+                    if stride > 1 else ""))
     callbacks = [_progress_logger(n_trials, done, progress)]
     if mlflow_logger is not None:
         callbacks.append(mlflow_logger)

@@ -80,6 +80,8 @@ def test_whole_graph_learns_what_the_baseline_does_not(platform):
         assert reg["reason"].startswith("stays challenger: real-media") and "cut_top1" not in reg["reason"].split("[")[0]
     study = res.output_for_node("ranker_study")
     assert study["rounds"] >= 50 and "max_depth" in study["params"]
+    meta = res.asset_materializations_for_node("ranker_study")[0].metadata  # what the tuning drew on, in Dagster
+    assert meta["steady_stride"].value == 1 and meta["tune_groups"].value == meta["available_groups"].value > 0
     # the policy's timing was tuned with the ranker; the registered model carries it and production applies it
     from ranker.policy import TUNED_FIELDS
 
@@ -741,8 +743,11 @@ def test_a_study_reports_progress_takes_its_space_and_features_from_config_and_n
         tune(train, n_trials=1, features=["crowd_roar"], **kw)
     with pytest.raises(ValueError, match="at least 2 sessions"):  # nothing to validate on: refused, not scored
         tune(train.select_groups(train.session == train.sessions()[0]), n_trials=1, **kw)
-    with pytest.raises(ValueError, match="max_groups"):
-        tune(train, n_trials=1, **{**kw, "max_groups": 0})
+    for bad in (0, True, 2.5):
+        with pytest.raises(ValueError, match="max_groups"):
+            tune(train, n_trials=1, **{**kw, "max_groups": bad})
+    assert tune(train, n_trials=0, **{**kw, "max_groups": np.int64(4000)}).user_attrs["steady_stride"] > 1
+    assert any("one steady tick in" in x for x in lines)
     # more ticks than max_groups: every session is still tuned on, the fits thin the steady ticks
     assert study.user_attrs["steady_stride"] == -(-train.n_groups // 4000) > 1
     assert study.user_attrs["tune_sessions"] == study.user_attrs["available_sessions"] == len(train.sessions())
