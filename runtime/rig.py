@@ -70,13 +70,37 @@ def livekit_server(exe: Path, workdir: Path, timeout_s: float = 30.0, ports: tup
     RuntimeError (with the server's output) when it does not come up."""
     if not Path(exe).is_file():
         raise RuntimeError(f"livekit-server is not installed at {exe}: run ./dev.sh setup")
-    if ports is None:  # three different ports (the OS may hand the same free port out twice in a row)
-        picked: list[int] = []
-        while len(picked) < 3:
-            p = free_port()
-            if p not in picked:
-                picked.append(p)
-        ports = tuple(picked)
+    chosen = ports
+    for attempt in range(3):
+        ports = chosen or _three_free_ports()
+        proc, log_path = _start_livekit(exe, workdir, ports, rtc_extra, room_extra)
+        try:
+            _wait_until_up(proc, ports[0], log_path, timeout_s)
+            break
+        except RuntimeError as e:
+            _stop(proc)
+            # a free port picked here can be taken by another process before the server binds it: pick again
+            if chosen is None and attempt < 2 and "address already in use" in str(e):
+                continue
+            raise
+    port, tcp, udp = ports
+    try:
+        yield {"url": f"ws://127.0.0.1:{port}", "api_key": DEV_KEY, "api_secret": DEV_SECRET,
+               "ports": (port, tcp, udp), "pid": proc.pid}
+    finally:
+        _stop(proc)
+
+
+def _three_free_ports() -> tuple[int, int, int]:
+    picked: list[int] = []  # three different ports (the OS may hand the same free port out twice in a row)
+    while len(picked) < 3:
+        p = free_port()
+        if p not in picked:
+            picked.append(p)
+    return tuple(picked)  # type: ignore[return-value]
+
+
+def _start_livekit(exe: Path, workdir: Path, ports, rtc_extra: str, room_extra: str):
     port, tcp, udp = ports
     workdir.mkdir(parents=True, exist_ok=True)
     cfg, log_path = workdir / "livekit.yaml", workdir / "livekit.log"
@@ -89,26 +113,29 @@ def livekit_server(exe: Path, workdir: Path, timeout_s: float = 30.0, ports: tup
     )
     with open(log_path, "ab") as log:  # a file, not a pipe nobody reads: the server never blocks on its output
         proc = subprocess.Popen([str(exe), "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.time() + timeout_s
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"livekit-server did not start: {log_path.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.2)
-        yield {"url": f"ws://127.0.0.1:{port}", "api_key": DEV_KEY, "api_secret": DEV_SECRET,
-               "ports": (port, tcp, udp), "pid": proc.pid}
-    finally:
-        proc.terminate()
+    return proc, log_path
+
+
+def _wait_until_up(proc, port: int, log_path: Path, timeout_s: float) -> None:
+    deadline = time.time() + timeout_s
+    while True:
         try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.time() > deadline:
+            raise RuntimeError(f"livekit-server did not start: {log_path.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.2)
+
+
+def _stop(proc) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
 
 
 def token(server: dict, role: str, identity: str, room: str) -> str:

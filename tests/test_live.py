@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.request
 
 import cv2
 import numpy as np
@@ -495,6 +496,29 @@ def test_lip_sync_holds_the_program_picture_back_and_never_the_sound(livekit_ser
     heard, own = clicks(seen["program_sound"]), clicks(seen["direct_sound"])
     sound_lag = [min(h - o for h in heard if h >= o - 0.05) for o in own[2:-3] if any(h >= o - 0.05 for h in heard)]
     assert len(sound_lag) >= 5 and float(np.median(sound_lag)) < 0.3, (sound_lag, own, heard)
+
+
+def test_a_server_whose_picked_port_was_taken_meanwhile_starts_on_other_ports(tmp_path, monkeypatch):
+    """A free port picked for livekit-server can be taken by another process before the server binds it (a flaky
+    'address already in use' in the suite): the rig picks new ports and starts again; ports given by the caller are
+    never changed."""
+    import socket
+
+    exe = PROJECT_ROOT / ".bin" / "livekit-server"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        picks = iter([(busy, rig.free_port(), rig.free_port())])
+        real = rig._three_free_ports
+        monkeypatch.setattr(rig, "_three_free_ports", lambda: next(picks, None) or real())
+        with rig.livekit_server(exe, tmp_path / "lk") as server:
+            assert server["ports"][0] != busy
+            with urllib.request.urlopen(f"http://127.0.0.1:{server['ports'][0]}", timeout=2) as r:
+                assert r.status == 200
+        with pytest.raises(RuntimeError, match="address already in use"):
+            with rig.livekit_server(exe, tmp_path / "lk2", ports=(busy, rig.free_port(), rig.free_port())):
+                pass
 
 
 def test_a_camera_that_leaves_and_rejoins_and_a_server_restart_keep_the_program_going(tmp_path, data_dir):
