@@ -92,6 +92,11 @@ class RankingData:
         """Groups where the human cut to another camera."""
         return self.human != self.prev_human
 
+    def thinned(self, stride: int) -> np.ndarray:
+        """Groups a fit keeps when it thins the steady ticks (ranker/train.py `steady_stride`): every human cut
+        point, and every `stride`-th group between them."""
+        return self.cut_points | (np.arange(self.n_groups) % max(1, int(stride)) == 0)
+
     def select_groups(self, mask: np.ndarray) -> "RankingData":
         groups = np.flatnonzero(mask)
         sizes = self.group_sizes[groups]

@@ -72,7 +72,7 @@ def train_ranker(train: RankingData, params: dict | None = None, rounds: int = D
     cut_weight = p.pop("cut_weight", 5.0)
     steady_weight = 1.0
     if steady_stride > 1 and train.n_groups:
-        train = train.select_groups(train.cut_points | (np.arange(train.n_groups) % steady_stride == 0))
+        train = train.select_groups(train.thinned(steady_stride))
         steady_weight = float(steady_stride)
     dtrain = dmatrix(train, cut_weight=cut_weight, features=features, steady_weight=steady_weight)
     evals = [(dmatrix(valid, cut_points_only=True, features=features), "validation")] \
@@ -268,8 +268,7 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
     if isinstance(max_groups, bool) or not isinstance(max_groups, (int, np.integer)) or max_groups < 1:
         raise ValueError(f"max_groups is the most ticks a tuning fit draws on, a whole number >= 1, not {max_groups!r}")
     stride = max(1, -(-int(data.n_groups) // int(max_groups)))
-    fit_groups = int((data.cut_points | (np.arange(data.n_groups) % stride == 0)).sum()) if stride > 1 \
-        else int(data.n_groups)
+    fit_groups = int(data.thinned(stride).sum())
     if len(data.sessions()) < 2 or not data.n_groups:
         raise ValueError(f"tuning needs labelled ticks of at least 2 sessions (models are validated on sessions they "
                          f"did not see); got {data.n_groups} ticks of {len(data.sessions())} session(s)")
