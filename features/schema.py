@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Mapping
 
-SCHEMA_VERSION = 6  # v2: the director core's exact inputs (session clock, pause position, policy config)
+SCHEMA_VERSION = 7  # v2: the director core's exact inputs (session clock, pause position, policy config)
 #                    v3: the ASR's word times (cuts never land inside a recognised word)
 #                    v4: temporal context features (features/temporal.py)
 #                    v5: the narration table (runtime/narration/), the A/B shadow arm's decisions
 #                    v6: each decision's latency and whether its cut landed inside the outgoing speaker's word
+#                    v7: the settled speaker and each camera's last utterance (features/temporal.py)
 
 ROLES = ("key", "feature", "context", "state", "output", "meta")
 
@@ -348,6 +349,12 @@ CAMERA_TICKS = Table(
                "(its speaker has the turn), else 0", since=4),
         Column("floor_s", "Nullable(Float32)", "context", "seconds this camera has held the floor (0 = it does "
                "not)", since=4),
+        Column("last_utterance_s", "Nullable(Float32)", "context", "seconds this camera's latest utterance lasted "
+               "(the current one while it talks; 0 = none heard), capped at 30 s; NULL on rows before v7", since=7),
+        Column("settled_speaker", "Nullable(Float32)", "context", "1 when this camera is the settled speaker: the "
+               "last one whose utterance lasted 3 s (features/temporal.py SETTLED_S), else 0", since=7),
+        Column("settled_s", "Nullable(Float32)", "context", "seconds since this camera became the settled speaker "
+               "(0 = it is not), capped at 30 s", since=7),
         # speech timing for the switching policy: with the features above, everything a decision depended on
         Column("speaking", "Bool", "meta", "speech on this camera at the tick (VAD, last ~100 ms)", default=False),
         Column("safe_cut_wait_s", "Float32", "meta", "seconds until the current word ends (0 = safe now)",

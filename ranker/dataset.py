@@ -44,9 +44,19 @@ CONTEXT_COLUMNS = ("speaking", "speech_mask", "safe_cut_wait_s", "quiet_at", "st
 
 # NULL-able scene feature -> the analysis stage (its key in camera_ticks.degraded) that produces it: a row whose
 # `degraded` map names the stage (off, not configured, no read yet, failed) is expected to have the feature NULL
-FEATURE_STAGES: dict[str, str] = {"vlm_interest": "vlm", "vlm_age_s": "vlm", **{f: "temporal" for f in TEMPORAL_FEATURES}}
-STAGES: tuple[str, ...] = tuple(sorted(set(FEATURE_STAGES.values())))
 TEMPORAL_SINCE = min(CAMERA_TICKS[f].since for f in TEMPORAL_FEATURES)  # rows logged before have none
+
+
+def _temporal_stage(feature: str) -> str:
+    """The temporal features came in schema versions (v4, then v7): rows logged before a feature's version have it
+    NULL, as expected as a stage that was off. `temporal` = the v4 ones, `temporal_v<N>` = those added in vN."""
+    since = CAMERA_TICKS[feature].since
+    return "temporal" if since <= TEMPORAL_SINCE else f"temporal_v{since}"
+
+
+FEATURE_STAGES: dict[str, str] = {"vlm_interest": "vlm", "vlm_age_s": "vlm",
+                                  **{f: _temporal_stage(f) for f in TEMPORAL_FEATURES}}
+STAGES: tuple[str, ...] = tuple(sorted(set(FEATURE_STAGES.values())))
 
 
 @dataclass
@@ -144,7 +154,11 @@ def is_eval_session(session_id: str, eval_percent: int = EVAL_PERCENT) -> bool:
 
 def _older(stage: str) -> str:
     """SQL: rows written before the stage existed (its features are NULL there by construction)."""
-    return f" OR t.schema_version < {TEMPORAL_SINCE}" if stage == "temporal" else ""
+    if stage == "temporal":
+        return f" OR t.schema_version < {TEMPORAL_SINCE}"
+    if stage.startswith("temporal_v"):
+        return f" OR t.schema_version < {int(stage[len('temporal_v'):])}"
+    return ""
 
 
 def scene_part(x: np.ndarray) -> np.ndarray:

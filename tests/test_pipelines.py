@@ -247,6 +247,14 @@ def test_asset_checks_fail_on_broken_data(tmp_path):
         store.insert_frame("camera_ticks", old)
         ov = store.frame("overrides", sessions=["sim-2-00001"]).assign(session_id="legacy-v3")
         store.insert_frame("overrides", ov)
+        # and one logged before the settled speaker (v6): only the features added in v7 are NULL there
+        v7 = [f for f in TEMPORAL_FEATURES if CAMERA_TICKS[f].since == 7]
+        assert v7 == ["last_utterance_s", "settled_speaker", "settled_s"]
+        old = store.frame("camera_ticks", sessions=["sim-2-00002"])
+        old = old.assign(session_id="legacy-v6", schema_version=6, **{f: np.nan for f in v7})
+        store.insert_frame("camera_ticks", old)
+        ov = store.frame("overrides", sessions=["sim-2-00002"]).assign(session_id="legacy-v6")
+        store.insert_frame("overrides", ov)
     instance = DagsterInstance.ephemeral()
     res = materialize([assets.training_dataset, *CHECKS], resources=default_resources(settings), instance=instance,
                       raise_on_error=False)
@@ -256,6 +264,8 @@ def test_asset_checks_fail_on_broken_data(tmp_path):
     meta = checks["dataset_null_rates"].metadata
     assert set(meta["over_limit"].value) == {"speech_prob"}
     assert meta["expected_null_rates"].value["speech_run_s"] == meta["null_rates"].value["speech_run_s"] > 0.1
+    assert meta["expected_null_rates"].value["settled_s"] == meta["null_rates"].value["settled_s"] > \
+        meta["null_rates"].value["speech_run_s"]  # the v3 and the v6 sessions
     # why, in words (the check's description, and an error line in the run's log: the terminal of ./dev.sh retrain)
     assert "speech_prob" in checks["dataset_null_rates"].description
     assert "99" in checks["dataset_schema_version"].description
@@ -729,13 +739,16 @@ def test_a_study_reports_progress_takes_its_space_and_features_from_config_and_n
                  **kw)  # all features now
     assert other.study_name.startswith("exp-") and len(other.trials) == 1
     # the best trial's ranker got a timing searched for it: production's and the trial's own (the same here: the first
-    # trial runs production's), each on/off rule flipped, and 4 more replays; the best of them is kept
+    # trial runs production's), 4 more replays, then the best of those with the on/off rules set every other way
+    # (those not tried yet); the best of them is kept
     tried = other.user_attrs["refined_candidates"]
-    assert len(tried) == 3 + 4 and other.user_attrs["refined_agreement"] == pytest.approx(
+    assert 1 + 4 < len(tried) <= 1 + 4 + 3 and other.user_attrs["refined_agreement"] == pytest.approx(
         max(c["agreement"] for c in tried), abs=1e-4)
     assert other.user_attrs["refined_timing"] == tried[0]["timing"]
-    assert any(x.startswith(f"study {other.study_name}: timing for the best trial's ranker, best of 7 tried")
-               for x in lines)
+    sides = {(c["timing"]["hold_speaker"], c["timing"]["follow_every_turn"]) for c in tried}
+    assert len(sides) == 4  # every way of the two on/off rules was replayed
+    assert any(x.startswith(f"study {other.study_name}: timing for the best trial's ranker, best of {len(tried)} "
+                            "tried") for x in lines)
     assert any("features changed" in x for x in lines)
     with pytest.raises(ValueError, match="unknown parameter"):
         tune(train, n_trials=1, space={"max_dept": [2, 3]}, **kw)

@@ -57,13 +57,22 @@ def test_temporal_features_say_what_happened_over_the_last_seconds():
     assert at(r, 3.8, "a", "speech_share_5s") > 0.5 > at(r, 3.8, "b", "speech_share_5s") == 0.0
     assert at(r, 10.6, "c", "motion_trend") > 0.1 and at(r, 14.8, "c", "motion_mean_2s") > 0.4
     assert at(r, 9.8, "c", "motion_mean_2s") == pytest.approx(0.02, abs=1e-6)
+    # the settled speaker: a stays it while b has the floor but has not talked 3 s yet (a patient director's shot)
+    assert at(r, 7.0, "b", "floor_holder") == 1.0 and at(r, 7.0, "a", "settled_speaker") == 1.0
+    assert at(r, 7.0, "b", "settled_speaker") == 0.0 and at(r, 7.0, "a", "settled_s") == pytest.approx(4.2, abs=0.01)
+    assert at(r, 9.0, "b", "settled_speaker") == 1.0 and at(r, 9.0, "a", "settled_speaker") == 0.0
+    assert at(r, 9.0, "a", "settled_s") == 0.0 and at(r, 9.0, "b", "settled_s") == pytest.approx(1.2, abs=0.01)
+    assert at(r, 7.0, "a", "last_utterance_s") == pytest.approx(4.0, abs=0.01)  # its last one, ended at 3.8 s
+    assert at(r, 7.0, "b", "last_utterance_s") == pytest.approx(2.2, abs=0.01)  # the current one
+    assert at(r, 12.0, "c", "last_utterance_s") == 0.0  # never heard
 
 
 def test_the_features_do_not_depend_on_the_tick_rate():
     """5 Hz and 10 Hz agree to within a tick (times) or a few hundredths (means)."""
     slow, fast = run(75, 0.2), run(150, 0.1)
     for name, tol in (("motion_mean_2s", 0.03), ("motion_trend", 0.03), ("speech_share_5s", 0.05),
-                      ("since_spoke_s", 0.11), ("speech_run_s", 0.11)):
+                      ("since_spoke_s", 0.11), ("speech_run_s", 0.11), ("last_utterance_s", 0.11),
+                      ("settled_s", 0.11)):
         for t in (3.0, 6.0, 12.0, 14.0):
             cam = "c" if "motion" in name else "a"
             assert at(slow, t, cam, name, 0.2) == pytest.approx(at(fast, t, cam, name, 0.1), abs=tol), (name, t)
