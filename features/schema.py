@@ -352,7 +352,7 @@ CAMERA_TICKS = Table(
         Column("last_utterance_s", "Nullable(Float32)", "context", "seconds this camera's latest utterance lasted "
                "(the current one while it talks; 0 = none heard), capped at 30 s; NULL on rows before v7", since=7),
         Column("settled_speaker", "Nullable(Float32)", "context", "1 when this camera is the settled speaker: the "
-               "last one whose utterance lasted 3 s (features/temporal.py SETTLED_S), else 0", since=7),
+               "last one whose turn (pauses up to 1 s) lasted 3 s (features/temporal.py SETTLED_S), else 0", since=7),
         Column("settled_s", "Nullable(Float32)", "context", "seconds since this camera became the settled speaker "
                "(0 = it is not), capped at 30 s", since=7),
         # speech timing for the switching policy: with the features above, everything a decision depended on

@@ -18,11 +18,12 @@ Its inputs are a tick's scene features (`audio_rel_db`, `speech_prob`, `keyword_
 `people_count`, `largest_person_area`), the VAD's `speech_mask`/`speaking` and `stale`. Its parameters are fixed
 here, not the switching policy's: tuning the policy never changes what a model learned from. Speech counts as a
 camera's own within `OWN_SPEECH_DB` of the loudest camera; the floor is the conversation state of
-features/conversation.py. The settled speaker is the last camera whose utterance lasted `SETTLED_S`: a director who
-lets a new speaker settle before cutting to them stays with that one through a short interjection, which the floor
-(passed after `MIN_TURN_S`) does not show. Times are capped at `HORIZON_S` ("not within the horizon"); means are
-exponential in session time, so they do not depend on the tick rate. No program state enters (what is on program,
-for how long): a ranker that saw it would learn "stay where you are".
+features/conversation.py. The settled speaker is the last camera whose turn (sentences with pauses of at most
+`SETTLED_GAP_S`) lasted `SETTLED_S`: a director who lets a new speaker settle before cutting to them stays with that
+one through a short interjection, which the floor (passed after `MIN_TURN_S`) does not show. Times are capped at
+`HORIZON_S` ("not within the horizon"); means are exponential in session time, so they do not depend on the tick
+rate. No program state enters (what is on program, for how long): a ranker that saw it would learn "stay where you
+are".
 """
 
 from __future__ import annotations
@@ -41,10 +42,11 @@ OWN_SPEECH_DB = 6.0  # speech is a camera's own within this many dB of the loude
 UTTERANCE_GAP_S = 0.5  # a silence longer than this ends an utterance
 MIN_TURN_S = 1.0  # the floor passes after this much speech once the holder stopped
 TAKEOVER_S = 2.5  # ... or after this much while the holder still talks
-# the settled speaker: the last camera whose utterance lasted this long (issue 10: with it and `last_utterance_s`, a
-# ranker learned the simulated patient directors 1.1-1.3 points of replay agreement better, on 23 and on 74 training
-# sessions)
+# the settled speaker: the last camera whose turn (its speech with no pause longer than SETTLED_GAP_S: sentences of one
+# turn) lasted this long (issue 10: with it and `last_utterance_s`, a ranker learned the simulated patient directors
+# 1.1-1.3 points of replay agreement better, on 23 and on 74 training sessions)
 SETTLED_S = 3.0
+SETTLED_GAP_S = 1.0
 FLOOR_MIN_SPEECH_PROB = 0.6
 TAU_S = {"motion_mean_2s": 2.0, "motion_fast": 1.0, "motion_slow": 5.0, "people_mean_2s": 2.0,
          "speech_share_5s": 5.0}
@@ -94,6 +96,7 @@ class TemporalState:
         self.last_keyword_any: float | None = None
         self.settled: str | None = None  # the settled speaker (SETTLED_S) and since when
         self.settled_since: float = 0.0
+        self.turns: dict[str, tuple[float, float]] = {}  # camera -> its current (or last) turn's (start, last speech)
 
     def update(self, t: float, tick_s: float, camera_ids: Sequence[str], x: np.ndarray, speech_masks: Sequence[int],
                speaking: Sequence[bool], stale: Sequence[bool]) -> np.ndarray:
@@ -112,8 +115,17 @@ class TemporalState:
         if any(float(x[i, _KEYWORD]) > 0 for i in range(len(camera_ids))):
             self.last_keyword_any = t
         runs = {cam: self.talk.utterance_s(cam, t) for cam in camera_ids}
-        newly = [(self.talk.talk[cam].start, cam) for cam in camera_ids
-                 if runs[cam] >= SETTLED_S - 1e-9 and cam != self.settled]
+        newly = []
+        for cam in camera_ids:
+            mask, turn = own_masks[cam], self.turns.get(cam)
+            if mask:  # its voiced bins in this tick (bit 0 = oldest): a pause over SETTLED_GAP_S starts a new turn
+                bin_s = tick_s / 8
+                first = t - tick_s + ((mask & -mask).bit_length() - 1) * bin_s
+                last = t - tick_s + mask.bit_length() * bin_s
+                turn = self.turns[cam] = (first if turn is None or first - turn[1] > SETTLED_GAP_S else turn[0], last)
+            if (turn is not None and cam != self.settled and t - turn[1] <= SETTLED_GAP_S
+                    and turn[1] - turn[0] >= SETTLED_S - 1e-9):
+                newly.append((turn[0], cam))
         if newly:  # several at once: the one who began last
             self.settled, self.settled_since = max(newly)[1], t
         spoke = [tk.last for tk in self.talk.talk.values() if tk.last is not None]

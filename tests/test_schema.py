@@ -67,6 +67,30 @@ def test_additive_migration_adds_only_new_columns(tmp_path, monkeypatch):
             migrations.ensure_schema(store.client)
 
 
+def test_a_feature_log_written_by_older_code_reads_with_the_newer_columns_null(tmp_path):
+    """A data dir at v6 (before the settled speaker), read by a notebook before any writer upgraded it: the reader
+    brings it to the current schema (helper trial: `load_ranking_data` failed with 'Identifier t.last_utterance_s
+    cannot be resolved')."""
+    import numpy as np
+
+    from features.extract import RANKER_FEATURES
+    from ranker.dataset import load_ranking_data
+    from ranker.simulate import SimConfig, simulate
+
+    v7 = [c.name for c in CAMERA_TICKS.columns if c.since == 7]
+    with FeatureStore(f"chdb://{tmp_path / 'ch'}") as store:
+        simulate(store, 1, SimConfig(duration_s=30), seed=3)
+        store.client.command("ALTER TABLE camera_ticks " + ", ".join(f"DROP COLUMN `{c}`" for c in v7))
+        sync = " SETTINGS mutations_sync = 1"
+        store.client.command(f"ALTER TABLE {migrations.MIGRATIONS_TABLE} DELETE WHERE version = 7" + sync)
+        store.client.command("ALTER TABLE camera_ticks UPDATE schema_version = 6 WHERE 1" + sync)
+        assert migrations.current_version(store.client) == 6
+        data = load_ranking_data(store)
+        assert migrations.current_version(store.client) == SCHEMA_VERSION and data.n_groups > 0
+        assert all(np.isnan(data.X[:, RANKER_FEATURES.index(c)]).all() for c in v7)
+        assert not np.isnan(data.X[:, RANKER_FEATURES.index("speech_run_s")]).any()
+
+
 def test_table_definition_errors_are_caught_early():
     with pytest.raises(ValueError, match="unknown role"):
         Column("x", "Float32", "magic", "doc")

@@ -176,3 +176,29 @@ def test_temporal_features_are_computed_not_accepted_from_outside():
     with pytest.raises(ValueError, match="temporal context features"):
         CameraTick.from_features("a", {"speech_prob": 0.5, "speech_run_s": 3.0})
     assert scene_part(np.zeros(len(RANKER_FEATURES))).shape == (len(SCENE_FEATURES),)
+
+
+def test_a_speaker_who_talks_in_sentences_settles_after_3_s_of_their_turn():
+    """Sentences of 1.6 s with 0.8 s pauses (each its own utterance: the VAD's gap is 0.5 s) are one turn: the
+    speaker settles 3 s into it, not after a 3 s sentence that never comes (helper trial: a speaker of the sample
+    settled 6 s late); a pause over 1 s starts a new turn."""
+    def tick(k, tick_s=0.2):
+        t = k * tick_s
+        a = t < 3.0  # a talks 0-3 s: settled at 3 s
+        b = 4.0 <= t < 14.0 and (t - 4.0 + 1e-9) % 2.4 < 1.6  # b: sentences from 4 s, pauses 0.8 s
+        ticks = []
+        for c, on in (("a", a), ("b", b)):
+            ticks.append(CameraTick(c, feats(speech_prob=0.9 if on else 0.05, audio_rel_db=0.0 if on else -20.0,
+                                             largest_person_area=0.3, people_count=1),
+                                    speaking=on, speech_mask=0xFF if on else 0))
+        return t, ticks
+
+    core = DirectorCore("sentences", tick_s=0.2)
+    r = [core.tick(*tick(k)) for k in range(80)]
+    assert at(r, 5.4, "b", "speech_run_s") == pytest.approx(1.6, abs=0.01)
+    assert at(r, 6.0, "b", "speech_run_s") == 0.0  # between two sentences
+    assert at(r, 6.0, "b", "last_utterance_s") == pytest.approx(1.6, abs=0.01)
+    assert at(r, 6.6, "a", "settled_speaker") == 1.0 and at(r, 6.6, "b", "settled_speaker") == 0.0
+    assert at(r, 6.8, "b", "settled_speaker") == 1.0 and at(r, 6.8, "a", "settled_speaker") == 0.0  # 3 s into it
+    assert at(r, 7.4, "b", "settled_s") == pytest.approx(0.6, abs=0.01)
+    assert at(r, 7.4, "b", "speech_run_s") < 3.0 > at(r, 10.0, "b", "last_utterance_s")  # no 3 s sentence
