@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from .migrations import SEGMENTS_TABLE, ensure_schema
+from .migrations import MIGRATIONS_TABLE, SEGMENTS_TABLE, current_version, ensure_schema
 from .schema import TABLES, Table, table as table_named
 
 log = logging.getLogger(__name__)
@@ -150,6 +150,13 @@ class FeatureStore:
 
     def ensure_schema(self) -> int:
         return self._run("ensure schema", ensure_schema, self.client)
+
+    def schema_version(self) -> int:
+        """The feature-schema version the database is at (0 = no contract tables yet); reads only."""
+        def read(client) -> int:
+            return current_version(client) if client.query(f"EXISTS TABLE {MIGRATIONS_TABLE}").result_rows[0][0] else 0
+
+        return self._run("schema version", read, self.client)
 
     # -- writes (used by the spool shipper) -------------------------------------------------------------------------
     def insert_json_rows(self, table: Table, payload: bytes, dedup_token: str,

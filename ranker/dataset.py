@@ -218,8 +218,12 @@ def _query(window_sql: str, side_sql: str = "") -> str:
 def load_ranking_data(store, sessions: list[str] | None = None, synthetic: bool | None = None) -> RankingData:
     """Stream labelled ticks from ClickHouse into a RankingData (ticks without a human label are skipped). A feature
     log written by older code is brought to this code's schema first (`ensure_schema`: additive, what every writer
-    does), so a notebook reading an old data dir gets its rows with the newer columns NULL, not an unknown column."""
-    store.ensure_schema()
+    does), so a notebook reading an old data dir gets its rows with the newer columns NULL, not an unknown column; a
+    current one is only read (read-only credentials work)."""
+    from features.schema import SCHEMA_VERSION
+
+    if store.schema_version() < SCHEMA_VERSION:
+        store.ensure_schema()
     clauses, params, side = [], {}, ""
     if sessions is not None:
         clauses.append("t.session_id IN {sessions:Array(String)}")

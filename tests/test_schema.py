@@ -34,8 +34,9 @@ def test_ddl_is_generated_from_the_schema(tmp_path):
     for c in CAMERA_TICKS.columns:
         assert f"`{c.name}` {c.ch_type}" in ddl
     with FeatureStore(f"chdb://{tmp_path / 'ch'}") as store:
+        assert store.schema_version() == 0  # nothing there yet
         assert store.ensure_schema() == SCHEMA_VERSION
-        assert store.ensure_schema() == SCHEMA_VERSION  # idempotent
+        assert store.ensure_schema() == SCHEMA_VERSION == store.schema_version()  # idempotent
         cols = store.query_df("SELECT name, type FROM system.columns WHERE table = 'camera_ticks'")
         assert dict(zip(cols["name"], cols["type"])) == {c.name: c.ch_type for c in CAMERA_TICKS.columns}
 
@@ -84,7 +85,7 @@ def test_a_feature_log_written_by_older_code_reads_with_the_newer_columns_null(t
         sync = " SETTINGS mutations_sync = 1"
         store.client.command(f"ALTER TABLE {migrations.MIGRATIONS_TABLE} DELETE WHERE version = 7" + sync)
         store.client.command("ALTER TABLE camera_ticks UPDATE schema_version = 6 WHERE 1" + sync)
-        assert migrations.current_version(store.client) == 6
+        assert store.schema_version() == 6
         data = load_ranking_data(store)
         assert migrations.current_version(store.client) == SCHEMA_VERSION and data.n_groups > 0
         assert all(np.isnan(data.X[:, RANKER_FEATURES.index(c)]).all() for c in v7)
