@@ -626,7 +626,7 @@ def test_a_model_that_wins_on_simulated_data_but_fails_on_real_media_is_not_prom
         simulate(store, 8, SimConfig(duration_s=180, director=HiddenDirector(w_action=5.0, w_speaker=0.0,
                                                                                w_keyword=0.0, w_vlm=1.0)), seed=9)
         train, held = split_by_session(load_ranking_data(store))
-    booster = train_ranker(train, rounds=60, model_version="action-only")
+    booster = train_ranker(train, rounds=150, model_version="action-only")
     learned, baseline = XGBoostRanker(booster), WeightedBaselineRanker()
     sim, sim_base = evaluate(learned, held), evaluate(baseline, held)
     assert sim["cut_top1"] > sim_base["cut_top1"] + 0.1  # on simulated data it wins
