@@ -54,8 +54,7 @@ class DatasetConfig(Config):
 def training_dataset(context: AssetExecutionContext, config: DatasetConfig, clickhouse: ClickHouseResource):
     from ranker.dataset import load_ranking_data, split_by_session
 
-    with clickhouse.store() as store:
-        store.ensure_schema()  # a fresh data dir has no tables yet: an empty dataset, which the checks then explain
+    with clickhouse.store() as store:  # a fresh data dir gets its tables: an empty dataset, which the checks explain
         data = load_ranking_data(store, synthetic=config.synthetic)
     train, held_out = split_by_session(data, config.eval_percent) if data.n_groups else (data, data)
     meta = {"rows": int(len(data.y)), "groups": int(data.n_groups), "sessions": len(data.sessions()),

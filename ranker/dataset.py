@@ -57,6 +57,8 @@ def _temporal_stage(feature: str) -> str:
 FEATURE_STAGES: dict[str, str] = {"vlm_interest": "vlm", "vlm_age_s": "vlm",
                                   **{f: _temporal_stage(f) for f in TEMPORAL_FEATURES}}
 STAGES: tuple[str, ...] = tuple(sorted(set(FEATURE_STAGES.values())))
+# the schema version each temporal stage came in (all its features share it): rows logged before it have them NULL
+STAGE_SINCE: dict[str, int] = {FEATURE_STAGES[f]: CAMERA_TICKS[f].since for f in TEMPORAL_FEATURES}
 
 
 @dataclass
@@ -154,11 +156,7 @@ def is_eval_session(session_id: str, eval_percent: int = EVAL_PERCENT) -> bool:
 
 def _older(stage: str) -> str:
     """SQL: rows written before the stage existed (its features are NULL there by construction)."""
-    if stage == "temporal":
-        return f" OR t.schema_version < {TEMPORAL_SINCE}"
-    if stage.startswith("temporal_v"):
-        return f" OR t.schema_version < {int(stage[len('temporal_v'):])}"
-    return ""
+    return f" OR t.schema_version < {STAGE_SINCE[stage]}" if stage in STAGE_SINCE else ""
 
 
 def scene_part(x: np.ndarray) -> np.ndarray:
