@@ -395,8 +395,11 @@ class SwitchingPolicy:
                 return None
             s.locked_until = None
             return self._hold(t, "override_release", f"released{who}: back to auto")
-        if ov.camera not in scores or ov.camera not in live:
-            return self._hold(t, "override_rejected", f"{ov.action} {ov.camera}{who}: camera unknown or stale")
+        if ov.camera not in scores:
+            return self._hold(t, "override_rejected", f"{ov.action} {ov.camera}{who}: no such camera in this tick")
+        if ov.camera not in live:
+            return self._hold(t, "override_rejected", f"{ov.action} {ov.camera}{who}: {ov.camera} has no picture "
+                                                      f"(stale): the director cuts only to cameras sending video")
         if ov.action == "lock":
             timeout = self.config.lock_timeout_s if ov.timeout_s is None else ov.timeout_s
             s.locked_until = t + timeout

@@ -77,6 +77,9 @@ class LiveReport:
     cuts: list[tuple[float, str, str]] = field(default_factory=list)  # (decision t, to, reason), as decided
     aired_cuts: list[tuple[float, str]] = field(default_factory=list)  # (program time, camera) as the picture cut
     overrides: int = 0
+    # what became of each override the policy saw: {"t", "operator", "action", "camera", "outcome", "detail"}, the
+    # outcome "obeyed" or "rejected" (its camera unknown or without a picture), as the tick's decision said
+    override_outcomes: list[dict] = field(default_factory=list)
     rejected_overrides: int = 0  # malformed packets
     unauthorised_overrides: int = 0  # well-formed, from a participant without the operator role
     failed_ticks: int = 0
@@ -624,6 +627,7 @@ class LiveDirector:
                 "t": None if r is None else r.t, "program": self.compositor.program,
                 "decision": None if r is None else {"reason": r.decision.reason, "detail": r.decision.detail},
                 "cameras": cams, "recent_cuts": [{"t": t, "to": to, "reason": why} for t, to, why in rep.cuts[-recent:]],
+                "recent_overrides": rep.override_outcomes[-recent:],
                 "variant": None if r is None else r.variant, "model_version": None if r is None else r.model_version,
                 "program_delay_s": self.delay,
                 "health": {"ticks": rep.ticks, "missed_ticks": rep.missed_ticks, "failed_ticks": rep.failed_ticks,
@@ -694,6 +698,10 @@ class LiveDirector:
                     self.report.cuts.append((r.t, d.to_camera, d.reason))
                     self._picture_news.set()
                 self.report.overrides += len(r.overrides)
+                for ov in r.overrides:  # (several in one tick: the tick's decision tells for all of them)
+                    self.report.override_outcomes.append({
+                        "t": r.t, "operator": ov.operator, "action": ov.action, "camera": ov.camera,
+                        "outcome": "rejected" if d.reason == "override_rejected" else "obeyed", "detail": d.detail})
                 self.report.ticks += 1
                 self._choose_layers()
             k += 1

@@ -221,7 +221,9 @@ def test_the_operator_watches_the_program_and_locks_a_camera(control_service):
             card = page.locator(f'#grid .card[data-camera="{target}"]')
             expect(card).not_to_have_class(ON_AIR)
             lock = card.locator('button[data-action="lock"]')
-            expect(lock).to_be_enabled(timeout=10_000)
+            # (enabled once the page is in the room and the camera has a picture: a lock on a camera that has sent
+            # no frame yet is rejected, and the page says so)
+            expect(lock).to_be_enabled(timeout=30_000)
             lock.click()
             seen = []
 
@@ -242,11 +244,10 @@ def test_the_operator_watches_the_program_and_locks_a_camera(control_service):
                 poll(locked, 30, f"live_status shows {target} on program by override_lock", every=0.25)
             except pytest.fail.Exception:
                 last = seen[-1] if seen else {}
+                cams = {c: (v.get("score"), v.get("stale")) for c, v in last.get("cameras", {}).items()}
                 pytest.fail(f"the lock on {target} never showed: program {last.get('program')!r}, decision "
-                            f"{last.get('decision')}, recent cuts {last.get('recent_cuts')}, health {last.get('health')}, "
-                            f"cameras {{c: (v.get('score'), v.get('stale')) for c, v in last.get('cameras', {{}}).items()}}"
-                            .replace("{c: (v.get('score'), v.get('stale')) for c, v in last.get('cameras', {}).items()}",
-                                     str({c: (v.get("score"), v.get("stale")) for c, v in last.get("cameras", {}).items()})))
+                            f"{last.get('decision')}, recent cuts {last.get('recent_cuts')}, overrides "
+                            f"{last.get('recent_overrides')}, health {last.get('health')}, cameras {cams}")
             st = seen[-1]
             # (at most one refusal: the director's LiveKit SDK can lose a sender for a moment; the page then says so
             # and sends again)
@@ -255,6 +256,10 @@ def test_the_operator_watches_the_program_and_locks_a_camera(control_service):
             expect(card).to_have_class(LOCKED, timeout=5_000)
             expect(page.locator("#on-air")).to_have_text(target)
             expect(page.locator("#cuts tbody tr").first).to_contain_text("override_lock")
+            expect(page.locator("#sent")).to_contain_text(f"lock {target} by operator:ann obeyed")
+            assert st["recent_overrides"][-1] | {"t": 0} == {"t": 0, "operator": "operator:ann", "action": "lock",
+                                                             "camera": target, "outcome": "obeyed",
+                                                             "detail": st["recent_overrides"][-1]["detail"]}, st
             assert page.locator("#grid .card.program").count() == 1
             page.wait_for_timeout(1000)  # a second of program after the cut, for the picture
             page.screenshot(path="/tmp/aiobs-control-page.png", full_page=True)

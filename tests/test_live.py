@@ -294,6 +294,8 @@ def test_live_director_in_a_real_room(livekit_server, data_dir):
     assert status["link"] == "disconnected" and status["program"] == "wide"
     assert set(status["cameras"]) == {"wide", "host"} and "speech_prob" in status["cameras"]["host"]["features"]
     assert status["recent_cuts"][-1]["reason"] == "override_lock" and status["health"]["ticks"] == report.ticks
+    ov = status["recent_overrides"]  # what became of it, for the operator who sent it
+    assert [(o["operator"], o["action"], o["camera"], o["outcome"]) for o in ov] == [("ann", "lock", "wide", "obeyed")]
     assert status["health"]["program_frames_late"] == report.program_frames_late < report.program_frames
     assert f"program frames out {report.program_frames} ({report.program_frames_late} never made" in report.timing()
     # where the time went, as WebRTC counted it: the program's encode, each camera's hop in (read before leaving)

@@ -118,7 +118,13 @@ def test_manual_override_take_lock_release_and_timeout():
     assert c[3][2] == "a" and c[3][3] == "delta"
     assert ds[30].reason == "override_lock" and ds[30].program == "c"
     assert ds[34].reason == "locked" and ds[35].reason == "override_release"
-    assert ds[40].reason == "override_rejected"
+    assert ds[40].reason == "override_rejected" and "no such camera" in ds[40].detail
+    # a camera without a picture is never taken: the operator reads why
+    p = SwitchingPolicy(cfg)
+    p.step(0.0, {"a": 0.9, "b": 0.1})
+    d = p.step(0.2, {"a": 0.9, "b": 0.1}, {"b": CameraContext(stale=True)}, [Override("lock", "b", operator="ann")])
+    assert (d.reason, d.program, d.cut) == ("override_rejected", "a", False), d
+    assert d.detail == "lock b by ann: b has no picture (stale): the director cuts only to cameras sending video"
 
 
 def test_program_camera_lost_cuts_away_immediately():

@@ -3,8 +3,9 @@
 // Everything it fetches needs the service token (Authorization: Bearer), which the operator types in; it is kept in
 // this tab's sessionStorage only (never in a URL, never in localStorage). The page polls live_status twice a second
 // and joins the LiveKit room with an operator token from live_token: it subscribes to the director's `program`
-// tracks only, and sends take / lock / release as data packets on `aiobs.override` from its own participant, the
-// same authorised path as any operator (the director obeys the operator role only).
+// tracks only. Take / lock / release go through the service's live_override (the same validation and queue as an
+// operator's `aiobs.override` data packet); live_status then says what the director made of each (obeyed, or
+// rejected and why). A camera without a picture (stale) cannot be taken or locked: its buttons are off.
 "use strict";
 
 (() => {
@@ -29,6 +30,7 @@
   let joinGen = 0;           // bumps on every (re)join or leave: a stale join gives up
   let rejoinTimer = null;
   let lastStatus = null;
+  let overrideSeen = "";     // the latest override outcome shown (live_status recent_overrides)
 
   class HttpError extends Error {
     constructor(status, body) {
@@ -235,12 +237,29 @@
       const w = typeof c.score === "number" && isFinite(c.score) ? Math.max(0, c.score) / top : 0;
       card.querySelector(".fill").style.width = `${Math.round(Math.min(1, w) * 100)}%`;
       const badges = [];
+      if (c.stale) badges.push("no picture");
       if (c.talking) badges.push("talking");
       if (c.floor) badges.push("floor");
       card.querySelector(".badges").textContent = badges.join(" · ");
+      card.classList.toggle("stale", !!c.stale);
       const joined = lk && lk.state === "connected";
-      for (const b of card.querySelectorAll("button")) b.disabled = !joined;
+      for (const b of card.querySelectorAll("button")) {  // the director never cuts to a camera without a picture
+        b.disabled = !joined || (!!c.stale && b.dataset.action !== "release");
+      }
     });
+
+    // what the director made of the latest override: obeyed, or rejected and why (a one-tick decision the poll
+    // may never see)
+    const ovs = s.recent_overrides || [];
+    const ov = ovs.length ? ovs[ovs.length - 1] : null;
+    const key = ov ? JSON.stringify(ov) : "";
+    if (ov && key !== overrideSeen) {
+      overrideSeen = key;
+      const what = `${ov.action}${ov.camera ? " " + ov.camera : ""}${ov.operator ? " by " + ov.operator : ""}`;
+      note(ov.outcome === "rejected" ? `${what} rejected at ${fmt(ov.t, 1)} s: ${ov.detail}`
+                                     : `${what} obeyed at ${fmt(ov.t, 1)} s`);
+      $("sent").classList.toggle("rejected", ov.outcome === "rejected");
+    }
 
     const body = $("cuts").tBodies[0];
     const rows = (s.recent_cuts || []).slice().reverse().map((cut) => {
@@ -364,8 +383,10 @@
     try {
       await call("live_override", msg);
       note(`${action} ${camera || ""} sent at ${new Date().toLocaleTimeString()}: queued for the next tick`);
+      $("sent").classList.remove("rejected");
     } catch (e) {
       note(`${action} ${camera || ""} refused: ${e.message || e}`);
+      $("sent").classList.add("rejected");
     }
   }
 
