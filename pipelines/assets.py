@@ -157,6 +157,10 @@ class StudyConfig(Config):
     # replays that search the policy timing alone for the best trial's ranker (seconds each, where a trial is a
     # minute); -1 = ranker/train.py's REFINE_SEARCH_TRIALS
     timing_trials: int = -1
+    # ticks that search replays: the opening stretch (500 ticks or more) of held-out sessions of every fold, scored by
+    # the fold model that did not train on them; 0 = as many as a trial replays (15,000). More ticks cost replay time
+    # (ranker/train.py _refine_timing: the measured figures)
+    timing_replay_ticks: int = 0
 
 
 @asset(group_name="ranker", description="Optuna study (TPE, pruning, grouped CV by session) over XGBoost "
@@ -170,13 +174,16 @@ def ranker_study(context: AssetExecutionContext, config: StudyConfig, training_d
     space = json.loads(config.search_space) if config.search_space.strip() else None
     if config.timing_trials < -1:
         raise ValueError(f"timing_trials must be 0 or more (or -1 for the default), not {config.timing_trials}")
+    if config.timing_replay_ticks < 0:
+        raise ValueError(f"timing_replay_ticks must be 0 (the default) or more, not {config.timing_replay_ticks}")
     study = tune(training_dataset["train"], n_trials=config.n_trials, storage=training.optuna_storage,
                  study_name=config.study_name, folds=config.folds, seed=config.seed,
                  mlflow_tracking_uri=mlflow.tracking_uri, mlflow_artifacts_dir=mlflow.artifacts_dir,
                  max_groups=config.max_groups, policy=director.policy(), tick_s=director.tick_s,
                  tune_policy=config.tune_policy, space=space, features=config.features or None,
                  progress=context.log.info, real=real_media_set,
-                 timing_trials=None if config.timing_trials < 0 else config.timing_trials)
+                 timing_trials=None if config.timing_trials < 0 else config.timing_trials,
+                 timing_replay_groups=config.timing_replay_ticks or None)
     params, rounds = best_params(study)
     policy = best_policy(study)
     states = [t.state.name for t in study.trials]
@@ -219,7 +226,7 @@ def ranker_model(context: AssetExecutionContext, training_dataset, ranker_study,
     else:
         booster = train_ranker(train, ranker_study["params"], ranker_study["rounds"], model_version=version,
                                policy=ranker_study.get("policy"), features=ranker_study.get("features"))
-    # the timing it ships with keeps the gate's real-media rule for THIS model (the tuning checked the first fold's)
+    # the timing it ships with keeps the gate's real-media rule for THIS model (the tuning checked a fold's model)
     study = optuna.load_study(study_name=ranker_study["study"], storage=training.optuna_storage)
     policy = keep_real_rule(booster, study, real_media_set, director.policy(), director.tick_s,
                             progress=context.log.warning)

@@ -745,6 +745,12 @@ def test_a_study_reports_progress_takes_its_space_and_features_from_config_and_n
     assert 1 + 4 < len(tried) <= 1 + 4 + 3 and other.user_attrs["refined_agreement"] == pytest.approx(
         max(c["agreement"] for c in tried), abs=1e-4)
     assert other.user_attrs["refined_timing"] == tried[0]["timing"]
+    # judged on the held-out sessions of both folds, each scored by the fold model that did not train on it: the
+    # opening 937 ticks of all 16 (the budget, 15,000 ticks, gives each at least 500)
+    assert other.user_attrs["refined_sessions"] == len(train.sessions()) == 16
+    few = tune(train, n_trials=1, space={"max_depth": [2, 3], "rounds": [20, 40, 20]}, timing_trials=0,
+               timing_replay_groups=1, **kw)  # a budget of one tick: one session's first tick, of the first fold
+    assert few.user_attrs["refined_sessions"] == 1 and few.user_attrs["refined_timing"] is not None
     sides = {(c["timing"]["hold_speaker"], c["timing"]["follow_every_turn"]) for c in tried}
     assert len(sides) == 4  # every way of the two on/off rules was replayed
     assert any(x.startswith(f"study {other.study_name}: timing for the best trial's ranker, best of {len(tried)} "
@@ -759,6 +765,8 @@ def test_a_study_reports_progress_takes_its_space_and_features_from_config_and_n
     for bad in (0, True, 2.5):
         with pytest.raises(ValueError, match="max_groups"):
             tune(train, n_trials=1, **{**kw, "max_groups": bad})
+        with pytest.raises(ValueError, match="timing_replay_groups"):
+            tune(train, n_trials=1, timing_replay_groups=bad, **kw)
     assert tune(train, n_trials=0, **{**kw, "max_groups": np.int64(4000)}).user_attrs["steady_stride"] > 1
     assert any("one steady tick in" in x for x in lines)
     # more ticks than max_groups: every session is still tuned on, the fits thin the steady ticks
