@@ -157,9 +157,9 @@ class StudyConfig(Config):
     # replays that search the policy timing alone for the best trial's ranker (seconds each, where a trial is a
     # minute); -1 = ranker/train.py's REFINE_SEARCH_TRIALS
     timing_trials: int = -1
-    # ticks that search replays: the opening stretch (500 ticks or more) of held-out sessions of every fold, scored by
-    # the fold model that did not train on them; 0 = as many as a trial replays (15,000). More ticks cost replay time
-    # (ranker/train.py _refine_timing: the measured figures)
+    # ticks that search replays: the opening stretch of held-out sessions of every fold (as many as leave each 500
+    # ticks, when the budget allows), scored by the fold model that did not train on them; 0 = as many as a trial
+    # replays (15,000). More ticks cost replay time (ranker/train.py _refine_timing: the measured figures)
     timing_replay_ticks: int = 0
 
 

@@ -43,8 +43,9 @@ _PERSON = SCENE_FEATURES.index("largest_person_area")
 # `aiobs live --metrics-port`; runtime/metrics.py lists them beside the runtime's own
 TICKS = Counter("aiobs_director_ticks_total", "Director ticks decided", ["room", "variant"])
 CUTS = Counter("aiobs_director_cuts_total", "Program cuts by the rule that made them", ["room", "reason"])
-OVERRIDES = Counter("aiobs_director_overrides_total", "Operator overrides by outcome (obeyed, rejected: unknown or "
-                    "stale camera; live also counts unauthorised and malformed)", ["room", "outcome"])
+OVERRIDES = Counter("aiobs_director_overrides_total", "Operator overrides by outcome (obeyed; rejected: unknown or "
+                    "stale camera; ignored: a release with nothing locked; live also counts unauthorised and "
+                    "malformed)", ["room", "outcome"])
 MODEL_IN_USE = Gauge("aiobs_director_model_info", "1 for the ranker version a room's session is directed with",
                      ["room", "variant", "model_version"], multiprocess_mode="livemax")
 
@@ -418,9 +419,8 @@ class DirectorCore:
         TICKS.labels(self.room, r.variant).inc()
         if r.decision.cut:
             CUTS.labels(self.room, r.decision.reason).inc()
-        if r.overrides:  # (several in one tick: the tick's decision tells for all of them)
-            outcome = "rejected" if r.decision.reason == "override_rejected" else "obeyed"
-            OVERRIDES.labels(self.room, outcome).inc(len(r.overrides))
+        for outcome, _ in r.decision.outcomes:  # one per override of the tick
+            OVERRIDES.labels(self.room, outcome).inc()
         label = (self.room, r.variant, r.model_version or "rules")
         if label != self._model_label:  # a hot swap: the old version is no longer in use here
             if self._model_label is not None:

@@ -195,6 +195,9 @@ class Decision:
     transition: str = ""
     state: str = ""  # JSON snapshot of the policy state after this tick
     at: float | None = None  # exact program time of the cut when placed in a pause just before t (else t)
+    # what became of each override of this tick, in order: (outcome, detail), the outcome "obeyed", "rejected" (its
+    # camera unknown or without a picture) or "ignored" (a release with nothing locked)
+    outcomes: tuple[tuple[str, str], ...] = ()
 
     @property
     def cut_time(self) -> float:
@@ -230,18 +233,26 @@ class SwitchingPolicy:
         ctx = context or {}
         live = [c for c in scores if not ctx.get(c, CameraContext()).stale]
 
-        before, decisions = s.program, []
+        before, decisions, outcomes = s.program, [], []
         for ov in overrides:
             d = self._override(t, ov, live, scores)
-            if d is not None:
-                decisions.append(d)
+            if d is None:
+                outcomes.append(("ignored", f"{ov.action}{' by ' + ov.operator if ov.operator else ''}: nothing was "
+                                            "locked"))
+                continue
+            decisions.append(d)
+            outcomes.append(("rejected" if d.reason == "override_rejected" else "obeyed", d.detail))
         if decisions:  # several in one tick: the decision says where the program ended up, and why
             last = decisions[-1]
             if s.program == before:
-                return last if not last.cut else self._hold(t, last.reason, last.detail)
+                d = last if not last.cut else self._hold(t, last.reason, last.detail)
+                return replace(d, outcomes=tuple(outcomes))
             final = next(d for d in reversed(decisions) if d.cut)
             detail = "; ".join(d.detail for d in decisions)
-            return Decision(t, s.program, True, before, s.program, final.reason, detail, "cut", self.snapshot())
+            return Decision(t, s.program, True, before, s.program, final.reason, detail, "cut", self.snapshot(),
+                            outcomes=tuple(outcomes))
+        if outcomes:  # (only releases with nothing locked: the tick goes on as if there were none)
+            return replace(self.step(t, scores, context, (), pauses), outcomes=tuple(outcomes))
 
         if not s.program:
             if not live:

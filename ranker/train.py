@@ -232,15 +232,33 @@ REFINE_MIN_TICKS = 500  # the timing search replays at least this much of each s
 
 
 def _replay_slices(data: RankingData, fold_masks, max_groups: int, min_ticks: int = REFINE_MIN_TICKS) -> np.ndarray:
-    """What the timing search replays, about `max_groups` ticks in all: the held-out sessions of every fold, taken
-    from the folds in turn, as many as give each at least `min_ticks` (all of them when they fit), and the same
-    opening stretch of each (its first max_groups / n ticks, the whole session when shorter). A group mask."""
+    """What the timing search replays, about `max_groups` ticks in all (fewer only when the sessions have fewer): the
+    held-out sessions of every fold, taken from the folds in turn, each from its start, each as long as the others
+    (or whole, when shorter), as many sessions as leave each at least `min_ticks` (all of them when they fit); a
+    budget under `min_ticks` replays the start of one session. A group mask over `data`, whose rows are grouped by
+    session (as RankingData keeps them)."""
     queues = [sorted(set(data.session[held].tolist())) for _, held in fold_masks]
     in_turn = [q[i] for i in range(max((len(q) for q in queues), default=0)) for q in queues if i < len(q)]
-    n = max(1, min(len(in_turn), int(max_groups) // max(1, int(min_ticks))))
+    if not in_turn:
+        return np.zeros(data.n_groups, bool)
+    budget = max(1, int(max_groups))
+    per = dict(zip(*np.unique(data.session, return_counts=True)))
+
+    def stretch(sessions: list) -> int:  # the common length: each session replays min(its length, this)
+        left, lengths = budget, sorted(int(per[x]) for x in sessions)
+        for i, n in enumerate(lengths):
+            if n * (len(lengths) - i) > left:
+                return max(1, left // (len(lengths) - i))
+            left -= n
+        return lengths[-1]
+
+    n = max(1, min(len(in_turn), budget // max(1, int(min_ticks))))
+    while n < len(in_turn) and sum(min(int(per[x]), stretch(in_turn[:n])) for x in in_turn[:n]) < budget:
+        n += 1  # short sessions leave budget over: more sessions take it
+    k = stretch(in_turn[:n])
     first = np.r_[True, data.session[1:] != data.session[:-1]]
     position = np.arange(data.n_groups) - np.maximum.accumulate(np.where(first, np.arange(data.n_groups), 0))
-    return np.isin(data.session, in_turn[:n]) & (position < max(1, int(max_groups) // n))
+    return np.isin(data.session, in_turn[:n]) & (position < k)
 
 
 def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, folds: int = 3, seed: int = 0,
@@ -298,8 +316,9 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
         raise ValueError(f"max_groups is the most ticks a tuning fit draws on, a whole number >= 1, not {max_groups!r}")
     stride = max(1, -(-int(data.n_groups) // int(max_groups)))
     fit_groups = int(data.thinned(stride).sum())
-    timing_replay_groups = replay_groups if timing_replay_groups is None else timing_replay_groups
-    if isinstance(timing_replay_groups, bool) or not isinstance(timing_replay_groups, (int, np.integer)) \
+    if timing_replay_groups is None:
+        timing_replay_groups = replay_groups
+    elif isinstance(timing_replay_groups, bool) or not isinstance(timing_replay_groups, (int, np.integer)) \
             or timing_replay_groups < 1:
         raise ValueError(f"timing_replay_groups is the most ticks the timing search replays, a whole number >= 1, not "
                          f"{timing_replay_groups!r}")
@@ -631,7 +650,7 @@ def _refine_timing(study, data: RankingData, fold_masks, judge: _TimingJudge, fe
         if candidates[0] in refused:
             production += ", which fails the real-media rule"
         line = (f"study {study.study_name}: timing for the best trial's ranker, best of {len(results)} tried: replay "
-                f"agreement {chosen[0]:.4f} on {n_sessions} sessions, out of fold "
+                f"agreement {chosen[0]:.4f} on {n_sessions} session{'s' if n_sessions != 1 else ''}, out of fold "
                 f"(its own trial's timing {own}, production's "
                 f"{production})" + (f"; {len(refused)} better-agreeing timing(s) fail the real-media rule"
                                     if refused else ""))

@@ -52,6 +52,7 @@ LAYER_NAMES = {0: "low", 1: "medium", 2: "high"}  # rtc.VideoQuality, as the sta
 LIMITATION_NAMES = {0: "none", 1: "cpu", 2: "bandwidth", 3: "other"}  # WebRTC's QualityLimitationReason
 MIN_PICTURE_PX = 16  # a received frame smaller than this on a side is no camera's picture
 ANALYSIS_AUDIO_MS = 50  # the analysis feed's sound arrives in frames this long
+RECENT_OVERRIDES = 50  # what became of the latest overrides (LiveReport.override_outcomes, live_status)
 STREAM_STALL_S = 3.0  # a subscribed, unmuted track whose stream yields nothing this long gets a new stream
 INBOUND_MARK_S = 10  # the cameras' WebRTC counters are read this often, so the end reports the last 20-30 s
 
@@ -77,8 +78,9 @@ class LiveReport:
     cuts: list[tuple[float, str, str]] = field(default_factory=list)  # (decision t, to, reason), as decided
     aired_cuts: list[tuple[float, str]] = field(default_factory=list)  # (program time, camera) as the picture cut
     overrides: int = 0
-    # what became of each override the policy saw: {"t", "operator", "action", "camera", "outcome", "detail"}, the
-    # outcome "obeyed" or "rejected" (its camera unknown or without a picture), as the tick's decision said
+    # what became of the latest overrides the policy saw (RECENT_OVERRIDES): {"t", "operator", "action", "camera",
+    # "outcome", "detail"}, the outcome "obeyed", "rejected" (its camera unknown or without a picture) or "ignored" (a
+    # release with nothing locked), as the policy said for each (Decision.outcomes)
     override_outcomes: list[dict] = field(default_factory=list)
     rejected_overrides: int = 0  # malformed packets
     unauthorised_overrides: int = 0  # well-formed, from a participant without the operator role
@@ -698,10 +700,10 @@ class LiveDirector:
                     self.report.cuts.append((r.t, d.to_camera, d.reason))
                     self._picture_news.set()
                 self.report.overrides += len(r.overrides)
-                for ov in r.overrides:  # (several in one tick: the tick's decision tells for all of them)
-                    self.report.override_outcomes.append({
-                        "t": r.t, "operator": ov.operator, "action": ov.action, "camera": ov.camera,
-                        "outcome": "rejected" if d.reason == "override_rejected" else "obeyed", "detail": d.detail})
+                for ov, (outcome, detail) in zip(r.overrides, d.outcomes):
+                    self.report.override_outcomes.append({"t": r.t, "operator": ov.operator, "action": ov.action,
+                                                          "camera": ov.camera, "outcome": outcome, "detail": detail})
+                del self.report.override_outcomes[:-RECENT_OVERRIDES]
                 self.report.ticks += 1
                 self._choose_layers()
             k += 1

@@ -125,6 +125,17 @@ def test_manual_override_take_lock_release_and_timeout():
     d = p.step(0.2, {"a": 0.9, "b": 0.1}, {"b": CameraContext(stale=True)}, [Override("lock", "b", operator="ann")])
     assert (d.reason, d.program, d.cut) == ("override_rejected", "a", False), d
     assert d.detail == "lock b by ann: b has no picture (stale): the director cuts only to cameras sending video"
+    assert d.outcomes == (("rejected", d.detail),)
+    # several in one tick: each override has its own outcome, in order
+    d = p.step(0.4, {"a": 0.9, "b": 0.1, "c": 0.2}, {"b": CameraContext(stale=True)},
+               [Override("lock", "b", operator="bob"), Override("take", "c", operator="ann"),
+                Override("take", "zz", operator="eve")])
+    assert (d.program, d.cut, d.reason) == ("c", True, "override_take"), d
+    assert [o for o, _ in d.outcomes] == ["rejected", "obeyed", "rejected"]
+    assert "bob" in d.outcomes[0][1] and d.outcomes[1][1] == "take c by ann" and "no such camera" in d.outcomes[2][1]
+    # a release with nothing locked changes nothing, and says so
+    d = p.step(0.6, {"a": 0.9, "b": 0.1, "c": 0.2}, overrides=[Override("release", operator="ann")])
+    assert d.outcomes == (("ignored", "release by ann: nothing was locked"),) and not d.reason.startswith("override")
 
 
 def test_program_camera_lost_cuts_away_immediately():

@@ -30,7 +30,7 @@
   let joinGen = 0;           // bumps on every (re)join or leave: a stale join gives up
   let rejoinTimer = null;
   let lastStatus = null;
-  let overrideSeen = "";     // the latest override outcome shown (live_status recent_overrides)
+  let overrideSeen = null;   // the latest override outcome seen (live_status recent_overrides); null: none yet
 
   class HttpError extends Error {
     constructor(status, body) {
@@ -186,6 +186,9 @@
     $("reason").textContent = "–";
     $("detail").textContent = "";
     $("meta").textContent = "";
+    note("");
+    $("sent").classList.remove("rejected");
+    overrideSeen = null;  // a room's past overrides are not news
   }
 
   function fmt(x, digits) { return typeof x === "number" && isFinite(x) ? x.toFixed(digits) : "–"; }
@@ -248,17 +251,19 @@
       }
     });
 
-    // what the director made of the latest override: obeyed, or rejected and why (a one-tick decision the poll
-    // may never see)
+    // what the director made of the overrides since the last poll: obeyed, rejected and why, or ignored (the
+    // one-tick decision that says so is easily missed between two polls); those before the page opened the room
+    // are not news
     const ovs = s.recent_overrides || [];
-    const ov = ovs.length ? ovs[ovs.length - 1] : null;
-    const key = ov ? JSON.stringify(ov) : "";
-    if (ov && key !== overrideSeen) {
-      overrideSeen = key;
-      const what = `${ov.action}${ov.camera ? " " + ov.camera : ""}${ov.operator ? " by " + ov.operator : ""}`;
-      note(ov.outcome === "rejected" ? `${what} rejected at ${fmt(ov.t, 1)} s: ${ov.detail}`
-                                     : `${what} obeyed at ${fmt(ov.t, 1)} s`);
-      $("sent").classList.toggle("rejected", ov.outcome === "rejected");
+    const keys = ovs.map((o) => JSON.stringify(o));
+    const fresh = overrideSeen === null ? [] : ovs.slice(keys.lastIndexOf(overrideSeen) + 1);
+    overrideSeen = keys.length ? keys[keys.length - 1] : "";
+    if (fresh.length) {
+      note(fresh.map((ov) => {
+        const what = `${ov.action}${ov.camera ? " " + ov.camera : ""}${ov.operator ? " by " + ov.operator : ""}`;
+        return `${what} ${ov.outcome} (t ${fmt(ov.t, 1)} s)` + (ov.outcome === "obeyed" ? "" : `: ${ov.detail}`);
+      }).join("; "));
+      $("sent").classList.toggle("rejected", fresh.some((ov) => ov.outcome === "rejected"));
     }
 
     const body = $("cuts").tBodies[0];
@@ -380,12 +385,16 @@
       const s = parseFloat($("lock-s").value);
       if (isFinite(s) && s > 0) msg.timeout_s = Math.min(s, 86400);
     }
+    const what = action === "release" ? "release" : `${action} ${camera}`;
+    const seen = overrideSeen;
     try {
       await call("live_override", msg);
-      note(`${action} ${camera || ""} sent at ${new Date().toLocaleTimeString()}: queued for the next tick`);
-      $("sent").classList.remove("rejected");
+      if (overrideSeen === seen) {  // (a poll that came back first already says what became of it)
+        note(`${what} sent at ${new Date().toLocaleTimeString()}: queued for the next tick`);
+        $("sent").classList.remove("rejected");
+      }
     } catch (e) {
-      note(`${action} ${camera || ""} refused: ${e.message || e}`);
+      note(`${what} refused: ${e.message || e}`);
       $("sent").classList.add("rejected");
     }
   }
