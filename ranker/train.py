@@ -601,8 +601,9 @@ def _refine_timing(study, data: RankingData, fold_masks, judge: _TimingJudge, fe
       whole sessions (45,000 ticks) 0.787; on the first 535 ticks of all 28 (15,000 ticks, this) 0.789; bound 0.788;
     - patient, 30 / 10: one fold's 0.874, all 30 whole 0.883 (bound 0.886);
     - patient, another sample, 34 / 6: 0.851, 0.851, and the first 441 ticks of all 34 0.849 (bound 0.853).
-    On 585,000 mixed rows, all the whole sessions (45,000 ticks) took the tuning from 168 s to 330 s; the opening
-    stretches cost what one fold's sessions did (plus a fit per fold)."""
+    On 585,000 mixed rows (bench/training.py, BENCH_VIEWS=0, 22 held-out sessions, idle 2-core box): one fold's
+    sessions, tuning 168 s, held-out agreement 0.807; all whole sessions (45,000 ticks) 330 s, 0.814; the opening
+    stretches (15,000 ticks, this) 165 s, 0.814."""
     params, rounds = best_params(study)
     replay_mask = np.zeros(data.n_groups, bool)
     scores = np.full(len(data.y), np.nan)
