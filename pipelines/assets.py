@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from dagster import (AssetCheckResult, AssetCheckSeverity, AssetExecutionContext, Config, DailyPartitionsDefinition,
                      MaterializeResult, MetadataValue, Output, asset, asset_check)
+from pydantic import ValidationError, model_validator
 
 from features.extract import RANKER_FEATURES
 from features.schema import SCHEMA_VERSION
@@ -54,6 +55,7 @@ class DatasetConfig(Config):
 def training_dataset(context: AssetExecutionContext, config: DatasetConfig, clickhouse: ClickHouseResource):
     from ranker.dataset import load_ranking_data, split_by_session
 
+    check_study_config(context)  # the retrain job's first step: the study's settings before minutes of work
     with clickhouse.store() as store:  # a fresh data dir gets its tables: an empty dataset, which the checks explain
         data = load_ranking_data(store, synthetic=config.synthetic)
     train, held_out = split_by_session(data, config.eval_percent) if data.n_groups else (data, data)
@@ -162,6 +164,40 @@ class StudyConfig(Config):
     # replays (15,000). More ticks cost replay time (ranker/train.py _refine_timing: the measured figures)
     timing_replay_ticks: int = 0
 
+    @model_validator(mode="after")
+    def _checked(self):
+        """The study's arguments as `tune` checks them (ranker/train.py check_study_args), at once."""
+        from ranker.train import check_study_args
+
+        if self.timing_trials < -1:
+            raise ValueError(f"timing_trials must be 0 or more (or -1 for the default), not {self.timing_trials}")
+        if self.timing_replay_ticks < 0:
+            raise ValueError(f"timing_replay_ticks must be 0 (the default) or more, not {self.timing_replay_ticks}")
+        try:
+            space = json.loads(self.search_space) if self.search_space.strip() else None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"search_space is not JSON ({e}): {self.search_space!r}") from None
+        check_study_args(n_trials=self.n_trials, folds=self.folds, max_groups=self.max_groups, space=space,
+                         features=self.features or None,
+                         timing_trials=None if self.timing_trials < 0 else self.timing_trials,
+                         timing_replay_groups=self.timing_replay_ticks or None)
+        return self
+
+    def space(self) -> dict | None:
+        return json.loads(self.search_space) if self.search_space.strip() else None
+
+
+def check_study_config(context: AssetExecutionContext) -> None:
+    """The retrain run's ranker_study config, checked in the job's first step: a bad value fails the run in seconds
+    with the field's name, not after the dataset and the real-media set were built."""
+    given = ((context.run.run_config or {}).get("ops") or {}).get("ranker_study", {}) or {}
+    try:
+        StudyConfig(**(given.get("config") or {}))
+    except ValidationError as e:
+        raise ValueError("ranker_study config: " + "; ".join(
+            ".".join(map(str, err["loc"])) + (": " if err["loc"] else "") + str(err["msg"]).removeprefix("Value error, ")
+            for err in e.errors())) from None
+
 
 @asset(group_name="ranker", description="Optuna study (TPE, pruning, grouped CV by session) over XGBoost "
        "learning-to-rank parameters AND the switching policy's timing, jointly: objective = mean of cut-point top-1 "
@@ -171,11 +207,7 @@ def ranker_study(context: AssetExecutionContext, config: StudyConfig, training_d
                  training: TrainingResource, mlflow: MLflowResource, director: DirectorResource) -> Output:
     from ranker.train import best_params, best_policy, tune
 
-    space = json.loads(config.search_space) if config.search_space.strip() else None
-    if config.timing_trials < -1:
-        raise ValueError(f"timing_trials must be 0 or more (or -1 for the default), not {config.timing_trials}")
-    if config.timing_replay_ticks < 0:
-        raise ValueError(f"timing_replay_ticks must be 0 (the default) or more, not {config.timing_replay_ticks}")
+    space = config.space()
     study = tune(training_dataset["train"], n_trials=config.n_trials, storage=training.optuna_storage,
                  study_name=config.study_name, folds=config.folds, seed=config.seed,
                  mlflow_tracking_uri=mlflow.tracking_uri, mlflow_artifacts_dir=mlflow.artifacts_dir,

@@ -118,8 +118,23 @@ def search_space(overrides: dict | None = None) -> dict[str, list]:
             raise ValueError(f"search space: unknown parameter {k!r}; known: {sorted(SEARCH_SPACE)}")
         if not isinstance(v, (list, tuple)) or not v:
             raise ValueError(f"search space {k}: give [low, high] (optionally 'log' or a step) or a list of choices")
+        if len(v) > 1 and not all(isinstance(x, str) for x in v):
+            _check_range(k, list(v))
         space[k] = list(v)
     return space
+
+
+def _check_range(name: str, spec: list) -> None:
+    """A numeric range as `_suggest_one` reads it: [low, high], then 'log' (low > 0) or a step (> 0)."""
+    def number(x):
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+    lo, hi, *extra = spec
+    bad = (not number(lo) or not number(hi) or lo > hi or len(extra) > 1
+           or (extra and not (extra[0] == "log" or (number(extra[0]) and extra[0] > 0)))
+           or (extra and extra[0] == "log" and lo <= 0))
+    if bad:
+        raise ValueError(f"search space {name}: {spec!r} is not a range [low, high] with low <= high, optionally "
+                         f"'log' (low > 0) or a step > 0; choices are strings")
 
 
 def _suggest_one(trial, name: str, spec: list):
@@ -261,6 +276,33 @@ def _replay_slices(data: RankingData, fold_masks, max_groups: int, min_ticks: in
     return np.isin(data.session, in_turn[:n]) & (position < k)
 
 
+def _whole(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def check_study_args(*, n_trials=0, folds=3, max_groups=50_000, space=None, features=None, timing_trials=None,
+                     timing_replay_groups=None) -> None:
+    """What `tune` is given, checked before any data is read: ValueError naming the first bad argument. The
+    retrain job runs it on the study's run config in its first step (pipelines/assets.py StudyConfig), so a typo
+    fails in seconds, not after the dataset and the real-media set were built."""
+    if not _whole(n_trials) or n_trials < 0:
+        raise ValueError(f"n_trials is how many Optuna trials to run, a whole number >= 0, not {n_trials!r}")
+    if not _whole(folds) or folds < 2:
+        raise ValueError(f"folds is how many session folds a trial validates on, a whole number >= 2, not {folds!r}")
+    if not _whole(max_groups) or max_groups < 1:
+        raise ValueError(f"max_groups is the most ticks a tuning fit draws on, a whole number >= 1, not {max_groups!r}")
+    if timing_trials is not None and (not _whole(timing_trials) or timing_trials < 0):
+        raise ValueError(f"timing_trials is how many replays search the best ranker's timing, a whole number >= 0 "
+                         f"(None: REFINE_SEARCH_TRIALS), not {timing_trials!r}")
+    if timing_replay_groups is not None and (not _whole(timing_replay_groups) or timing_replay_groups < 1):
+        raise ValueError(f"timing_replay_groups is the most ticks the timing search replays, a whole number >= 1, not "
+                         f"{timing_replay_groups!r}")
+    if space is not None and not isinstance(space, dict):
+        raise ValueError(f"search space: give a mapping of parameter -> range, not {type(space).__name__}")
+    search_space(space)
+    _feature_index(features)
+
+
 def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, folds: int = 3, seed: int = 0,
          mlflow_tracking_uri: str | None = None, experiment: str = "aiobs-ranker-tuning", max_groups: int = 50_000,
          timeout_s: float | None = None, mlflow_artifacts_dir: str | None = None, policy=None, tick_s: float = 0.2,
@@ -300,6 +342,8 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
     from .evaluate import cut_point_top1
     from .policy import PolicyConfig
 
+    check_study_args(n_trials=n_trials, folds=folds, max_groups=max_groups, space=space, features=features,
+                     timing_trials=timing_trials, timing_replay_groups=timing_replay_groups)
     base_policy = policy or PolicyConfig()
     space = search_space(space)
     idx = _feature_index(features)
@@ -312,16 +356,10 @@ def tune(data: RankingData, *, n_trials: int, storage: str, study_name: str, fol
     # more than `max_groups` ticks: the fits keep every cut point and every k-th steady tick between them (weighted
     # k), so every session still counts (the replays and the cut-point top-1 use all held-out ticks). Issue 10: on
     # 600k rows this tuned as well as a session subsample of the same size, 25% faster (more trials pruned early)
-    if isinstance(max_groups, bool) or not isinstance(max_groups, (int, np.integer)) or max_groups < 1:
-        raise ValueError(f"max_groups is the most ticks a tuning fit draws on, a whole number >= 1, not {max_groups!r}")
     stride = max(1, -(-int(data.n_groups) // int(max_groups)))
     fit_groups = int(data.thinned(stride).sum())
     if timing_replay_groups is None:
         timing_replay_groups = replay_groups
-    elif isinstance(timing_replay_groups, bool) or not isinstance(timing_replay_groups, (int, np.integer)) \
-            or timing_replay_groups < 1:
-        raise ValueError(f"timing_replay_groups is the most ticks the timing search replays, a whole number >= 1, not "
-                         f"{timing_replay_groups!r}")
     if len(data.sessions()) < 2 or not data.n_groups:
         raise ValueError(f"tuning needs labelled ticks of at least 2 sessions (models are validated on sessions they "
                          f"did not see); got {data.n_groups} ticks of {len(data.sessions())} session(s)")

@@ -282,6 +282,25 @@ def test_retraining_an_empty_data_dir_says_what_is_missing(tmp_path):
     assert "aiobs simulate" in checks["dataset_row_counts"].description
 
 
+@pytest.mark.parametrize("study, says", [({"n_trials": -2}, "ranker_study config: n_trials is"),
+                                         ({"search_space": '{"max_depth": [8, 3]}'}, "max_depth: [8, 3]"),
+                                         ({"features": ["crowd_roar"]}, "crowd_roar"),
+                                         ({"timing_trials": -5}, "timing_trials must be 0 or more")])
+def test_a_bad_study_config_fails_the_retrain_in_its_first_step(tmp_path, study, says):
+    """The study's settings are checked where the run starts (training_dataset), not after the dataset and the
+    real-media set were built; the failure names the setting (a wrong type, e.g. folds: "x", Dagster's own schema
+    refuses before the run starts)."""
+    settings = settings_for(tmp_path)
+    res = materialize([*RANKER_ASSETS, *CHECKS], resources=default_resources(settings),
+                      instance=DagsterInstance.ephemeral(), raise_on_error=False,
+                      run_config={"ops": {"ranker_study": {"config": study}}})
+    assert not res.success
+    failed = [e for e in res.all_events if e.is_step_failure]
+    assert [e.step_key for e in failed] == ["training_dataset"]
+    assert says in failed[0].step_failure_data.error.to_string()
+    assert not [e for e in res.all_events if e.is_step_start and e.step_key == "ranker_study"]
+
+
 def test_new_labels_sensor_and_definitions(platform):
     settings, _ = platform
     defs = build_definitions(settings)
