@@ -194,9 +194,9 @@ def check_study_config(context: AssetExecutionContext) -> None:
     try:
         StudyConfig(**(given.get("config") or {}))
     except ValidationError as e:
-        raise ValueError("ranker_study config: " + "; ".join(
-            ".".join(map(str, err["loc"])) + (": " if err["loc"] else "") + str(err["msg"]).removeprefix("Value error, ")
-            for err in e.errors())) from None
+        why = [".".join(map(str, err["loc"])) + (": " if err["loc"] else "")
+               + str(err["msg"]).removeprefix("Value error, ") for err in e.errors()]
+        raise ValueError("ranker_study config: " + "; ".join(why)) from None
 
 
 @asset(group_name="ranker", description="Optuna study (TPE, pruning, grouped CV by session) over XGBoost "
