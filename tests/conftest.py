@@ -44,3 +44,33 @@ def livekit_server(tmp_path_factory):
         pytest.fail(str(e))
     yield info
     server.__exit__(None, None, None)
+
+
+_EXIT_STATUS = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_sessionfinish(session):
+    yield
+    session.config.stash[_EXIT_STATUS] = int(session.exitstatus)  # as every plugin left it
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """The run's exit, without the interpreter's own shutdown, once livekit's native runtime was loaded: its atexit
+    dispose stops a tokio runtime whose workers may still call back into a finalising interpreter, which aborts the
+    process ("panic in a function that cannot unwind", rc 134) after every test passed (seen once, running
+    test_control_page.py alone). Everything pytest reports is written by now; the exit status is pytest's own."""
+    import sys
+
+    if "livekit.rtc" not in sys.modules or _EXIT_STATUS not in config.stash:
+        return
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    os._exit(config.stash[_EXIT_STATUS])
