@@ -172,6 +172,11 @@ class Override:
                                  f"not {self.timeout_s!r:.80}")
             object.__setattr__(self, "timeout_s", float(self.timeout_s))
 
+    @property
+    def by(self) -> str:
+        """The decision detail's ' by <operator>', or nothing when no operator is named."""
+        return f" by {self.operator}" if self.operator else ""
+
     @classmethod
     def from_message(cls, msg: Mapping) -> "Override":
         """From a decoded JSON message {"action", "camera", "timeout_s", "operator"}; ValueError says what is wrong."""
@@ -237,8 +242,7 @@ class SwitchingPolicy:
         for ov in overrides:
             d = self._override(t, ov, live, scores)
             if d is None:
-                outcomes.append(("ignored", f"{ov.action}{' by ' + ov.operator if ov.operator else ''}: nothing was "
-                                            "locked"))
+                outcomes.append(("ignored", f"{ov.action}{ov.by}: nothing was locked"))
                 continue
             decisions.append(d)
             outcomes.append(("rejected" if d.reason == "override_rejected" else "obeyed", d.detail))
@@ -400,7 +404,7 @@ class SwitchingPolicy:
     # ------------------------------------------------------------------------------------------------------------
     def _override(self, t: float, ov: Override, live: list[str], scores: Mapping[str, float]) -> Decision | None:
         s = self.s
-        who = f" by {ov.operator}" if ov.operator else ""
+        who = ov.by
         if ov.action == "release":
             if s.locked_until is None:
                 return None
