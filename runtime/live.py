@@ -625,6 +625,8 @@ class LiveDirector:
             cams.setdefault(cid, {})["frame_size"] = [w, h]  # as received: a simulcast layer, or the network's choice
         for cid, q in list(self._layers.items()):
             cams.setdefault(cid, {})["layer"] = LAYER_NAMES.get(q, str(q))
+        for cid, c in cams.items():  # a camera whose frames came after the last tick: nothing to take yet
+            c["in_tick"] = r is not None and cid in r.scores
         return {"session_id": rep.session_id, "room": self.room_name, "link": self.link,
                 "t": None if r is None else r.t, "program": self.compositor.program,
                 "decision": None if r is None else {"reason": r.decision.reason, "detail": r.decision.detail},

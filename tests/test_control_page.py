@@ -201,6 +201,7 @@ def test_the_operator_watches_the_program_and_locks_a_camera(control_service):
                 const s = [...document.querySelectorAll('#grid .card .score')].map(e => e.textContent);
                 return s.length === 5 && s.every(t => /^-?\\d+\\.\\d{3}$/.test(t)); }""", timeout=30_000)
             studio.check()
+            assert all(c["in_tick"] for c in room_status(base, ROOM)["cameras"].values())  # scored: may be taken
 
             # the program plays: LiveKit video decoded in the page, its time advancing; the program sound attached
             page.wait_for_function("() => { const v = document.getElementById('program');"

@@ -5,7 +5,8 @@
 // and joins the LiveKit room with an operator token from live_token: it subscribes to the director's `program`
 // tracks only. Take / lock / release go through the service's live_override (the same validation and queue as an
 // operator's `aiobs.override` data packet); live_status then says what the director made of each (obeyed, or
-// rejected and why). A camera without a picture (stale) cannot be taken or locked: its buttons are off.
+// rejected and why). A camera without a picture (stale), or not in the director's last tick yet, cannot be taken
+// or locked: its buttons are off.
 "use strict";
 
 (() => {
@@ -240,14 +241,16 @@
       const w = typeof c.score === "number" && isFinite(c.score) ? Math.max(0, c.score) / top : 0;
       card.querySelector(".fill").style.width = `${Math.round(Math.min(1, w) * 100)}%`;
       const badges = [];
-      if (c.stale) badges.push("no picture");
+      if (!c.in_tick) badges.push("not in the director's tick yet");
+      else if (c.stale) badges.push("no picture");
       if (c.talking) badges.push("talking");
       if (c.floor) badges.push("floor");
       card.querySelector(".badges").textContent = badges.join(" · ");
-      card.classList.toggle("stale", !!c.stale);
+      const takeable = !!c.in_tick && !c.stale;
+      card.classList.toggle("stale", !takeable);
       const joined = lk && lk.state === "connected";
-      for (const b of card.querySelectorAll("button")) {  // the director never cuts to a camera without a picture
-        b.disabled = !joined || (!!c.stale && b.dataset.action !== "release");
+      for (const b of card.querySelectorAll("button")) {  // the director cuts only to a camera it scored, with a picture
+        b.disabled = !joined || (!takeable && b.dataset.action !== "release");
       }
     });
 
@@ -390,7 +393,8 @@
     try {
       await call("live_override", msg);
       if (overrideSeen === seen) {  // (a poll that came back first already says what became of it)
-        note(`${what} sent at ${new Date().toLocaleTimeString()}: queued for the next tick`);
+        const t = lastStatus && typeof lastStatus.t === "number" ? `t ${fmt(lastStatus.t, 1)} s` : "the start";
+        note(`${what} sent after ${t}: queued for the next tick`);  // in the session's seconds, as its outcome is
         $("sent").classList.remove("rejected");
       }
     } catch (e) {
