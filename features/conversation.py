@@ -30,9 +30,55 @@ def may_take_floor(own_speech: bool, person_area: float, speech_prob: float, min
 
 
 @dataclass
-class _Talk:
-    start: float | None = None  # start of the current (or last) utterance
+class Run:
+    start: float | None = None  # start of the current (or last) run of speech
     last: float | None = None  # last moment of own speech
+
+
+class SpeechRuns:
+    """Per camera, its current (or last) run of own speech: speech with no silence longer than `gap_s` inside it.
+    With a short gap a run is an utterance (Conversation); with a longer one, the sentences of one turn (the settled
+    speaker of features/temporal.py)."""
+
+    def __init__(self, gap_s: float):
+        self.gap = gap_s
+        self.runs: dict[str, Run] = {}
+
+    def add(self, t: float, tick_s: float, cam: str, mask: int) -> None:
+        """The camera's own speech over [t - tick_s, t], as a mask of MASK_BINS bins (bit 0 = oldest)."""
+        if not mask:
+            return
+        w = tick_s / MASK_BINS
+        run = self.runs.setdefault(cam, Run())
+        if self.gap >= tick_s:  # no gap inside one tick can split a run: its first and last voiced bins say it all
+            lo = t - tick_s + ((mask & -mask).bit_length() - 1) * w
+            if run.last is None or lo - run.last > self.gap:
+                run.start = lo
+            run.last = t - tick_s + (mask.bit_length() - 1) * w + w
+            return
+        for b in range(MASK_BINS):
+            if mask >> b & 1:
+                lo = t - tick_s + b * w
+                if run.last is None or lo - run.last > self.gap:
+                    run.start = lo
+                run.last = lo + w
+
+    def get(self, cam: str) -> Run | None:
+        return self.runs.get(cam)
+
+    def talking(self, cam: str, t: float) -> bool:
+        """Within a run now: its last speech no longer than the gap ago."""
+        run = self.runs.get(cam)
+        return run is not None and run.last is not None and t - run.last <= self.gap
+
+    def length(self, cam: str, t: float) -> float:
+        """How long the current run has lasted (0 when the camera is not in one)."""
+        run = self.runs.get(cam)
+        return run.last - run.start if self.talking(cam, t) else 0.0
+
+    def last_speech(self) -> float | None:
+        """The last moment anyone spoke."""
+        return max((r.last for r in self.runs.values() if r.last is not None), default=None)
 
 
 class Conversation:
@@ -41,7 +87,7 @@ class Conversation:
         self.min_turn = min_turn_s
         self.takeover = takeover_s
         self.keep = keep_s
-        self.talk: dict[str, _Talk] = {}
+        self.talk = SpeechRuns(utterance_gap_s)  # utterances
         self.holder: str | None = None
         self.speakers: set[str] = set()  # every camera that has held the floor: its voice is never cut into
         self.holder_since: float | None = None
@@ -57,15 +103,11 @@ class Conversation:
         `can_hold` = the cameras that may take the floor now (None = all); `words` = camera -> (start, end) of the
         words its ASR recognised since the last tick (they may lie seconds back: a pause is only a pause where the
         VAD and the ASR agree)."""
+        for cam, mask in own_masks.items():
+            self.talk.add(t, tick_s, cam, mask)
         w = tick_s / MASK_BINS
         for b in range(MASK_BINS):
             lo = t - tick_s + b * w
-            for cam, mask in own_masks.items():
-                if mask >> b & 1:
-                    tk = self.talk.setdefault(cam, _Talk())
-                    if tk.last is None or lo - tk.last > self.gap:
-                        tk.start = lo
-                    tk.last = lo + w
             self._bins.append((lo, lo + w, frozenset(c for c, m in masks.items() if m >> b & 1)))
         while self._bins and self._bins[0][1] < t - self.keep:
             self._bins.popleft()
@@ -75,26 +117,24 @@ class Conversation:
         self._pass_floor(t, can_hold)
 
     def talking(self, cam: str, t: float) -> bool:
-        tk = self.talk.get(cam)
-        return tk is not None and tk.last is not None and t - tk.last <= self.gap
+        return self.talk.talking(cam, t)
 
     def utterance_s(self, cam: str, t: float) -> float:
-        tk = self.talk.get(cam)
-        return tk.last - tk.start if self.talking(cam, t) else 0.0
+        return self.talk.length(cam, t)
 
     def onset(self, cam: str, t: float) -> float | None:
         """Start of the camera's current utterance (None when it is not talking)."""
-        return self.talk[cam].start if self.talking(cam, t) else None
+        return self.talk.runs[cam].start if self.talking(cam, t) else None
 
     def _pass_floor(self, t: float, can_hold: set[str] | None) -> None:
-        ready = sorted((tk.start, cam) for cam, tk in self.talk.items()
+        ready = sorted((tk.start, cam) for cam, tk in self.talk.runs.items()
                        if self.talking(cam, t) and self.utterance_s(cam, t) >= self.min_turn - 1e-9
                        and (can_hold is None or cam in can_hold))
         h = self.holder
         if h is None or not self.talking(h, t):
             new = next((cam for _, cam in ready if cam != h), None)
         else:  # overlap: the holder keeps the floor until the other has clearly taken it
-            new = next((cam for start, cam in ready if cam != h and start > self.talk[h].start
+            new = next((cam for start, cam in ready if cam != h and start > self.talk.runs[h].start
                         and self.utterance_s(cam, t) >= self.takeover - 1e-9), None)
         if new is not None:
             self.holder, self.holder_since = new, t

@@ -34,7 +34,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .conversation import Conversation, may_take_floor
+from .conversation import Conversation, SpeechRuns, may_take_floor
 from .extract import SCENE_FEATURES, TEMPORAL_FEATURES
 
 HORIZON_S = 30.0  # "since" features are capped here: longer ago (or never) reads as the horizon
@@ -96,7 +96,7 @@ class TemporalState:
         self.last_keyword_any: float | None = None
         self.settled: str | None = None  # the settled speaker (SETTLED_S) and since when
         self.settled_since: float = 0.0
-        self.turns: dict[str, tuple[float, float]] = {}  # camera -> its current (or last) turn's (start, last speech)
+        self.turns = SpeechRuns(SETTLED_GAP_S)  # each camera's current (or last) turn: sentences with short pauses
 
     def update(self, t: float, tick_s: float, camera_ids: Sequence[str], x: np.ndarray, speech_masks: Sequence[int],
                speaking: Sequence[bool], stale: Sequence[bool]) -> np.ndarray:
@@ -117,19 +117,12 @@ class TemporalState:
         runs = {cam: self.talk.utterance_s(cam, t) for cam in camera_ids}
         newly = []
         for cam in camera_ids:
-            mask, turn = own_masks[cam], self.turns.get(cam)
-            if mask:  # its voiced bins in this tick (bit 0 = oldest): a pause over SETTLED_GAP_S starts a new turn
-                bin_s = tick_s / 8
-                first = t - tick_s + ((mask & -mask).bit_length() - 1) * bin_s
-                last = t - tick_s + mask.bit_length() * bin_s
-                turn = self.turns[cam] = (first if turn is None or first - turn[1] > SETTLED_GAP_S else turn[0], last)
-            if (turn is not None and cam != self.settled and t - turn[1] <= SETTLED_GAP_S
-                    and turn[1] - turn[0] >= SETTLED_S - 1e-9):
-                newly.append((turn[0], cam))
+            self.turns.add(t, tick_s, cam, own_masks[cam])
+            if cam != self.settled and self.turns.length(cam, t) >= SETTLED_S - 1e-9:
+                newly.append((self.turns.get(cam).start, cam))
         if newly:  # several at once: the one who began last
             self.settled, self.settled_since = max(newly)[1], t
-        spoke = [tk.last for tk in self.talk.talk.values() if tk.last is not None]
-        anyone = _since(t, max(spoke) if spoke else None)
+        anyone = _since(t, self.talk.talk.last_speech())
         keyword_any = _since(t, self.last_keyword_any)
         out = np.empty((len(camera_ids), len(TEMPORAL_FEATURES)), np.float32)
         for i, cam in enumerate(camera_ids):
@@ -150,7 +143,7 @@ class TemporalState:
                 c.last_keyword = t
             if runs[cam] > 0:
                 c.last_utterance = runs[cam]
-            tk = self.talk.talk.get(cam)
+            tk = self.talk.talk.get(cam)  # its utterances
             holder = self.talk.holder == cam
             values = {
                 "speech_run_s": _seconds(runs[cam]),
