@@ -19,6 +19,9 @@ from collections import deque
 from dataclasses import dataclass
 
 MASK_BINS = 8
+# times on the tick's bin grid that are equal in exact arithmetic may differ in their last bit: a silence of exactly
+# the gap is within it, whichever way the floats rounded
+TIME_EPS_S = 1e-6
 WORD_PAD_S = 0.03  # keep this clear of a recognised word's edges (ASR word times are approximate)
 FLOOR_MIN_PERSON_AREA = 0.05  # the floor needs a person in frame: a soundtrack never holds it
 
@@ -36,7 +39,8 @@ class Run:
 
 
 class SpeechRuns:
-    """Per camera, its current (or last) run of own speech: speech with no silence longer than `gap_s` inside it.
+    """Per camera, its current (or last) run of own speech: speech with no silence longer than `gap_s` inside it (a
+    silence of exactly `gap_s` keeps the run).
     With a short gap a run is an utterance (Conversation); with a longer one, the sentences of one turn (the settled
     speaker of features/temporal.py)."""
 
@@ -46,22 +50,23 @@ class SpeechRuns:
 
     def add(self, t: float, tick_s: float, cam: str, mask: int) -> None:
         """The camera's own speech over [t - tick_s, t], as a mask of MASK_BINS bins (bit 0 = oldest)."""
+        mask = int(mask)
         if not mask:
             return
         w = tick_s / MASK_BINS
         run = self.runs.setdefault(cam, Run())
         if self.gap >= tick_s:  # no gap inside one tick can split a run: its first and last voiced bins say it all
             lo = t - tick_s + ((mask & -mask).bit_length() - 1) * w
-            if run.last is None or lo - run.last > self.gap:
+            if run.last is None or lo - run.last > self.gap + TIME_EPS_S:
                 run.start = lo
-            run.last = t - tick_s + (mask.bit_length() - 1) * w + w
+            run.last = t - tick_s + mask.bit_length() * w
             return
         for b in range(MASK_BINS):
             if mask >> b & 1:
                 lo = t - tick_s + b * w
-                if run.last is None or lo - run.last > self.gap:
+                if run.last is None or lo - run.last > self.gap + TIME_EPS_S:
                     run.start = lo
-                run.last = lo + w
+                run.last = t - tick_s + (b + 1) * w
 
     def get(self, cam: str) -> Run | None:
         return self.runs.get(cam)
@@ -69,7 +74,7 @@ class SpeechRuns:
     def talking(self, cam: str, t: float) -> bool:
         """Within a run now: its last speech no longer than the gap ago."""
         run = self.runs.get(cam)
-        return run is not None and run.last is not None and t - run.last <= self.gap
+        return run is not None and run.last is not None and t - run.last <= self.gap + TIME_EPS_S
 
     def length(self, cam: str, t: float) -> float:
         """How long the current run has lasted (0 when the camera is not in one)."""

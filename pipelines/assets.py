@@ -139,6 +139,7 @@ class RealMediaConfig(Config):
 def real_media_set(context: AssetExecutionContext, config: RealMediaConfig, real_media: RealMediaResource):
     from runtime.realset import real_sessions
 
+    check_study_config(context)  # (beside training_dataset: a bad study setting ends the run before minutes of work)
     sessions = real_sessions(real_media.realset_dir, config.sessions, real_media.yolo_model or None,
                              progress=context.log.info)
     return Output(sessions, metadata={"sessions": len(sessions), "names": ", ".join(s.name for s in sessions),
@@ -188,11 +189,21 @@ class StudyConfig(Config):
 
 
 def check_study_config(context: AssetExecutionContext) -> None:
-    """The retrain run's ranker_study config, checked in the job's first step: a bad value fails the run in seconds
-    with the field's name, not after the dataset and the real-media set were built."""
-    given = ((context.run.run_config or {}).get("ops") or {}).get("ranker_study", {}) or {}
+    """The retrain run's ranker_study config, checked in the job's first steps (training_dataset and real_media_set,
+    which run side by side): a bad value fails the run in seconds with the field's name, not after the dataset and
+    the real-media set were built. A value given as `{env: VAR}` is read from the environment, as Dagster reads it."""
+    import os
+
+    given = (((context.run.run_config or {}).get("ops") or {}).get("ranker_study") or {}).get("config") or {}
+    values = {}
+    for k, v in given.items():
+        if isinstance(v, dict) and set(v) == {"env"}:
+            if v["env"] not in os.environ:
+                continue  # (Dagster itself says that the variable is not set)
+            v = os.environ[v["env"]]
+        values[k] = v
     try:
-        StudyConfig(**(given.get("config") or {}))
+        StudyConfig(**values)
     except ValidationError as e:
         why = [".".join(map(str, err["loc"])) + (": " if err["loc"] else "")
                + str(err["msg"]).removeprefix("Value error, ") for err in e.errors()]

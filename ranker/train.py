@@ -93,9 +93,10 @@ def session_folds(data: RankingData, k: int = 3) -> list[tuple[np.ndarray, np.nd
     return [(f != i, f == i) for i in range(k)]
 
 
-# The XGBoost search space: name -> [low, high] (a float range; "log" in a third place = log scale; ints where both
-# bounds are ints, "step" as a third number), or a list of choices (strings). A study's run config may override any
-# entry (`search_space`), e.g. {"max_depth": [4, 10], "objective": ["rank:ndcg"]}; unknown names are an error.
+# The XGBoost search space: name -> [low, high] (a range; "log" in a third place = log scale, or a step > 0 as a
+# third number), a list of choices (`objective`'s strings) or one value ([x]: fixed). `max_depth` and `rounds` are
+# whole numbers, the rest real numbers. A study's run config may override any entry (`search_space`), e.g.
+# {"max_depth": [4, 10], "objective": ["rank:ndcg"]}; an unknown name or a malformed entry is an error.
 SEARCH_SPACE: dict[str, list] = {
     "max_depth": [3, 8],
     "eta": [0.03, 0.3, "log"],
@@ -108,43 +109,68 @@ SEARCH_SPACE: dict[str, list] = {
     "label_lead_s": [0.0, 1.6],  # train on the human's choice this much later (RankingData.led)
     "rounds": [50, 300, 50],
 }
+WHOLE_PARAMS = ("max_depth", "rounds")
+CHOICE_PARAMS = ("objective",)
 
 
 def search_space(overrides: dict | None = None) -> dict[str, list]:
-    """SEARCH_SPACE with `overrides` applied; ValueError names an unknown parameter or a malformed range."""
+    """SEARCH_SPACE with `overrides` applied; ValueError names an unknown parameter or a malformed entry."""
     space = {**SEARCH_SPACE}
     for k, v in (overrides or {}).items():
         if k not in SEARCH_SPACE:
             raise ValueError(f"search space: unknown parameter {k!r}; known: {sorted(SEARCH_SPACE)}")
-        if not isinstance(v, (list, tuple)) or not v:
-            raise ValueError(f"search space {k}: give [low, high] (optionally 'log' or a step) or a list of choices")
-        if len(v) > 1 and not all(isinstance(x, str) for x in v):
-            _check_range(k, list(v))
-        space[k] = list(v)
+        space[k] = _checked_entry(k, v)
     return space
 
 
-def _check_range(name: str, spec: list) -> None:
-    """A numeric range as `_suggest_one` reads it: [low, high], then 'log' (low > 0) or a step (> 0)."""
+def _checked_entry(name: str, spec) -> list:
+    """One search-space entry as `_suggest_one` reads it, or ValueError saying what is wrong with it."""
     def number(x):
-        return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+        return isinstance(x, (int, float)) and not isinstance(x, bool) and bool(np.isfinite(x))
+
+    if not isinstance(spec, (list, tuple)) or not spec:
+        raise ValueError(f"search space {name}: give [low, high] (optionally 'log' or a step) or one value [x]")
+    spec = list(spec)
+    if name in CHOICE_PARAMS:
+        if not all(isinstance(x, str) for x in spec):
+            raise ValueError(f"search space {name}: a list of choices (strings), not {spec!r}")
+        return spec
+    whole = name in WHOLE_PARAMS
+    kind = "whole numbers" if whole else "numbers"
+    if not all(number(x) and (not whole or float(x).is_integer()) for x in spec[:2]):
+        raise ValueError(f"search space {name}: its bounds are {kind}, not {spec!r}")
+    if len(spec) == 1:
+        return [int(spec[0]) if whole else spec[0]]
     lo, hi, *extra = spec
-    bad = (not number(lo) or not number(hi) or lo > hi or len(extra) > 1
-           or (extra and not (extra[0] == "log" or (number(extra[0]) and extra[0] > 0)))
-           or (extra and extra[0] == "log" and lo <= 0))
-    if bad:
+    if whole:
+        lo, hi = int(lo), int(hi)
+    if lo > hi or len(extra) > 1:
         raise ValueError(f"search space {name}: {spec!r} is not a range [low, high] with low <= high, optionally "
-                         f"'log' (low > 0) or a step > 0; choices are strings")
+                         f"'log' or a step")
+    if extra and extra[0] == "log":
+        if lo <= 0:
+            raise ValueError(f"search space {name}: a log range needs low > 0, not {spec!r}")
+    elif extra:
+        step = extra[0]
+        if not number(step) or step <= 0 or (whole and not float(step).is_integer()):
+            raise ValueError(f"search space {name}: the third entry of {spec!r} is 'log' or a step, a "
+                             f"{'whole ' if whole else ''}number > 0")
+        if hi > lo and step > hi - lo:  # e.g. [3, 5, 7] meant as three choices: 3..5 in steps of 7 is just 3
+            raise ValueError(f"search space {name}: the step of {spec!r} is larger than the range; a range with a "
+                             f"step is [low, high, step] (lists of numeric choices are not supported)")
+        extra = [int(step) if whole else float(step)]
+    return [lo, hi, *extra]
 
 
 def _suggest_one(trial, name: str, spec: list):
-    if all(isinstance(x, str) for x in spec) or len(spec) == 1:
+    if name in CHOICE_PARAMS or len(spec) == 1:
         return trial.suggest_categorical(name, list(spec))
     lo, hi, *extra = spec
-    if isinstance(lo, int) and isinstance(hi, int) and not isinstance(lo, bool):
-        step = int(extra[0]) if extra and not isinstance(extra[0], str) else 1
-        return trial.suggest_int(name, lo, hi, step=step)
-    return trial.suggest_float(name, float(lo), float(hi), log=bool(extra and extra[0] == "log"))
+    log = bool(extra and extra[0] == "log")
+    step = None if log or not extra else extra[0]
+    if name in WHOLE_PARAMS:
+        return trial.suggest_int(name, int(lo), int(hi), step=int(step or 1), log=log)
+    return trial.suggest_float(name, float(lo), float(hi), log=log, step=step)
 
 
 def suggest(trial, space: dict[str, list] | None = None) -> tuple[dict, int]:
@@ -495,6 +521,9 @@ def _feature_index(features: list[str] | None) -> slice | np.ndarray:
     unknown = [f for f in features if f not in RANKER_FEATURES]
     if unknown:
         raise ValueError(f"unknown feature(s) {unknown}; the contract's ranker features are {list(RANKER_FEATURES)}")
+    twice = sorted({f for f in features if list(features).count(f) > 1})
+    if twice:
+        raise ValueError(f"feature(s) {twice} given more than once")
     return np.array([RANKER_FEATURES.index(f) for f in features], dtype=np.intp)
 
 
@@ -747,6 +776,9 @@ def keep_real_rule(booster, study, real, policy=None, tick_s: float = 0.2, progr
 
 def best_params(study) -> tuple[dict, int]:
     """The best trial's XGBoost parameters and rounds (its policy timing: `best_policy`)."""
+    if not _has_value(study):
+        raise ValueError(f"study {study.study_name} has no finished trial to take parameters from (a new study run "
+                         f"with n_trials 0, or every trial failed or was pruned): run it with n_trials >= 1")
     p = {k: v for k, v in study.best_params.items() if not k.startswith(POLICY_PREFIX)}
     rounds = int(p.pop("rounds", DEFAULT_ROUNDS))
     return p, rounds

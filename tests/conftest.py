@@ -46,13 +46,21 @@ def livekit_server(tmp_path_factory):
     server.__exit__(None, None, None)
 
 
-_EXIT_STATUS = pytest.StashKey[int]()
+_SESSION = pytest.StashKey[pytest.Session]()
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_sessionfinish(session):
-    yield
-    session.config.stash[_EXIT_STATUS] = int(session.exitstatus)  # as every plugin left it
+def pytest_sessionstart(session):
+    session.config.stash[_SESSION] = session
+
+
+def _pytest_is_the_program() -> bool:
+    """Run as `pytest` or `python -m pytest`, not by pytest.main() inside another program (an IDE, a notebook)."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return (spec is not None and spec.name in ("pytest", "pytest.__main__")) \
+        or os.path.basename(sys.argv[0] or "") in ("pytest", "py.test")
 
 
 @pytest.hookimpl(trylast=True)
@@ -60,10 +68,14 @@ def pytest_unconfigure(config):
     """The run's exit, without the interpreter's own shutdown, once livekit's native runtime was loaded: its atexit
     dispose stops a tokio runtime whose workers may still call back into a finalising interpreter, which aborts the
     process ("panic in a function that cannot unwind", rc 134) after every test passed (seen once, running
-    test_control_page.py alone). Everything pytest reports is written by now; the exit status is pytest's own."""
+    test_control_page.py alone). Everything pytest reports is written by now; the exit status is pytest's own
+    (`session.exitstatus`, as pytest returns it). Not when pytest.main() runs inside another program, nor with
+    --debug (its file is closed after this hook)."""
     import sys
 
-    if "livekit.rtc" not in sys.modules or _EXIT_STATUS not in config.stash:
+    session = config.stash.get(_SESSION, None)
+    if ("livekit.rtc" not in sys.modules or session is None or config.getoption("debug", None)
+            or not _pytest_is_the_program()):
         return
     import logging
 
@@ -73,4 +85,4 @@ def pytest_unconfigure(config):
             stream.flush()
         except (AttributeError, OSError, ValueError):
             pass
-    os._exit(config.stash[_EXIT_STATUS])
+    os._exit(int(session.exitstatus))

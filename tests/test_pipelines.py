@@ -285,19 +285,23 @@ def test_retraining_an_empty_data_dir_says_what_is_missing(tmp_path):
 @pytest.mark.parametrize("study, says", [({"n_trials": -2}, "ranker_study config: n_trials is"),
                                          ({"search_space": '{"max_depth": [8, 3]}'}, "max_depth: [8, 3]"),
                                          ({"features": ["crowd_roar"]}, "crowd_roar"),
-                                         ({"timing_trials": -5}, "timing_trials must be 0 or more")])
-def test_a_bad_study_config_fails_the_retrain_in_its_first_step(tmp_path, study, says):
+                                         ({"timing_trials": -5}, "timing_trials must be 0 or more"),
+                                         ({"search_space": '{"max_depth": [3, 9, 0.5]}'}, "a whole number > 0"),
+                                         ({"n_trials": {"env": "AIOBS_TEST_TRIALS"}, "folds": 1}, "folds is how many"),
+                                         ({"features": ["speech_prob", "speech_prob"]}, "more than once")])
+def test_a_bad_study_config_fails_the_retrain_in_its_first_step(tmp_path, monkeypatch, study, says):
     """The study's settings are checked where the run starts (training_dataset), not after the dataset and the
     real-media set were built; the failure names the setting (a wrong type, e.g. folds: "x", Dagster's own schema
     refuses before the run starts)."""
     settings = settings_for(tmp_path)
+    monkeypatch.setenv("AIOBS_TEST_TRIALS", "2")  # a value from the environment is read, as Dagster reads it
     res = materialize([*RANKER_ASSETS, *CHECKS], resources=default_resources(settings),
                       instance=DagsterInstance.ephemeral(), raise_on_error=False,
                       run_config={"ops": {"ranker_study": {"config": study}}})
     assert not res.success
-    failed = [e for e in res.all_events if e.is_step_failure]
-    assert [e.step_key for e in failed] == ["training_dataset"]
-    assert says in failed[0].step_failure_data.error.to_string()
+    failed = [e for e in res.all_events if e.is_step_failure]  # the two first steps, which run side by side
+    assert sorted(e.step_key for e in failed) == ["real_media_set", "training_dataset"]
+    assert all(says in e.step_failure_data.error.to_string() for e in failed)
     assert not [e for e in res.all_events if e.is_step_start and e.step_key == "ranker_study"]
 
 

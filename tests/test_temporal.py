@@ -202,3 +202,25 @@ def test_a_speaker_who_talks_in_sentences_settles_after_3_s_of_their_turn():
     assert at(r, 6.8, "b", "settled_speaker") == 1.0 and at(r, 6.8, "a", "settled_speaker") == 0.0  # 3 s into it
     assert at(r, 7.4, "b", "settled_s") == pytest.approx(0.6, abs=0.01)
     assert at(r, 7.4, "b", "speech_run_s") < 3.0 > at(r, 10.0, "b", "last_utterance_s")  # no 3 s sentence
+
+
+@pytest.mark.parametrize("tick_s", [0.2, 1 / 15, 0.25])
+def test_speech_runs_keep_a_run_through_a_silence_of_exactly_the_gap_at_any_tick_rate(tick_s):
+    """One run tracker for the utterances and the settled speaker's turns: a silence of exactly the gap keeps the
+    run (the floats of the bin grid round either way), one bin more starts a new one; numpy masks work as ints."""
+    from features.conversation import MASK_BINS, SpeechRuns
+
+    w = tick_s / MASK_BINS
+    for gap_bins in (8, 40):  # a gap of one tick, of five
+        gap = gap_bins * w
+        for extra, same in ((0, True), (1, False)):
+            runs = SpeechRuns(gap)
+            runs.add(5 * tick_s, tick_s, "a", np.int64(0xFF))  # speech over tick 5, then silence
+            silent = gap_bins + extra  # bins of silence, then speech from a bin boundary
+            k, b = 5 + 1 + silent // MASK_BINS, silent % MASK_BINS
+            assert runs.talking("a", 5 * tick_s + gap) and not runs.talking("a", 5 * tick_s + gap + w)
+            runs.add(k * tick_s, tick_s, "a", np.int64((0xFF << b) & 0xFF))
+            assert (runs.get("a").start == pytest.approx(4 * tick_s)) is same, (tick_s, gap_bins, extra)
+    quiet = SpeechRuns(1.0)
+    quiet.add(1.0, 0.2, "a", 0)
+    assert quiet.get("a") is None and quiet.length("a", 1.0) == 0.0 and quiet.last_speech() is None

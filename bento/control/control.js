@@ -393,8 +393,9 @@
     try {
       await call("live_override", msg);
       if (overrideSeen === seen) {  // (a poll that came back first already says what became of it)
-        const t = lastStatus && typeof lastStatus.t === "number" ? `t ${fmt(lastStatus.t, 1)} s` : "the start";
-        note(`${what} sent after ${t}: queued for the next tick`);  // in the session's seconds, as its outcome is
+        const t = lastStatus && typeof lastStatus.t === "number" ? `after t ${fmt(lastStatus.t, 1)} s`
+          : "before the first tick";
+        note(`${what} sent ${t}: queued for the next tick`);  // in the session's seconds, as its outcome is
         $("sent").classList.remove("rejected");
       }
     } catch (e) {
