@@ -358,6 +358,17 @@ def test_live_mode_fails_clearly_without_a_server(data_dir):
         asyncio.run(asyncio.wait_for(LiveDirector(settings).run(duration_s=1), 60))
 
 
+def test_status_lists_a_camera_before_the_director_has_scored_it_as_not_takeable(data_dir):
+    """A camera whose frames came after the last tick (or before the first) is listed with `in_tick` false: the
+    control page turns its take/lock off, as the policy would reject them ("no such camera in this tick")."""
+    settings = load_settings(env={}, data_dir=data_dir, livekit_url="ws://127.0.0.1:1", livekit_api_key="k",
+                             livekit_api_secret="s" * 32)
+    director = LiveDirector(settings, program_size=(320, 180), program_fps=10)
+    director.report.frame_sizes["cam9"] = (320, 180)
+    status = director.status()
+    assert status["t"] is None and status["cameras"] == {"cam9": {"frame_size": [320, 180], "in_tick": False}}
+
+
 def _turn_script(lines: dict[str, list[str]], start_s: float, pause_s: float):
     """Host and guest speak their lines in turns (host, guest, host, guest) from `start_s` on the script clock, with
     `pause_s` of silence at every turn change: (turns [(who, first voiced s, last voiced s, clip, placed at)], the
