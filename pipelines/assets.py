@@ -174,18 +174,18 @@ class StudyConfig(Config):
             raise ValueError(f"timing_trials must be 0 or more (or -1 for the default), not {self.timing_trials}")
         if self.timing_replay_ticks < 0:
             raise ValueError(f"timing_replay_ticks must be 0 (the default) or more, not {self.timing_replay_ticks}")
-        try:
-            space = json.loads(self.search_space) if self.search_space.strip() else None
-        except json.JSONDecodeError as e:
-            raise ValueError(f"search_space is not JSON ({e}): {self.search_space!r}") from None
-        check_study_args(n_trials=self.n_trials, folds=self.folds, max_groups=self.max_groups, space=space,
+        check_study_args(n_trials=self.n_trials, folds=self.folds, max_groups=self.max_groups, space=self.space(),
                          features=self.features or None,
                          timing_trials=None if self.timing_trials < 0 else self.timing_trials,
                          timing_replay_groups=self.timing_replay_ticks or None)
         return self
 
     def space(self) -> dict | None:
-        return json.loads(self.search_space) if self.search_space.strip() else None
+        """`search_space` read as JSON (None when empty)."""
+        try:
+            return json.loads(self.search_space) if self.search_space.strip() else None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"search_space is not JSON ({e}): {self.search_space!r}") from None
 
 
 def check_study_config(context: AssetExecutionContext) -> None:
