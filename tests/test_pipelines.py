@@ -133,7 +133,8 @@ def test_whole_graph_learns_what_the_baseline_does_not(platform):
 def test_the_final_model_ships_with_a_tuned_timing_that_keeps_the_real_media_rule_for_itself(platform):
     """The tuning checks the real-media rule with the first fold's model; the final model, trained on every session,
     may lose the speaker under the same timing (the 14th session's bench: follow 0.957 < the baseline's 1.0 and the
-    model stayed challenger). `keep_real_rule` walks the tuned timings, the tuning's choice first, for THAT model."""
+    model stayed challenger), or keep the rule under a better-agreeing timing than the fold's model did.
+    `keep_real_rule` walks the tuned timings, best agreement first, for THAT model."""
     from types import SimpleNamespace
 
     import xgboost as xgb
@@ -165,6 +166,17 @@ def test_the_final_model_ships_with_a_tuned_timing_that_keeps_the_real_media_rul
     else:
         assert shipped is None and not model.policy and "front door's, which fails the rule too" in lines[0]
     assert keep_real_rule(booster, study, None) == flighty  # nothing to check against: the tuning's choice
+    # the fold's model kept only the worse-agreeing timing; the final model is judged on the better one first
+    study.user_attrs["refined_candidates"] = [{"agreement": 0.9, "timing": production},
+                                              {"agreement": 0.8, "timing": flighty}]
+    lines.clear()
+    shipped = keep_real_rule(booster, study, real, PolicyConfig(), 0.2, progress=lines.append)
+    if production_keeps:
+        assert shipped == production and XGBoostRanker(booster).policy == pytest.approx(production)
+        assert "keeps the real-media rule under a better-agreeing timing" in lines[0]
+        assert "candidate 1 of 2, not 2" in lines[0]
+    else:
+        assert shipped is None and "fails the real-media rule under the tuned timing" in lines[0]
 
 
 def test_registry_aliases_signature_and_runtime_loading(platform):
