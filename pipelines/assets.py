@@ -249,9 +249,9 @@ def ranker_study(context: AssetExecutionContext, config: StudyConfig, training_d
 
 @asset(group_name="ranker", description="The final XGBoost ranker, trained on every training session with the "
        "study's best parameters (through xgboost.dask when a Dask scheduler is configured), stamped with the tuned "
-       "policy timing that keeps the gate's real-media rule for THIS model: the study's choice when it does, else the "
-       "next tuned timing that does (one real-media replay each, about a second), else none (the front door's). So "
-       "its `learned_policy` may differ from the study's.")
+       "policy timing that keeps the gate's real-media rule for THIS model: the best-agreeing tuned timing that does "
+       "(one real-media replay each, about a second), else none (the front door's). So its `learned_policy` may "
+       "differ from the study's, which a fold's model judged.")
 def ranker_model(context: AssetExecutionContext, training_dataset, ranker_study, real_media_set,
                  training: TrainingResource, director: DirectorResource):
     import optuna

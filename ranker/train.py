@@ -126,7 +126,10 @@ def search_space(overrides: dict | None = None) -> dict[str, list]:
 def _checked_entry(name: str, spec) -> list:
     """One search-space entry as `_suggest_one` reads it, or ValueError saying what is wrong with it."""
     def number(x):
-        return isinstance(x, (int, float)) and not isinstance(x, bool) and bool(np.isfinite(x))
+        try:
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and bool(np.isfinite(x))
+        except (OverflowError, TypeError):  # an integer too large for a float
+            return False
 
     if not isinstance(spec, (list, tuple)) or not spec:
         raise ValueError(f"search space {name}: give [low, high] (optionally 'log' or a step) or one value [x]")

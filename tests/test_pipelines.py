@@ -112,8 +112,8 @@ def test_whole_graph_learns_what_the_baseline_does_not(platform):
         assert set(study["policy"]) == set(TUNED_FIELDS)
     else:
         assert study["policy"] is None
-    # the final model ships with the tuned timing when it keeps the real-media rule for THAT model, else with the next
-    # candidate that does, else with none (the front door's)
+    # the final model ships with the best-agreeing tuned timing under which IT keeps the real-media rule, else with
+    # none (the front door's)
     shipped = res.output_for_node("ranker_model")["policy"]
     assert shipped is None or any(c["timing"] == pytest.approx(shipped) for c in candidates)
     if shipped is not None:
@@ -177,6 +177,51 @@ def test_the_final_model_ships_with_a_tuned_timing_that_keeps_the_real_media_rul
         assert "candidate 1 of 2, not 2" in lines[0]
     else:
         assert shipped is None and "fails the real-media rule under the tuned timing" in lines[0]
+
+
+def test_the_final_models_timing_is_the_best_agreeing_one_it_keeps_the_rule_under(monkeypatch):
+    """keep_real_rule's every case, with the real-media rule scripted per timing: the final model's own verdict,
+    walked from the best agreement down, decides; the log line says why the shipped timing is not the study's."""
+    from types import SimpleNamespace
+
+    import ranker.train as train
+
+    def timing(name):
+        return {"min_hold_s": float(len(name)), "name": name}
+
+    passes: set[str] = set()
+    monkeypatch.setattr(train._TimingJudge, "__init__", lambda self, *a, **k: None)
+    monkeypatch.setattr(train._TimingJudge, "real_rule", lambda self, booster, t: (
+        1.0, [] if t and t["name"] in passes else [f"follow on {t['name'] if t else 'front door'} too low"]))
+    monkeypatch.setattr(train, "incumbent_timing", lambda base: {})
+    monkeypatch.setattr(train, "timing_of", lambda params: None)
+    stamped = []
+    monkeypatch.setattr(train, "stamp_booster", lambda booster, *a, policy=None: stamped.append(policy))
+    booster = SimpleNamespace(set_attr=lambda **k: None, attributes=lambda: {"aiobs_features": "[]",
+                                                                            "aiobs_schema_version": "1"})
+
+    def ship(chosen, names, keep):
+        passes.clear()
+        passes.update(keep)
+        study = SimpleNamespace(study_name="s", user_attrs={
+            "refined_timing": timing(chosen) if chosen else None,
+            "refined_candidates": [{"agreement": 1 - i / 10, "timing": timing(n)} for i, n in enumerate(names)]})
+        lines = []
+        out = train.keep_real_rule(booster, study, ["a real set"], progress=lines.append)
+        assert stamped[-1] == out
+        return (out or {}).get("name"), lines
+
+    names = ["a", "bb", "ccc"]  # best agreement first
+    assert ship("bb", names, {"bb"}) == ("bb", [])  # the study's choice keeps it, nothing better does
+    got, lines = ship("bb", names, {"a", "bb"})  # a better-agreeing one keeps it for THIS model: that one
+    assert got == "a" and "better-agreeing timing" in lines[0] and "candidate 1 of 3, not 2" in lines[0]
+    got, lines = ship("bb", names, {"ccc"})  # the choice fails for this model: the next that keeps it
+    assert got == "ccc" and "(follow on bb too low)" in lines[0] and "candidate 3 of 3" in lines[0]
+    got, lines = ship("bb", names, set())  # none: the front door's, and whether that fails too
+    assert got is None and "front door's, which fails the rule too" in lines[0]
+    got, lines = ship(None, names, {"bb"})  # the fold's model kept none; this model keeps one
+    assert got == "bb" and "no tuned timing kept the real-media rule for the fold's model" in lines[0]
+    assert ship(None, names, set()) == (None, [])
 
 
 def test_registry_aliases_signature_and_runtime_loading(platform):
