@@ -39,13 +39,15 @@ class Run:
 
 
 class SpeechRuns:
-    """Per camera, its current (or last) run of own speech: speech with no silence longer than `gap_s` inside it (a
-    silence of exactly `gap_s` keeps the run).
+    """Per camera, its current (or last) run of own speech: speech with no silence longer than `gap_s` inside it.
     With a short gap a run is an utterance (Conversation); with a longer one, the sentences of one turn (the settled
-    speaker of features/temporal.py)."""
+    speaker of features/temporal.py). `tolerance_s` > 0: a silence of exactly `gap_s` keeps the run, however the
+    floats of the bin grid round (the settled speaker's turns); 0 compares the floats as they are (the utterances,
+    as they were logged since the start: a replay of old rows recomputes the same values)."""
 
-    def __init__(self, gap_s: float):
+    def __init__(self, gap_s: float, tolerance_s: float = 0.0):
         self.gap = gap_s
+        self.tolerance = tolerance_s
         self.runs: dict[str, Run] = {}
 
     def add(self, t: float, tick_s: float, cam: str, mask: int) -> None:
@@ -55,18 +57,19 @@ class SpeechRuns:
             return
         w = tick_s / MASK_BINS
         run = self.runs.setdefault(cam, Run())
+        limit = self.gap + self.tolerance
         if self.gap >= tick_s:  # no gap inside one tick can split a run: its first and last voiced bins say it all
             lo = t - tick_s + ((mask & -mask).bit_length() - 1) * w
-            if run.last is None or lo - run.last > self.gap + TIME_EPS_S:
+            if run.last is None or lo - run.last > limit:
                 run.start = lo
-            run.last = t - tick_s + mask.bit_length() * w
+            run.last = t - tick_s + (mask.bit_length() - 1) * w + w  # (as the bin loop below computes it)
             return
         for b in range(MASK_BINS):
             if mask >> b & 1:
                 lo = t - tick_s + b * w
-                if run.last is None or lo - run.last > self.gap + TIME_EPS_S:
+                if run.last is None or lo - run.last > limit:
                     run.start = lo
-                run.last = t - tick_s + (b + 1) * w
+                run.last = lo + w
 
     def get(self, cam: str) -> Run | None:
         return self.runs.get(cam)
@@ -74,7 +77,7 @@ class SpeechRuns:
     def talking(self, cam: str, t: float) -> bool:
         """Within a run now: its last speech no longer than the gap ago."""
         run = self.runs.get(cam)
-        return run is not None and run.last is not None and t - run.last <= self.gap + TIME_EPS_S
+        return run is not None and run.last is not None and t - run.last <= self.gap + self.tolerance
 
     def length(self, cam: str, t: float) -> float:
         """How long the current run has lasted (0 when the camera is not in one)."""

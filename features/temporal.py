@@ -34,7 +34,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .conversation import Conversation, SpeechRuns, may_take_floor
+from .conversation import TIME_EPS_S, Conversation, SpeechRuns, may_take_floor
 from .extract import SCENE_FEATURES, TEMPORAL_FEATURES
 
 HORIZON_S = 30.0  # "since" features are capped here: longer ago (or never) reads as the horizon
@@ -96,7 +96,8 @@ class TemporalState:
         self.last_keyword_any: float | None = None
         self.settled: str | None = None  # the settled speaker (SETTLED_S) and since when
         self.settled_since: float = 0.0
-        self.turns = SpeechRuns(SETTLED_GAP_S)  # each camera's current (or last) turn: sentences with short pauses
+        # each camera's current (or last) turn: sentences with short pauses
+        self.turns = SpeechRuns(SETTLED_GAP_S, tolerance_s=TIME_EPS_S)
 
     def update(self, t: float, tick_s: float, camera_ids: Sequence[str], x: np.ndarray, speech_masks: Sequence[int],
                speaking: Sequence[bool], stale: Sequence[bool]) -> np.ndarray:

@@ -208,13 +208,13 @@ def test_a_speaker_who_talks_in_sentences_settles_after_3_s_of_their_turn():
 def test_speech_runs_keep_a_run_through_a_silence_of_exactly_the_gap_at_any_tick_rate(tick_s):
     """One run tracker for the utterances and the settled speaker's turns: a silence of exactly the gap keeps the
     run (the floats of the bin grid round either way), one bin more starts a new one; numpy masks work as ints."""
-    from features.conversation import MASK_BINS, SpeechRuns
+    from features.conversation import MASK_BINS, TIME_EPS_S, SpeechRuns
 
     w = tick_s / MASK_BINS
     for gap_bins in (8, 40):  # a gap of one tick, of five
         gap = gap_bins * w
         for extra, same in ((0, True), (1, False)):
-            runs = SpeechRuns(gap)
+            runs = SpeechRuns(gap, tolerance_s=TIME_EPS_S)
             runs.add(5 * tick_s, tick_s, "a", np.int64(0xFF))  # speech over tick 5, then silence
             silent = gap_bins + extra  # bins of silence, then speech from a bin boundary
             k, b = 5 + 1 + silent // MASK_BINS, silent % MASK_BINS
